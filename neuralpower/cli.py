@@ -1,0 +1,106 @@
+"""The ``neuralpower`` command. Bad input ends in one line on stderr and a non-zero exit."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import NeuralPowerError
+
+
+def _fit(args) -> None:
+    from . import data
+    from .predictor import Predictor, card_markdown
+
+    rows = data.load(args.data)
+    print(f"fitting on {len(rows)} rows from {', '.join(args.data)}", file=sys.stderr)
+    predictor = Predictor.fit(rows, log=lambda m: print(m, file=sys.stderr))
+    predictor.save(args.output)
+    if args.card:
+        with open(args.card, "w") as f:
+            f.write(card_markdown(predictor.card))
+    print(f"wrote {args.output}" + (f" and {args.card}" if args.card else ""))
+
+
+def _score(args) -> None:
+    from . import data
+    from .predictor import Predictor
+    from .report import scores_text
+
+    predictor = Predictor.load(args.model)
+    scores = predictor.score(data.load(args.data))
+    print(json.dumps(scores, indent=2) if args.json else scores_text(scores))
+
+
+def _predict(args) -> None:
+    from . import nets
+    from .predict import predict
+    from .predictor import Predictor
+    from .report import prediction_json, prediction_text
+
+    if args.top < 0:
+        raise NeuralPowerError("--top must be >= 0")
+    predictor = Predictor.load(args.model)
+    shapes = nets.parse_input(args.input)
+    model = nets.build(args.net)
+    p = predict(model, shapes if len(shapes) > 1 else shapes[0], predictor, network=args.net)
+    if p.totals["layers_modeled"] == 0:
+        raise NeuralPowerError(f"{args.net}: no layer of a kind this predictor models "
+                               f"({', '.join(sorted({k for k, _ in predictor.models}))})")
+    print(json.dumps(prediction_json(p, args.top), indent=2) if args.json
+          else prediction_text(p, args.top))
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="neuralpower", description="Predict the runtime, power "
+                                 "and energy of a neural network, layer by layer.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="fit a predictor on measurement CSVs")
+    p.add_argument("data", nargs="+", help="measurement CSV files (DESIGN.md schema)")
+    p.add_argument("-o", "--output", required=True, help="predictor file to write")
+    p.add_argument("--card", help="also write the model card as Markdown to this file")
+    p.set_defaults(run=_fit)
+
+    p = sub.add_parser("score", help="errors of a predictor on measured rows")
+    p.add_argument("model", help="predictor file")
+    p.add_argument("data", nargs="+", help="measurement CSV files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_score)
+
+    p = sub.add_parser("predict", help="per-layer runtime, power and energy of a network")
+    p.add_argument("model", help="predictor file")
+    p.add_argument("net", help="torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION")
+    p.add_argument("--input", default="1x3x224x224", help="input shape, e.g. 1x3x224x224 "
+                   "(comma-separate several inputs)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--top", type=int, default=5, help="how many hotspot layers to list")
+    p.set_defaults(run=_predict)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except NeuralPowerError as e:
+        print(f"neuralpower {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"neuralpower {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug of ours: still one line, the traceback on request
+        if os.environ.get("NEURALPOWER_DEBUG"):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else ""
+        print(f"neuralpower {args.command}: internal error: {type(e).__name__}: {msg} "
+              "(set NEURALPOWER_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

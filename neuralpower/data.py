@@ -1,0 +1,94 @@
+"""Read measurement CSVs (DESIGN.md schema) and refuse what cannot be trusted, on one line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import NeuralPowerError
+from .features import INPUT_COLUMNS, SHAPE_COLUMNS, TARGETS
+
+# Larger than any real layer size or runtime (2**31 elements; a layer running 10^7 ms = 2.8 h):
+# such a value is a unit or parsing mistake, not a measurement.
+MAX_SIZE = 2**31
+MAX_RUNTIME_MS = 1e7
+MAX_POWER_W = 1e5
+
+
+def load(paths) -> pd.DataFrame:
+    """Rows of one or more measurement CSVs, checked, with a ``source_file`` column added."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    frames = [_read_one(Path(p)) for p in paths]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _read_one(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise NeuralPowerError(f"measurement file {str(path)!r} not found")
+    try:
+        d = pd.read_csv(path, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise NeuralPowerError(f"{path}: file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise NeuralPowerError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    if d.empty:
+        raise NeuralPowerError(f"{path}: no data rows")
+    missing = [c for c in ("kind", "runtime_ms") if c not in d.columns]
+    if missing:
+        raise NeuralPowerError(f"{path}: missing column(s) {', '.join(missing)}; see the "
+                               "measurement CSV schema in DESIGN.md")
+    if "status" in d.columns:  # the profiler marks failed configurations; they carry no target
+        d = d[d["status"].fillna("ok").eq("ok")]
+    d["kind"] = d["kind"].astype(str).str.strip()
+    for c in TARGETS:
+        d[c] = _numeric(d, c, path) if c in d.columns else np.nan
+        _check_range(d, c, path, low_exclusive=0.0,
+                     high=MAX_RUNTIME_MS if c == "runtime_ms" else MAX_POWER_W)
+    for kind, cols in INPUT_COLUMNS.items():
+        rows = d["kind"] == kind
+        if not rows.any():
+            continue
+        absent = [c for c in cols if c not in d.columns]
+        if absent:
+            raise NeuralPowerError(f"{path}: {kind} rows need column(s) {', '.join(absent)}")
+        for c in cols + [c for c in ("pad_h", "pad_w", "groups", "dilation_h", "dilation_w")
+                         if c in d.columns]:
+            values = _numeric(d.loc[rows], c, path)
+            bad = values.isna() & (c in cols)
+            if bad.any():
+                raise NeuralPowerError(f"{path}: line {_line(bad)}: {kind} row has no {c}")
+            low = -1 if c.startswith("pad") else 0  # sizes > 0, padding >= 0
+            out_of_range = (values <= low) | (values > MAX_SIZE)
+            if out_of_range.any():
+                line = _line(out_of_range)
+                raise NeuralPowerError(f"{path}: line {line}: {c} = {values[out_of_range].iloc[0]} "
+                                       "is out of range")
+            d.loc[rows, c] = values
+    for c in SHAPE_COLUMNS:
+        if c in d.columns:
+            d[c] = pd.to_numeric(d[c], errors="coerce")
+    d["source_file"] = path.name
+    return d
+
+
+def _numeric(d: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    values = pd.to_numeric(d[column], errors="coerce")
+    text = values.isna() & d[column].notna() & d[column].astype(str).str.strip().ne("")
+    if text.any():
+        raise NeuralPowerError(f"{path}: line {_line(text)}: {column} = "
+                               f"{d.loc[text, column].iloc[0]!r} is not a number")
+    return values
+
+
+def _check_range(d: pd.DataFrame, column: str, path: Path, low_exclusive: float, high: float):
+    v = d[column]
+    bad = v.notna() & (~np.isfinite(v) | (v <= low_exclusive) | (v > high))
+    if bad.any():
+        raise NeuralPowerError(f"{path}: line {_line(bad)}: {column} = {v[bad].iloc[0]} is not a "
+                               f"plausible measurement (must be > {low_exclusive:g} and <= {high:g})")
+
+
+def _line(mask: pd.Series) -> int:
+    """1-based file line of the first flagged row (header is line 1)."""
+    return int(mask[mask].index[0]) + 2

@@ -1,0 +1,89 @@
+"""Layer features: the one place that turns a layer row into the numbers a model sees.
+
+A row is a mapping (or a DataFrame row) in the measurement CSV schema of DESIGN.md. The
+profiler's rows, the public data sets and the tracer's rows of a user's network all pass
+through :func:`features`, so fitting and prediction see identical columns.
+
+Every feature is a non-negative count or size; the regression takes logs of them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# The schema's columns that describe a layer (DESIGN.md, "Measurement CSV schema").
+SHAPE_COLUMNS = [
+    "batch", "in_channels", "in_h", "in_w", "out_channels", "out_h", "out_w",
+    "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w",
+    "dilation_h", "dilation_w", "groups", "in_features", "out_features",
+]
+TARGETS = ["runtime_ms", "power_w"]
+
+
+def _conv(d: pd.DataFrame) -> pd.DataFrame:
+    cin_per_group = d.in_channels / d.groups
+    f = d[["batch", "in_channels", "in_h", "in_w", "out_channels", "out_h", "out_w",
+           "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w",
+           "dilation_h", "groups"]].copy()
+    f["in_per_group"] = cin_per_group
+    f["out_pixels"] = d.batch * d.out_h * d.out_w
+    f["macs"] = f.out_pixels * d.out_channels * cin_per_group * d.kernel_h * d.kernel_w
+    f["in_elems"] = d.batch * d.in_channels * d.in_h * d.in_w
+    f["out_elems"] = f.out_pixels * d.out_channels
+    f["weight_elems"] = d.out_channels * cin_per_group * d.kernel_h * d.kernel_w
+    return f
+
+
+def _linear(d: pd.DataFrame) -> pd.DataFrame:
+    f = d[["batch", "in_features", "out_features"]].copy()
+    f["macs"] = d.batch * d.in_features * d.out_features
+    f["in_elems"] = d.batch * d.in_features
+    f["out_elems"] = d.batch * d.out_features
+    f["weight_elems"] = d.in_features * d.out_features
+    return f
+
+
+def _pool(d: pd.DataFrame) -> pd.DataFrame:
+    f = d[["batch", "in_channels", "in_h", "in_w", "out_h", "out_w",
+           "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w"]].copy()
+    f["out_elems"] = d.batch * d.in_channels * d.out_h * d.out_w
+    f["in_elems"] = d.batch * d.in_channels * d.in_h * d.in_w
+    f["macs"] = f.out_elems * d.kernel_h * d.kernel_w  # one compare or add per window element
+    return f
+
+
+# kind -> feature builder. A kind with an entry here can be fitted and predicted.
+FEATURES = {
+    "conv2d": _conv,
+    "linear": _linear,
+    "max_pool2d": _pool,
+    "avg_pool2d": _pool,
+}
+MODELED_KINDS = tuple(FEATURES)
+
+# Defaults the schema allows to be left empty.
+_DEFAULTS = {"dilation_h": 1, "dilation_w": 1, "groups": 1, "pad_h": 0, "pad_w": 0}
+
+
+# Schema columns each kind reads; a row missing one of them cannot be featured.
+INPUT_COLUMNS = {
+    "conv2d": ["batch", "in_channels", "in_h", "in_w", "out_channels", "out_h", "out_w",
+               "kernel_h", "kernel_w", "stride_h", "stride_w"],
+    "linear": ["batch", "in_features", "out_features"],
+    "max_pool2d": ["batch", "in_channels", "in_h", "in_w", "out_h", "out_w",
+                   "kernel_h", "kernel_w", "stride_h", "stride_w"],
+}
+INPUT_COLUMNS["avg_pool2d"] = INPUT_COLUMNS["max_pool2d"]
+
+
+def features(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Named features of the rows of one ``kind`` (float, same index as ``rows``)."""
+    if kind not in FEATURES:
+        raise KeyError(f"no features for kind {kind!r}; modeled kinds: {', '.join(MODELED_KINDS)}")
+    d = rows.reindex(columns=SHAPE_COLUMNS).apply(pd.to_numeric, errors="coerce").fillna(_DEFAULTS)
+    return FEATURES[kind](d).astype(float)
+
+
+def macs(rows: pd.DataFrame, kind: str) -> np.ndarray:
+    """Multiply-accumulates (window operations for pooling) of each row."""
+    return features(rows, kind)["macs"].to_numpy()

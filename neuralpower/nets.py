@@ -1,0 +1,121 @@
+"""Resolve a NET name to an ``nn.Module`` built on the meta device (structure, no weights).
+
+``torchvision:resnet18``, ``timm:efficientnet_b0`` or ``path/to/file.py:function`` where the
+function returns an ``nn.Module``. Weights are never downloaded: structure is enough.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import NeuralPowerError
+
+
+def build(net: str) -> nn.Module:
+    """The module a NET name describes, with meta-device parameters."""
+    source, sep, name = net.rpartition(":")
+    if not sep or not name:
+        raise NeuralPowerError(f"network {net!r}: expected torchvision:NAME, timm:NAME or "
+                               "path/to/file.py:FUNCTION")
+    if source == "torchvision":
+        make = lambda: _torchvision(name)  # noqa: E731
+    elif source == "timm":
+        make = lambda: _timm(name)  # noqa: E731
+    elif source.endswith(".py"):
+        make = lambda: _from_file(Path(source), name)  # noqa: E731
+    else:
+        raise NeuralPowerError(f"network {net!r}: unknown source {source!r} (use torchvision, "
+                               "timm or a .py file)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torchvision's notes on init defaults
+        try:
+            with torch.device("meta"):
+                model = make()
+        except NotImplementedError:  # the constructor computes with tensors (e.g. RegNet)
+            with _parameters_on_meta():
+                model = make()
+    if not isinstance(model, nn.Module):
+        raise NeuralPowerError(f"network {net!r} is a {type(model).__name__}, not an nn.Module")
+    return model.eval()
+
+
+@contextmanager
+def _parameters_on_meta():
+    """Build normally but move each parameter and buffer to meta as it is registered."""
+    register_parameter, register_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def parameter(self, name, param):
+        if param is not None:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(self, name, param)
+
+    def buffer(self, name, tensor, persistent=True):
+        register_buffer(self, name, None if tensor is None else tensor.to("meta"), persistent)
+
+    nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = register_parameter, register_buffer
+
+
+def _torchvision(name: str) -> nn.Module:
+    import torchvision
+
+    try:
+        return torchvision.models.get_model(name, weights=None)
+    except ValueError:
+        raise NeuralPowerError(f"torchvision has no model {name!r} (see "
+                               "torchvision.models.list_models())") from None
+
+
+def _timm(name: str) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise NeuralPowerError("timm is not installed: pip install timm") from None
+    try:
+        return timm.create_model(name, pretrained=False)
+    except RuntimeError as e:
+        raise NeuralPowerError(f"timm cannot build {name!r}: {str(e).splitlines()[0]}") from None
+
+
+def _from_file(path: Path, function: str) -> nn.Module:
+    if not path.is_file():
+        raise NeuralPowerError(f"network file {str(path)!r} not found")
+    spec = importlib.util.spec_from_file_location(f"_neuralpower_net_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # the user's file: any failure is theirs to see, on one line
+        raise NeuralPowerError(f"cannot import {str(path)!r}: {type(e).__name__}: {e}") from None
+    fn = getattr(module, function, None)
+    if not callable(fn):
+        raise NeuralPowerError(f"{str(path)!r} has no function {function!r}")
+    return fn()
+
+
+_SHAPE = re.compile(r"^\d+(x\d+)*$")
+
+
+def parse_input(text: str) -> list[tuple[int, ...]]:
+    """``1x3x224x224`` -> [(1, 3, 224, 224)]; several inputs separated by commas."""
+    shapes = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not _SHAPE.match(part):
+            raise NeuralPowerError(f"input shape {text!r}: expected sizes joined by x, "
+                                   "e.g. 1x3x224x224")
+        shape = tuple(int(v) for v in part.split("x"))
+        if 0 in shape:
+            raise NeuralPowerError(f"input shape {text!r}: sizes must be positive")
+        shapes.append(shape)
+    return shapes

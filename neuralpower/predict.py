@@ -1,0 +1,127 @@
+"""Predict a network layer by layer and add the layers up (DESIGN.md, "Network-level aggregation").
+
+>>> import torchvision
+>>> from neuralpower import Predictor, predict
+>>> p = predict(torchvision.models.resnet18(), (1, 3, 224, 224),
+...             Predictor.load("models/raptorlake_cpu.predictor"))
+>>> sorted(p.totals)[:3]
+['energy_mj', 'layers_free', 'layers_modeled']
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from .predictor import Predictor
+from .trace import trace
+
+
+@dataclass
+class Prediction:
+    """Per-layer predictions of one network on one device.
+
+    ``layers`` has one row per op of the network that does work (views and allocations, kind
+    ``free``, are counted in ``totals`` but not listed), with ``runtime_ms``, ``power_w`` and
+    ``energy_mj`` (NaN for an op no model covers, see ``unmodeled``).
+    """
+
+    network: str
+    device: str
+    input_shape: list
+    layers: pd.DataFrame
+    totals: dict
+
+    @property
+    def modeled(self) -> pd.DataFrame:
+        return self.layers[self.layers.modeled]
+
+    @property
+    def unmodeled(self) -> pd.DataFrame:
+        """Unmodeled ops grouped by kind: how many, and their MACs."""
+        rest = self.layers[~self.layers.modeled]
+        total_macs = max(int(self.layers.macs.sum()), 1)
+        g = rest.groupby("kind").agg(count=("name", "size"), macs=("macs", "sum"))
+        g["macs_share_pct"] = 100.0 * g.macs / total_macs
+        return g.sort_values(["count", "macs"], ascending=False).reset_index()
+
+    def top(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
+        """The k modeled layers costing most ``by`` energy (runtime when power is unknown)."""
+        by = by or ("energy_mj" if self.has_power else "runtime_ms")
+        return self.modeled.nlargest(k, by)
+
+    def by_kind(self) -> pd.DataFrame:
+        return _group(self.modeled, "kind")
+
+    def by_module(self, depth: int = 1) -> pd.DataFrame:
+        """Totals per block: module paths cut to ``depth`` components (``layer1`` at depth 1)."""
+        block = self.modeled.module.fillna("").str.split(".").str[:depth].str.join(".")
+        return _group(self.modeled.assign(block=block.replace("", "<top>")), "block")
+
+    @property
+    def has_power(self) -> bool:
+        return bool(self.modeled.power_w.notna().any())
+
+
+def _group(rows: pd.DataFrame, key: str) -> pd.DataFrame:
+    g = rows.groupby(key).agg(layers=("name", "size"), macs=("macs", "sum"),
+                              runtime_ms=("runtime_ms", "sum"),
+                              energy_mj=("energy_mj", lambda s: s.sum(min_count=1)))
+    g["power_w"] = g.energy_mj / g.runtime_ms
+    return g.sort_values("runtime_ms", ascending=False).reset_index()
+
+
+def predict_table(table: pd.DataFrame, predictor: Predictor) -> pd.DataFrame:
+    """Add ``runtime_ms``, ``power_w``, ``energy_mj`` and ``modeled`` to a layer table."""
+    table = table.copy()
+    for col in ("runtime_ms", "power_w", "energy_mj"):
+        table[col] = np.nan
+    table["modeled"] = False
+    for kind, rows in table.groupby("kind"):
+        if not predictor.has(kind, "runtime_ms"):
+            continue
+        pred = predictor.predict_rows(rows, kind)
+        table.loc[rows.index, "runtime_ms"] = pred.runtime_ms
+        table.loc[rows.index, "power_w"] = pred.power_w
+        table.loc[rows.index, "modeled"] = True
+    table["energy_mj"] = table.power_w * table.runtime_ms
+    return table
+
+
+def totals(table: pd.DataFrame) -> dict:
+    """Network totals: runtime = sum T, energy = sum P*T, power = energy / runtime.
+
+    Energy and power are given only when every modeled layer has a power prediction: a total
+    that silently left layers out would be wrong by an unknown amount.
+    """
+    free = table.kind == "free"
+    modeled = table[table.modeled]
+    unmodeled = table[~table.modeled & ~free]
+    runtime = float(modeled.runtime_ms.sum())
+    energy = float(modeled.energy_mj.sum()) if modeled.power_w.notna().all() and len(modeled) else None
+    return {
+        "runtime_ms": runtime,
+        "energy_mj": energy,
+        "power_w": energy / runtime if energy is not None and runtime > 0 else None,
+        "macs": int(table.macs.sum()),
+        "layers_modeled": int(len(modeled)),
+        "layers_unmodeled": int(len(unmodeled)),
+        "layers_free": int(free.sum()),
+        "unmodeled_macs": int(unmodeled.macs.sum()),
+    }
+
+
+def predict(model: nn.Module | pd.DataFrame, input_shape, predictor: Predictor | str,
+            network: str | None = None) -> Prediction:
+    """Trace ``model`` (or take an already traced layer table) and predict every layer."""
+    if not isinstance(predictor, Predictor):
+        predictor = Predictor.load(predictor)
+    table = model if isinstance(model, pd.DataFrame) else trace(model, input_shape)
+    table = predict_table(table, predictor)
+    name = network or (type(model).__name__ if isinstance(model, nn.Module) else "network")
+    shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
+    return Prediction(network=name, device=predictor.device, input_shape=[list(s) for s in shapes],
+                      layers=table[table.kind != "free"].reset_index(drop=True),
+                      totals=totals(table))

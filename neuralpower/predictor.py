@@ -1,0 +1,226 @@
+"""A predictor: one fitted model per (layer kind, target), its model card, and its file format.
+
+The file is a zip holding ``card.json`` (format version, provenance, held-out errors, feature
+ranges) and one ``.skops`` file per model. skops rebuilds scikit-learn objects from a
+declared list of types and never unpickles, so loading a shared predictor cannot run code.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .errors import NeuralPowerError
+from .features import MODELED_KINDS, TARGETS, features
+
+FORMAT = "neuralpower-predictor"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Predictor:
+    """Models keyed by ``(kind, target)`` plus the card describing how they were made."""
+
+    models: dict = field(default_factory=dict)
+    card: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> str:
+        return self.card.get("device", "unknown device")
+
+    def has(self, kind: str, target: str) -> bool:
+        return (kind, target) in self.models
+
+    # ---------------------------------------------------------------- fitting
+    @classmethod
+    def fit(cls, data: pd.DataFrame, log=print, seed: int = 0) -> "Predictor":
+        """Fit every (kind, target) that has data; say which are skipped and why."""
+        from .regression import fit_regressor
+
+        devices = sorted(set(data.get("device", pd.Series(dtype=str)).dropna().astype(str)))
+        if len(devices) > 1:
+            raise NeuralPowerError(f"data from several devices ({'; '.join(devices)}): fit one "
+                                   "predictor per device")
+        unknown = sorted(set(data.kind) - set(MODELED_KINDS))
+        if unknown:
+            counts = data.kind.value_counts()
+            log("skipping kinds with no model: "
+                + ", ".join(f"{k} ({counts[k]} rows)" for k in unknown))
+        models, kinds_card = {}, {}
+        for kind in MODELED_KINDS:
+            rows = data[data.kind == kind]
+            if rows.empty:
+                continue
+            X = features(rows, kind)
+            entry = {"rows": len(rows), "feature_ranges": {
+                c: [float(X[c].min()), float(X[c].max())] for c in X.columns}, "targets": {}}
+            for target in TARGETS:
+                has = rows[target].notna().to_numpy()
+                if not has.any():
+                    log(f"{kind}: no {target} measured, no {target} model")
+                    continue
+                start = time.perf_counter()
+                model, info = fit_regressor(X[has], rows[target].to_numpy()[has], seed=seed)
+                info["fit_seconds"] = round(time.perf_counter() - start, 2)
+                models[(kind, target)] = model
+                entry["targets"][target] = info
+                log(f"{kind:>11} {target:<10} n={info['n_rows']:<5} cv RMSPE "
+                    f"{info['rmspe_pct']:6.1f} %  ({info['fit_seconds']:.1f} s)")
+            kinds_card[kind] = entry
+        if not models:
+            raise NeuralPowerError("no rows of a modeled kind with a measured target: nothing "
+                                   f"to fit (modeled kinds: {', '.join(MODELED_KINDS)})")
+        card = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "device": devices[0] if devices else "unknown device",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": _versions(),
+            "data": _provenance(data),
+            "kinds": kinds_card,
+        }
+        return cls(models, card)
+
+    # ---------------------------------------------------------------- prediction
+    def predict_rows(self, rows: pd.DataFrame, kind: str) -> pd.DataFrame:
+        """``runtime_ms`` and ``power_w`` of rows of one kind (NaN for a target with no model)."""
+        X = features(rows, kind)
+        out = pd.DataFrame(index=rows.index)
+        for target in TARGETS:
+            model = self.models.get((kind, target))
+            out[target] = np.nan if model is None else model.predict(X)
+        return out
+
+    def score(self, data: pd.DataFrame) -> dict:
+        """Errors on measured rows: {kind: {target: {n, rmspe_pct, mape_pct, median_ape_pct}}}."""
+        from .regression import mape, median_ape, rmspe
+
+        out = {}
+        for kind, rows in data.groupby("kind"):
+            if not self.has(kind, "runtime_ms"):
+                continue
+            pred = self.predict_rows(rows, kind)
+            for target in TARGETS:
+                has = rows[target].notna() & pred[target].notna()
+                if not has.any():
+                    continue
+                y, p = rows.loc[has, target].to_numpy(), pred.loc[has, target].to_numpy()
+                out.setdefault(kind, {})[target] = {
+                    "n": int(has.sum()), "rmspe_pct": rmspe(y, p), "mape_pct": mape(y, p),
+                    "median_ape_pct": median_ape(y, p)}
+        if not out:
+            raise NeuralPowerError("no rows of a kind this predictor models "
+                                   f"({', '.join(sorted({k for k, _ in self.models}))})")
+        return out
+
+    # ---------------------------------------------------------------- files
+    def save(self, path) -> None:
+        import skops.io as sio
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".partial")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("card.json", json.dumps(self.card, indent=2, sort_keys=True))
+            for (kind, target), model in self.models.items():
+                z.writestr(f"models/{kind}.{target}.skops", sio.dumps(model))
+        tmp.replace(path)  # never leave a half-written predictor under the real name
+
+    @classmethod
+    def load(cls, path) -> "Predictor":
+        import skops.io as sio
+
+        from .regression import TRUSTED_TYPES
+
+        path = Path(path)
+        if not path.is_file():
+            raise NeuralPowerError(f"predictor file {str(path)!r} not found")
+        try:
+            with zipfile.ZipFile(path) as z:
+                card = json.loads(z.read("card.json"))
+                _check_format(card, path)
+                models = {}
+                for name in z.namelist():
+                    if not (name.startswith("models/") and name.endswith(".skops")):
+                        continue
+                    kind, target = name[len("models/"):-len(".skops")].split(".", 1)
+                    blob = z.read(name)
+                    untrusted = set(sio.get_untrusted_types(data=blob)) - set(TRUSTED_TYPES)
+                    if untrusted:
+                        raise NeuralPowerError(f"{path}: refusing to load {name}: it names "
+                                               f"types outside the trusted list "
+                                               f"({', '.join(sorted(untrusted))})")
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        models[(kind, target)] = sio.loads(blob, trusted=list(TRUSTED_TYPES))
+        except NeuralPowerError:
+            raise
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, TypeError,
+                AttributeError, json.JSONDecodeError) as e:
+            raise NeuralPowerError(f"{path}: not a valid neuralpower predictor "
+                                   f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                                   ) from None
+        if not models:
+            raise NeuralPowerError(f"{path}: predictor holds no models")
+        return cls(models, card)
+
+
+def _check_format(card: dict, path: Path) -> None:
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise NeuralPowerError(f"{path}: not a neuralpower predictor (no {FORMAT} card)")
+    version = card.get("format_version")
+    if version != FORMAT_VERSION:
+        raise NeuralPowerError(f"{path}: predictor format version {version}, this neuralpower "
+                               f"({__version__}) reads version {FORMAT_VERSION}: refit it with "
+                               "`neuralpower fit`")
+
+
+def _versions() -> dict:
+    import sklearn
+    import torch
+
+    return {"neuralpower": __version__, "python": platform.python_version(),
+            "torch": torch.__version__, "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__}
+
+
+def _provenance(data: pd.DataFrame) -> list[dict]:
+    """Which files, how many rows of each kind, and a hash of their content."""
+    out = []
+    for name, rows in data.groupby("source_file", sort=False):
+        digest = hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).values.tobytes())
+        out.append({"file": name, "rows": len(rows),
+                    "kinds": {k: int(n) for k, n in rows.kind.value_counts().items()},
+                    "content_sha256": digest.hexdigest()})
+    return out
+
+
+def card_markdown(card: dict) -> str:
+    """A human-readable model card."""
+    lines = [f"# Predictor: {card['device']}", "",
+             f"Fitted {card['created']} with neuralpower {card['versions']['neuralpower']} "
+             f"(torch {card['versions']['torch']}, scikit-learn {card['versions']['scikit-learn']}).",
+             "", "## Data", "", "| file | rows | kinds |", "|---|---|---|"]
+    for d in card["data"]:
+        kinds = ", ".join(f"{k} {n}" for k, n in d["kinds"].items())
+        lines.append(f"| {d['file']} | {d['rows']} | {kinds} |")
+    lines += ["", "## Cross-validated errors (on the fitting data, K-fold)", "",
+              "| kind | target | rows | RMSPE % | MAPE % | median APE % | model |",
+              "|---|---|---|---|---|---|---|"]
+    for kind, entry in card["kinds"].items():
+        for target, info in entry["targets"].items():
+            lines.append(f"| {kind} | {target} | {info['n_rows']} | {info['rmspe_pct']:.1f} | "
+                         f"{info['mape_pct']:.1f} | {info['median_ape_pct']:.1f} | "
+                         f"{info.get('config', '')} |")
+    lines += ["", "## Feature ranges seen (predictions outside them extrapolate)", ""]
+    for kind, entry in card["kinds"].items():
+        ranges = ", ".join(f"{c} {lo:g}–{hi:g}" for c, (lo, hi) in entry["feature_ranges"].items())
+        lines.append(f"- **{kind}** ({entry['rows']} rows): {ranges}")
+    return "\n".join(lines) + "\n"

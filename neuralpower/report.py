@@ -1,0 +1,86 @@
+"""Text and JSON views of predictions and scores. Every figure names its unit."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .predict import Prediction
+
+
+def _clean(v):
+    """JSON-safe scalar: NaN and inf become null, numpy numbers become Python numbers."""
+    if v is None:
+        return None
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _fmt(v, spec=".3f") -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+LAYER_KEYS = ["name", "kind", "op", "module", "input_shape", "output_shape", "macs",
+              "runtime_ms", "power_w", "energy_mj", "modeled"]
+
+
+def prediction_json(p: Prediction, top: int = 5) -> dict:
+    def records(df):
+        return [{k: _clean(r[k]) for k in LAYER_KEYS} for _, r in df.iterrows()]
+
+    return {
+        "network": p.network,
+        "device": p.device,
+        "input": ["x".join(map(str, s)) for s in p.input_shape],
+        "totals": {k: _clean(v) for k, v in p.totals.items()},
+        "layers": records(p.layers),
+        "top": records(p.top(top)),
+        "unmodeled": [{k: _clean(v) for k, v in r.items()} for r in p.unmodeled.to_dict("records")],
+    }
+
+
+def prediction_text(p: Prediction, top: int = 5) -> str:
+    t = p.totals
+    layers = p.modeled
+    share_of = "energy_mj" if p.has_power else "runtime_ms"
+    total = layers[share_of].sum()
+    view = pd.DataFrame({
+        "layer": layers.name,
+        "kind": layers.kind,
+        "shape": layers.input_shape + " -> " + layers.output_shape,
+        "MMACs": layers.macs / 1e6,
+        "runtime_ms": layers.runtime_ms,
+        "power_w": layers.power_w,
+        "energy_mj": layers.energy_mj,
+        f"share_%({share_of})": 100 * layers[share_of] / total if total else float("nan"),
+    })
+    fmt = {"MMACs": "{:.1f}".format, "runtime_ms": "{:.4f}".format, "power_w": "{:.1f}".format,
+           "energy_mj": "{:.3f}".format, f"share_%({share_of})": "{:.1f}".format}
+    out = [f"{p.network} on {p.device}, input {', '.join('x'.join(map(str, s)) for s in p.input_shape)}",
+           "", view.to_string(index=False, formatters=fmt, na_rep="–"), ""]
+    power_note = "" if p.has_power else " (this predictor has no power model for this device)"
+    out.append(f"Total: runtime {_fmt(t['runtime_ms'])} ms, power {_fmt(t['power_w'], '.1f')} W, "
+               f"energy {_fmt(t['energy_mj'])} mJ{power_note}")
+    out.append(f"       over {t['layers_modeled']} modeled layers ({t['macs'] / 1e9:.2f} GMACs in the "
+               f"network); {t['layers_unmodeled']} unmodeled ops not included; {t['layers_free']} "
+               "view/allocation ops cost nothing")
+    top_rows = p.top(top)
+    if len(top_rows):
+        by = "energy" if p.has_power else "runtime"
+        out += ["", f"Top {len(top_rows)} layers by {by}:"]
+        for _, r in top_rows.iterrows():
+            out.append(f"  {r['name']:<40} {r.kind:<11} {_fmt(r.runtime_ms, '.4f')} ms  "
+                       f"{_fmt(r.energy_mj)} mJ  {100 * r[share_of] / total:5.1f} %")
+    un = p.unmodeled
+    if len(un):
+        out += ["", "Unmodeled ops (no model for their kind on this predictor; not in the totals):",
+                un.to_string(index=False, formatters={"macs_share_pct": "{:.1f}".format})]
+    return "\n".join(out)
+
+
+def scores_text(scores: dict) -> str:
+    rows = [{"kind": k, "target": t, **s} for k, per in scores.items() for t, s in per.items()]
+    return pd.DataFrame(rows).to_string(index=False, float_format="{:.2f}".format)

@@ -1,0 +1,288 @@
+"""Turn any ``nn.Module`` into a layer table, on the meta device: no weights, no compute.
+
+The model runs once under a ``TorchDispatchMode`` with meta tensors standing in for its
+parameters, buffers and input, so every ATen op it calls is seen — module calls and
+functional ones alike (``F.conv2d``, ``x @ w``, ``torch.cat``, ``x + y``). Each op becomes
+one row: its kind, its hyper-parameters in the measurement CSV schema, its MACs and the
+module path that called it. Ops of kinds the regression models are mapped by the handlers
+in ``OP_HANDLERS``; every other op keeps its ATen name as its kind and is reported, never
+dropped.
+
+>>> import torchvision
+>>> from neuralpower.trace import trace
+>>> t = trace(torchvision.models.resnet18(), (1, 3, 224, 224))
+>>> t[t.kind == "conv2d"].macs.sum()
+1814083072
+"""
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from contextlib import ExitStack
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+from .errors import NeuralPowerError
+from .features import MODELED_KINDS, SHAPE_COLUMNS, macs
+
+aten = torch.ops.aten
+
+# Ops that only allocate or re-describe memory: no kernel does arithmetic. They are kept in
+# the table as kind "free" (zero cost by definition) so nothing is silently dropped.
+_FREE_OPS = {
+    aten._unsafe_view, aten.empty, aten.empty_like, aten.empty_strided, aten.new_empty,
+    aten.new_empty_strided, aten.lift_fresh, aten.scalar_tensor, aten._local_scalar_dense,
+    aten.sym_size, aten.sym_stride, aten.sym_numel, aten.sym_storage_offset, aten.dim,
+    aten.is_same_size,
+}
+# Ops through which a parameter stays "a weight" (so `x @ w.t()` is still a linear layer).
+_WEIGHT_PRESERVING = {aten.clone, aten.contiguous, aten._to_copy, aten._unsafe_view}
+_WEIGHT = "_neuralpower_weight"
+
+
+def _pair(v, default=None):
+    if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
+        v = default
+    if isinstance(v, (list, tuple)):
+        return (int(v[0]), int(v[-1]))
+    return (int(v), int(v))
+
+
+def _is_weight(t) -> bool:
+    return isinstance(t, torch.Tensor) and getattr(t, _WEIGHT, False)
+
+
+def _spatial(x: torch.Tensor):
+    """(batch, channels, h, w) of a 4-D (or unbatched 3-D) image tensor."""
+    s = tuple(x.shape)
+    return (1, *s) if len(s) == 3 else s
+
+
+def _conv(args, out):
+    x, w = args[0], args[1]
+    stride, padding, dilation, transposed, _, groups = args[3:9]
+    if x.dim() not in (3, 4) or transposed:
+        kind = "conv_transpose" if transposed else f"conv{x.dim() - 2}d"
+        return {"kind": kind}
+    b, c, h, wd = _spatial(x)
+    _, oc, oh, ow = _spatial(out)
+    (kh, kw), (sh, sw) = tuple(w.shape[2:]), _pair(stride)
+    (ph, pw), (dh, dw) = _pair(padding), _pair(dilation)
+    return dict(kind="conv2d", batch=b, in_channels=c, in_h=h, in_w=wd, out_channels=oc,
+                out_h=oh, out_w=ow, kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw,
+                pad_h=ph, pad_w=pw, dilation_h=dh, dilation_w=dw, groups=int(groups))
+
+
+def _linear_from(a, b):
+    """A product a @ b is a linear layer when one side is a weight; else an activation matmul."""
+    if _is_weight(b):  # x @ w, w possibly expanded to a batch of copies (bmm)
+        rows = a.numel() // a.shape[-1]
+        return dict(kind="linear", batch=rows, in_features=b.shape[-2], out_features=b.shape[-1])
+    if _is_weight(a):  # w @ x: x's columns are the rows
+        rows = b.numel() // b.shape[-2]
+        return dict(kind="linear", batch=rows, in_features=a.shape[-1], out_features=a.shape[-2])
+    return {"kind": "matmul"}
+
+
+def _mm(args, out):
+    return _linear_from(args[0], args[1])
+
+
+def _addmm(args, out):
+    return _linear_from(args[1], args[2])
+
+
+def _pool(kind, x, out, kernel, stride, padding, dilation=1):
+    b, c, h, w = _spatial(x)
+    _, _, oh, ow = _spatial(out)
+    (kh, kw) = _pair(kernel)
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, (kh, kw)), _pair(padding), _pair(dilation)
+    return dict(kind=kind, batch=b, in_channels=c, in_h=h, in_w=w, out_channels=c, out_h=oh,
+                out_w=ow, kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, pad_h=ph,
+                pad_w=pw, dilation_h=dh, dilation_w=dw, groups=1)
+
+
+def _max_pool(args, out):
+    x, kernel = args[0], args[1]
+    stride, padding, dilation = (list(args[2:5]) + [None, 0, 1])[:3]
+    return _pool("max_pool2d", x, out, kernel, stride, padding or 0, dilation or 1)
+
+
+def _avg_pool(args, out):
+    x, kernel = args[0], args[1]
+    stride, padding = (list(args[2:4]) + [None, 0])[:2]
+    return _pool("avg_pool2d", x, out, kernel, stride, padding or 0)
+
+
+def _adaptive(kind):
+    """Adaptive pooling as the fixed pooling PyTorch runs when sizes divide (the common case)."""
+    def handler(args, out):
+        x = args[0]
+        _, _, h, w = _spatial(x)
+        _, _, oh, ow = _spatial(out)
+        kernel = (-(-h // oh), -(-w // ow))  # ceil: the largest window adaptive pooling uses
+        return _pool(kind, x, out, kernel, (h // oh, w // ow), 0)
+    return handler
+
+
+def _mean(args, out):
+    """Global average pooling written as ``x.mean((2, 3))`` (torchvision does this for 1x1)."""
+    x, dims = args[0], args[1] if len(args) > 1 else None
+    if dims is not None and x.dim() == 4 and {d % 4 for d in dims} == {2, 3}:
+        return _pool("avg_pool2d", x, out.reshape(x.shape[0], x.shape[1], 1, 1),
+                     tuple(x.shape[2:]), tuple(x.shape[2:]), 0)
+    return {"kind": "mean"}
+
+
+# ATen op packet -> handler(args, out) returning the kind and its schema columns.
+# Supporting a new op is one line here plus, if it is a new kind, a builder in features.py.
+OP_HANDLERS = {
+    aten.convolution: _conv,
+    aten._convolution: _conv,
+    aten.mm: _mm,
+    aten.addmm: _addmm,
+    aten.bmm: _mm,
+    aten.baddbmm: _addmm,
+    aten.max_pool2d_with_indices: _max_pool,
+    aten.max_pool2d: _max_pool,
+    aten.avg_pool2d: _avg_pool,
+    aten._adaptive_avg_pool2d: _adaptive("avg_pool2d"),
+    aten.adaptive_max_pool2d: _adaptive("max_pool2d"),
+    aten.mean: _mean,
+}
+
+
+def _strip_inplace(op: str) -> str:
+    """``relu_`` -> ``relu``: an op with no handler takes its ATen name as its kind."""
+    return op[:-1] if op.endswith("_") and not op.startswith("__") else op
+
+
+def _macs(func, args, kwargs, out) -> int:
+    counter = flop_registry.get(func.overloadpacket)
+    if counter is None:
+        return 0
+    return int(counter(*args, **kwargs, out_val=out)) // 2
+
+
+def _shape(t) -> str:
+    if isinstance(t, torch.Tensor):
+        return "x".join(map(str, t.shape)) or "scalar"
+    if isinstance(t, (list, tuple)):
+        return ",".join(_shape(a) for a in t if isinstance(a, torch.Tensor))
+    return ""
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, module_stack: list[str]):
+        super().__init__()
+        self.rows: list[dict] = []
+        self.stack = module_stack
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func.overloadpacket
+        tensors = [a for a in itertools.chain(args, kwargs.values()) if isinstance(a, torch.Tensor)]
+        if func.is_view or packet in _WEIGHT_PRESERVING:
+            if tensors and _is_weight(tensors[0]) and isinstance(out, torch.Tensor):
+                setattr(out, _WEIGHT, True)
+        result = out[0] if isinstance(out, (tuple, list)) and out else out  # e.g. (values, indices)
+        if func.is_view or packet in _FREE_OPS:
+            row = {"kind": "free"}
+        elif packet in OP_HANDLERS:
+            row = OP_HANDLERS[packet](args, result)
+        else:
+            row = {"kind": _strip_inplace(packet.__name__)}
+        first = next((t for t in tensors if not _is_weight(t)), None)
+        row.update(module=self.stack[-1][0], call=self.stack[-1][1], op=str(packet).removeprefix("aten."),
+                   input_shape=_shape(first), output_shape=_shape(result),
+                   macs=_macs(func, args, kwargs, out))
+        self.rows.append(row)
+        return out
+
+
+def _module_hooks(model: nn.Module, stack: list, types: dict[str, str], hooks: ExitStack):
+    """Keep ``stack`` holding (path, call number) of the module call now running."""
+    calls = itertools.count(1)
+    for name, mod in model.named_modules():
+        types[name] = type(mod).__name__
+
+        def pre(m, inputs, name=name):
+            stack.append((name, next(calls)))
+
+        def post(m, inputs, output):
+            stack.pop()
+
+        hooks.callback(mod.register_forward_pre_hook(pre).remove)
+        hooks.callback(mod.register_forward_hook(post, always_call=True).remove)
+
+
+def _name_layers(rows: list[dict], types: dict[str, str]) -> list[str]:
+    """Unique, readable names. A leaf module call that runs one real op gives it the module's
+    path (``layer1.0.conv1``); other ops are ``path.op`` (``layer1.0.add``). Repeats get ``_k``."""
+    leaves = {n for n in types if not any(o.startswith(n + ".") for o in types)}
+    real_ops_per_call = Counter(r["call"] for r in rows if r["kind"] != "free")
+    seen: Counter = Counter()
+    names = []
+    for r in rows:
+        path = r["module"]
+        single = path in leaves and r["kind"] != "free" and real_ops_per_call[r["call"]] == 1
+        base = path if single and path else ".".join(p for p in (path, _strip_inplace(r["op"])) if p)
+        names.append(base if seen[base] == 0 else f"{base}_{seen[base]}")
+        seen[base] += 1
+    return names
+
+
+COLUMNS = ["name", "kind", "op", "module", "module_type", *SHAPE_COLUMNS, "macs",
+           "input_shape", "output_shape"]
+
+
+def trace(model: nn.Module, input_shape=(1, 3, 224, 224), dtype=torch.float32) -> pd.DataFrame:
+    """Layer table of ``model`` for an input of ``input_shape`` (one shape, or a list of shapes
+    for several inputs). The model's own weights are never read or copied: meta tensors of the
+    same shapes stand in for them. Returns one row per ATen op, in call order, with the
+    columns of :data:`COLUMNS`.
+    """
+    shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
+    inputs = tuple(torch.empty(tuple(s), dtype=dtype, device="meta") for s in shapes)
+    state = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        state[name] = torch.empty_like(p, device="meta")
+        setattr(state[name], _WEIGHT, True)
+    for name, b in model.named_buffers(remove_duplicate=False):
+        state[name] = torch.empty_like(b, device="meta")
+    stack, types = [("", 0)], {}
+    was_training = model.training
+    with ExitStack() as hooks:
+        _module_hooks(model, stack, types, hooks)
+        model.eval()
+        recorder = _Recorder(stack)
+        try:
+            with torch.no_grad(), recorder:
+                torch.func.functional_call(model, state, inputs, strict=False)
+        except NotImplementedError as e:
+            raise NeuralPowerError(f"cannot trace {type(model).__name__}: its forward needs real "
+                                   f"values, not only shapes ({str(e).splitlines()[0]})") from None
+        except (RuntimeError, TypeError, ValueError, IndexError) as e:
+            raise NeuralPowerError(f"cannot trace {type(model).__name__} with input "
+                                   f"{_fmt_shapes(shapes)}: {str(e).splitlines()[0]}") from None
+        finally:
+            model.train(was_training)
+    rows = recorder.rows
+    for r, name in zip(rows, _name_layers(rows, types)):
+        r["name"] = name
+        r["module_type"] = types.get(r["module"], "")
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    for kind in set(MODELED_KINDS) & set(table.kind):  # pooling: flop_counter counts none
+        rows_of_kind = table.kind == kind
+        table.loc[rows_of_kind, "macs"] = macs(table[rows_of_kind], kind)
+    table["macs"] = table["macs"].astype("int64")
+    return table
+
+
+def _fmt_shapes(shapes) -> str:
+    return ",".join("x".join(map(str, s)) for s in shapes)

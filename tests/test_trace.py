@@ -1,0 +1,156 @@
+"""Tracing: kinds, hyper-parameters, MACs and names, checked by hand and against torch."""
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from neuralpower import NeuralPowerError, trace
+from neuralpower.nets import build
+
+
+def real_ops(t):
+    return t[t.kind != "free"].reset_index(drop=True)
+
+
+def test_conv_shapes_and_macs_by_hand():
+    m = nn.Sequential(nn.Conv2d(3, 8, kernel_size=3, stride=2, padding=1),
+                      nn.Conv2d(8, 16, kernel_size=(3, 5), padding=(2, 4), dilation=2, groups=4,
+                                bias=False),
+                      nn.Conv2d(16, 16, 3, groups=16, padding=1, padding_mode="reflect"))
+    t = real_ops(trace(m, (2, 3, 32, 32)))
+    convs = t[t.kind == "conv2d"]
+    assert list(convs.name) == ["0", "1", "2.convolution"]  # module 2 also pads: two ops
+    a, b, c = (convs.iloc[i] for i in range(3))
+    assert (a.batch, a.in_channels, a.in_h, a.out_channels, a.out_h, a.out_w) == (2, 3, 32, 8, 16, 16)
+    assert (a.kernel_h, a.stride_h, a.pad_h, a.groups) == (3, 2, 1, 1)
+    assert a.macs == 2 * 8 * 16 * 16 * 3 * 3 * 3
+    # dilation 2, kernel 3x5, padding (2, 4): out = in + 2p - d(k-1) = 16 + 4 - 4, 16 + 8 - 8
+    assert (b.kernel_h, b.kernel_w, b.dilation_h, b.pad_w, b.groups) == (3, 5, 2, 4, 4)
+    assert (b.out_h, b.out_w) == (16, 16)
+    assert b.macs == 2 * 16 * 16 * 16 * (8 // 4) * 3 * 5
+    # reflect padding runs as a separate pad op; the conv itself then has no padding
+    assert (c.pad_h, c.groups, c.in_h) == (0, 16, 18)
+    assert list(t[t.module == "2"].name) == ["2.reflection_pad2d", "2.convolution"]
+
+
+def test_functional_calls_are_seen_and_named_by_module():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(8, 3, 3, 3))
+            self.proj = nn.Parameter(torch.randn(8, 10))
+
+        def forward(self, x):
+            y = F.conv2d(x, self.w, padding=1)          # functional conv with a parameter
+            z = torch.cat([y, y], dim=1) + 1.0          # cat, add
+            v = z.mean((2, 3))[:, :8] @ self.proj       # global pool, matmul with a weight
+            return v @ v.t()                            # activation x activation: not linear
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Block()
+
+        def forward(self, x):
+            return self.block(x)
+
+    t = real_ops(trace(Net(), (4, 3, 8, 8)))
+    kinds = list(t.kind)
+    assert kinds == ["conv2d", "cat", "add", "avg_pool2d", "linear", "matmul"]
+    assert list(t.name) == ["block.convolution", "block.cat", "block.add", "block.mean",
+                            "block.mm", "block.mm_1"]
+    lin = t[t.kind == "linear"].iloc[0]
+    assert (lin.batch, lin.in_features, lin.out_features, lin.macs) == (4, 8, 10, 4 * 8 * 10)
+    pool = t[t.kind == "avg_pool2d"].iloc[0]
+    assert (pool.kernel_h, pool.out_h, pool.in_channels) == (8, 1, 16)
+    assert t[t.kind == "matmul"].macs.iloc[0] == 4 * 10 * 4
+
+
+def test_linear_on_sequence_input_counts_all_leading_dims():
+    t = real_ops(trace(nn.Linear(16, 32), (2, 7, 16)))
+    lin = t[t.kind == "linear"].iloc[0]
+    assert (lin.batch, lin.in_features, lin.out_features) == (14, 16, 32)
+    assert lin["name"] == "addmm"  # the root module has no path: the op names it
+
+
+def test_pooling_kinds_and_adaptive_pooling():
+    m = nn.Sequential(nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d((2, 2)),
+                      nn.AdaptiveMaxPool2d(1))
+    t = real_ops(trace(m, (1, 4, 32, 32)))
+    assert list(t.kind) == ["max_pool2d", "avg_pool2d", "avg_pool2d", "max_pool2d"]
+    mx, avg, adapt, amax = (t.iloc[i] for i in range(4))
+    assert (mx.kernel_h, mx.stride_h, mx.pad_h, mx.out_h) == (3, 2, 1, 16)
+    assert (avg.kernel_h, avg.stride_h, avg.out_h) == (2, 2, 8)
+    assert (adapt.in_h, adapt.out_h, adapt.kernel_h, adapt.stride_h) == (8, 2, 4, 4)
+    assert (amax.kernel_h, amax.out_h) == (2, 1)
+    assert mx.macs == 4 * 16 * 16 * 9
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "vit_b_32", "densenet121"])
+def test_macs_match_torch_flop_counter(name):
+    model = build(f"torchvision:{name}")
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 3, 224, 224, device="meta"))
+    t = trace(model, (1, 3, 224, 224))
+    counted = t[~t.kind.isin(["max_pool2d", "avg_pool2d"])].macs.sum()
+    assert counted == counter.get_total_flops() // 2
+
+
+def test_unmodeled_ops_are_listed_not_dropped():
+    t = trace(build("torchvision:resnet18"), (1, 3, 224, 224))
+    kinds = t.kind.value_counts()
+    assert kinds["conv2d"] == 20 and kinds["linear"] == 1
+    assert kinds["native_batch_norm"] == 20 and kinds["relu"] == 17 and kinds["add"] == 8
+    assert t.name.is_unique
+
+
+def test_trace_does_not_touch_a_model_with_real_weights():
+    model = torchvision.models.resnet18().train()
+    before = model.conv1.weight.detach().clone()
+    t = trace(model, (1, 3, 64, 64))
+    assert model.training  # restored
+    assert torch.equal(model.conv1.weight, before) and model.conv1.weight.device.type == "cpu"
+    assert (t.kind == "conv2d").sum() == 20
+
+
+def test_untraceable_forward_is_a_clear_error():
+    class NeedsValues(nn.Module):
+        def forward(self, x):
+            return x * 2 if x.sum().item() > 0 else x
+
+    with pytest.raises(NeuralPowerError, match="cannot trace NeedsValues"):
+        trace(NeedsValues(), (1, 3))
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    with pytest.raises(NeuralPowerError, match="cannot trace ResNet with input 1x1x224x224"):
+        trace(build("torchvision:resnet18"), (1, 1, 224, 224))
+
+
+def all_classifiers():
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+@pytest.mark.parametrize("name", all_classifiers())
+def test_every_torchvision_classifier_traces_without_weights(name):
+    model = build(f"torchvision:{name}")
+    assert all(p.device.type == "meta" for p in model.parameters())
+    size = 299 if name == "inception_v3" else 224
+    t = trace(model, (1, 3, size, size))
+    assert len(t) > 0 and t.name.is_unique
+    assert (t.kind.isin(["conv2d", "linear"])).any()
+    assert (t.macs >= 0).all() and t.macs.sum() > 1e7
+    modeled = t[t.kind.isin(["conv2d", "linear", "max_pool2d", "avg_pool2d"])]
+    assert modeled.batch.notna().all()
+
+
+@pytest.mark.parametrize("name", ["resnet50", "efficientnet_b0", "vit_tiny_patch16_224",
+                                  "convnext_tiny", "mobilenetv3_large_100", "deit_small_patch16_224"])
+def test_timm_models_trace(name):
+    pytest.importorskip("timm")
+    model = build(f"timm:{name}")
+    t = trace(model, (1, 3, 224, 224))
+    assert t.name.is_unique and (t.kind == "linear").any() and (t.kind == "conv2d").any()
+    assert all(p.device.type == "meta" for p in model.parameters())
