@@ -62,7 +62,7 @@ def _read_one(path: Path) -> pd.DataFrame:
             out_of_range = (values <= low) | (values > MAX_SIZE)
             if out_of_range.any():
                 line = _line(out_of_range)
-                raise NeuralPowerError(f"{path}: line {line}: {c} = {values[out_of_range].iloc[0]} "
+                raise NeuralPowerError(f"{path}: line {line}: {c} = {values[out_of_range].iloc[0]:g} "
                                        "is out of range")
             d.loc[rows, c] = values
     for c in SHAPE_COLUMNS:
@@ -85,7 +85,7 @@ def _check_range(d: pd.DataFrame, column: str, path: Path, low_exclusive: float,
     v = d[column]
     bad = v.notna() & (~np.isfinite(v) | (v <= low_exclusive) | (v > high))
     if bad.any():
-        raise NeuralPowerError(f"{path}: line {_line(bad)}: {column} = {v[bad].iloc[0]} is not a "
+        raise NeuralPowerError(f"{path}: line {_line(bad)}: {column} = {v[bad].iloc[0]:g} is not a "
                                f"plausible measurement (must be > {low_exclusive:g} and <= {high:g})")
 
 

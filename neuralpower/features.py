@@ -80,7 +80,9 @@ def features(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
     """Named features of the rows of one ``kind`` (float, same index as ``rows``)."""
     if kind not in FEATURES:
         raise KeyError(f"no features for kind {kind!r}; modeled kinds: {', '.join(MODELED_KINDS)}")
-    d = rows.reindex(columns=SHAPE_COLUMNS).apply(pd.to_numeric, errors="coerce").fillna(_DEFAULTS)
+    # float before any product: int64 MACs of a large layer would overflow
+    d = (rows.reindex(columns=SHAPE_COLUMNS).apply(pd.to_numeric, errors="coerce")
+         .astype(float).fillna(_DEFAULTS))
     return FEATURES[kind](d).astype(float)
 
 

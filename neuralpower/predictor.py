@@ -162,8 +162,7 @@ class Predictor:
                         models[(kind, target)] = sio.loads(blob, trusted=list(TRUSTED_TYPES))
         except NeuralPowerError:
             raise
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError, TypeError,
-                AttributeError, json.JSONDecodeError) as e:
+        except Exception as e:  # an untrusted file can fail to parse in any way: say so, once
             raise NeuralPowerError(f"{path}: not a valid neuralpower predictor "
                                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
                                    ) from None

@@ -1,0 +1,541 @@
+"""Per-(kind, target) regression: the NeuralPower recipe, fitted for relative error.
+
+NeuralPower (Cai et al., ACML 2017) models a layer's runtime and power with a sparse polynomial
+(Lasso, cross-validated) of the layer's features plus MAC and data-size terms. This module keeps
+that backbone but fits it where relative error lives:
+
+* features and target are taken in log space, so a polynomial in the logs is a product of power
+  laws (``runtime ~ macs^a * elems^b ...``) and the squared loss is a relative loss;
+* the degree and the Lasso penalty are chosen by K-fold cross-validation on the training rows,
+  scored by RMSPE (the paper's metric), not by hand;
+* optionally (chosen by cross-validation) boosted trees correct the polynomial's residuals for
+  local irregularities (GPU tile/wave quantisation, algorithm switches, cache effects), fitted
+  on the log-residual ("log"), on the ratio ``y / poly`` with weights ``1/ratio^2`` so that the
+  trees minimise the relative error itself ("rel"), or the mean of both ("log+rel"). Trees
+  saturate outside the data they saw and their correction is clipped to the residual range of
+  training, so far from the data the polynomial's trend rules;
+* far outside the training box the polynomial is not evaluated as such (a cubic in the logs can
+  bend back or explode): it is continued as a power law with the slope it has at the box's edge,
+  along the ray from the training centre (``LogLinkRegressor._backbone_log``);
+* a multiplicative calibration, fitted on out-of-fold predictions, turns the log-space (median)
+  estimate into the RMSPE-optimal one: with noisy targets the prediction that minimises
+  ``mean(((p - y) / y)^2)`` lies below the median. Where the noise differs between layers
+  (short layers measured with coarse timers or power counters), a small tree model of the
+  out-of-fold squared log-residual scales that shrinkage per layer, its strength chosen by CV.
+
+Candidates within 1 % (relative) of the best CV score are resolved towards the simpler one.
+Fitting runs single-threaded (two fits side by side on a small machine would otherwise fight
+over OpenMP threads) with convergence warnings silenced.
+
+Everything fitted is a scikit-learn estimator or one of the small classes below, so the result
+round-trips through ``skops.io`` with ``trusted=TRUSTED_TYPES``.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import Lasso, lasso_path
+from sklearn.model_selection import KFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+
+__all__ = [
+    "TRUSTED_TYPES", "FAMILIES", "fit_regressor", "rmspe", "mape", "median_ape",
+    "LayerFeatures", "LogLinkRegressor",
+]
+
+
+# ----------------------------------------------------------------------------------------- metrics
+def _rel(y_true, y_pred) -> np.ndarray:
+    y_true = np.asarray(y_true, dtype=float)
+    y_pred = np.asarray(y_pred, dtype=float)
+    return (y_pred - y_true) / y_true
+
+
+def rmspe(y_true, y_pred) -> float:
+    """Root mean squared percentage error, in percent: ``100*sqrt(mean(((p-y)/y)^2))``."""
+    return float(100.0 * np.sqrt(np.mean(_rel(y_true, y_pred) ** 2)))
+
+
+def mape(y_true, y_pred) -> float:
+    """Mean absolute percentage error, in percent."""
+    return float(100.0 * np.mean(np.abs(_rel(y_true, y_pred))))
+
+
+def median_ape(y_true, y_pred) -> float:
+    """Median absolute percentage error, in percent."""
+    return float(100.0 * np.median(np.abs(_rel(y_true, y_pred))))
+
+
+# ---------------------------------------------------------------------------------------- features
+# GEMM view of a layer (implicit-GEMM convolution, linear): output rows M, output columns N and
+# reduction length K, from the named feature columns of neuralpower.features.
+_GEMM = {
+    "conv": ("out_pixels", "out_channels", ("in_per_group", "kernel_h", "kernel_w")),
+    "linear": ("batch", "out_features", ("in_features",)),
+}
+_TILES = (32, 64, 128)
+MAX_BINS = 255
+_TANGENT_STEP = 0.05  # relative step along the ray for the backbone's slope at the boundary
+
+
+def _gemm_dims(X: pd.DataFrame):
+    for m, n, ks in _GEMM.values():
+        if m in X.columns and n in X.columns and all(k in X.columns for k in ks):
+            k = np.ones(len(X))
+            for c in ks:
+                k = k * X[c].to_numpy(dtype=float)
+            return X[m].to_numpy(dtype=float), X[n].to_numpy(dtype=float), k
+    return None
+
+
+def _pow2_align(v: np.ndarray, cap: int = 64) -> np.ndarray:
+    """Largest power of two (<= cap) dividing each positive integer value."""
+    v = np.maximum(np.round(v), 1).astype(np.int64)
+    out = np.ones(len(v))
+    p = 2
+    while p <= cap:
+        out = np.where(v % p == 0, p, out)
+        p *= 2
+    return out
+
+
+class LayerFeatures(TransformerMixin, BaseEstimator):
+    """Named layer features -> log-space design matrix.
+
+    ``mode="poly"``: ``log1p`` of the informative input columns (constant and duplicate columns
+    dropped at fit) plus the log of the arithmetic intensity ``macs / (in + out + weight elems)``;
+    this is what the polynomial sees.
+    ``mode="tree"``: the same plus derived quantities a tree can split on: GEMM dimensions, tile
+    counts and tile efficiency for 32/64/128 tiles, and power-of-two alignment of the GEMM
+    dimensions. All derived values are computed from column names, nothing device-specific.
+    """
+
+    def __init__(self, mode: str = "poly"):
+        self.mode = mode
+
+    def _raw(self, X: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        X = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X, columns=self.columns_)
+        V = X.reindex(columns=self.columns_).to_numpy(dtype=float)
+        V = np.clip(np.nan_to_num(V, nan=0.0, posinf=0.0), 0.0, None)  # counts: finite, >= 0
+        X = pd.DataFrame(V, columns=self.columns_)
+        cols = [f"log:{c}" for c in self.columns_]
+        blocks = [np.log1p(V)]
+        if {"macs", "in_elems", "out_elems"} <= set(self.columns_):
+            io = X["in_elems"].to_numpy(float) + X["out_elems"].to_numpy(float)
+            if "weight_elems" in X.columns:
+                io = io + X["weight_elems"].to_numpy(float)
+            blocks.append(np.log1p(X["macs"].to_numpy(float) / np.maximum(io, 1.0))[:, None])
+            cols.append("log:intensity")
+        if self.mode == "tree":
+            cols_ = set(self.columns_)
+            extra, names = [], []
+            out = X["out_elems"].to_numpy(float) if "out_elems" in cols_ else None
+            if out is not None and "macs" in cols_:  # work per output element
+                extra.append(np.log1p(X["macs"].to_numpy(float) / np.maximum(out, 1.0)))
+                names.append("log:macs_per_out")
+            if out is not None and "in_elems" in cols_:  # reduction / expansion of the data
+                extra.append(np.log1p(X["in_elems"].to_numpy(float) / np.maximum(out, 1.0)))
+                names.append("log:in_per_out")
+            if {"batch", "in_channels"} <= cols_:  # independent planes (CPU thread parallelism)
+                extra.append(np.log1p(X["batch"].to_numpy(float) * X["in_channels"].to_numpy(float)))
+                names.append("log:planes")
+            if extra:
+                blocks.append(np.column_stack(extra))
+                cols += names
+            dims = _gemm_dims(X)
+            if dims is not None:
+                m, n, k = (np.maximum(np.nan_to_num(a), 1.0) for a in dims)
+                extra, names = [np.log(k)], ["log:gemm_k"]
+                for t in _TILES:
+                    tiles = np.ceil(m / t) * np.ceil(n / t)
+                    extra += [np.log(tiles), m * n / (tiles * t * t)]
+                    names += [f"log:tiles{t}", f"tile_eff{t}"]
+                for nm, a in (("m", m), ("n", n), ("k", k)):
+                    extra.append(np.log2(_pow2_align(a)))
+                    names.append(f"align_{nm}")
+                blocks.append(np.column_stack(extra))
+                cols += names
+        return np.column_stack(blocks), cols
+
+    def fit(self, X, y=None):
+        self.columns_ = [str(c) for c in X.columns]
+        Z, names = self._raw(X)
+        keep, seen = [], []
+        for j in range(Z.shape[1]):
+            col = Z[:, j]
+            if np.ptp(col) <= 1e-12:
+                continue
+            if any(np.allclose(col, Z[:, i]) for i in seen):
+                continue
+            seen.append(j)
+            keep.append(j)
+        if not keep:  # a single informative column at least, so downstream steps have input
+            keep = [0]
+        self.keep_ = np.asarray(keep, dtype=np.int64)
+        self.feature_names_out_ = [names[j] for j in keep]
+        # Tree mode: quantile bin codes (at most MAX_BINS distinct values per column), fixed
+        # here from the unweighted distribution, so the trees bin the same way with or without
+        # sample weights (HistGradientBoosting's weighted binning is slow and follows weights).
+        self.bin_edges_ = []
+        if self.mode == "tree":
+            for j in self.keep_:
+                col = Z[:, j]
+                if np.unique(col).size > MAX_BINS:
+                    q = np.percentile(col, np.linspace(0, 100, MAX_BINS + 1)[1:-1])
+                    self.bin_edges_.append(np.unique(q))
+                else:
+                    self.bin_edges_.append(None)
+        return self
+
+    def transform(self, X):
+        Z, _ = self._raw(X)
+        Z = Z[:, self.keep_]
+        if self.mode == "tree":
+            Z = Z.copy()
+            for i, edges in enumerate(self.bin_edges_):
+                if edges is not None:
+                    Z[:, i] = np.searchsorted(edges, Z[:, i], side="left")
+        return Z
+
+    def get_feature_names_out(self, input_features=None):
+        return np.asarray(self.feature_names_out_, dtype=object)
+
+
+# ------------------------------------------------------------------------------------------- model
+class LogLinkRegressor(RegressorMixin, BaseEstimator):
+    """``exp(poly(x) + trees(x) + log_scale - shrink * var(x))``, clipped to stay finite.
+
+    ``backbone``: fitted pipeline predicting ``log(y)`` from the feature frame (polynomial Lasso).
+    ``tree_features``: fitted :class:`LayerFeatures` (``mode="tree"``) feeding the two tree
+    models below, with the backbone's log prediction appended as one more column.
+    ``boosters``: fitted tree models of the backbone's residual, one per entry of
+    ``booster_spaces`` ("log": of the log-residual; "rel": of the ratio ``y / backbone``, fitted
+    for relative error); their log corrections, each clipped to ``resid_range`` (trees saturate,
+    so far from the data the polynomial trend rules), are averaged.
+    ``var_model``: optional fitted tree model of the squared out-of-fold log-residual (the noise
+    level of such a layer); the log prediction is lowered by ``shrink * var`` (the RMSPE-optimal
+    point estimate under log-normal noise lies ``1.5 * sigma^2`` below the median).
+    ``input_range``: per-column (min, max) of the backbone's standardised log inputs in
+    training (their means are 0); outside it the backbone is continued linearly along the ray
+    from the centre (see ``_backbone_log``).
+    ``log_scale``: global log calibration. ``log_range``: clip of the final log prediction, so
+    the output is always finite and positive.
+    """
+
+    def __init__(self, backbone=None, tree_features=None, boosters=(), booster_spaces=(),
+                 var_model=None, input_range=None, log_scale=0.0, shrink=0.0, resid_range=(-50.0, 50.0), var_max=0.0,
+                 log_range=(-50.0, 50.0)):
+        self.backbone = backbone
+        self.tree_features = tree_features
+        self.boosters = boosters
+        self.booster_spaces = booster_spaces
+        self.var_model = var_model
+        self.input_range = input_range
+        self.log_scale = log_scale
+        self.shrink = shrink
+        self.resid_range = resid_range
+        self.var_max = var_max
+        self.log_range = log_range
+
+    def fit(self, X, y):  # pragma: no cover - fitted by fit_regressor; kept for the API
+        raise NotImplementedError("use neuralpower.regression.fit_regressor")
+
+    def _backbone_log(self, X) -> np.ndarray:
+        """The polynomial inside the training box; outside it, continued along the ray from the
+        training centre through the point, with the slope it has where the ray leaves the box.
+
+        In standardised log space the features' exact relations (``log macs`` = a sum of logs)
+        are linear, so the ray stays among consistent layers; the continuation is a power law
+        with the exponent the polynomial has at the edge of the data, so a cubic never bends
+        back or explodes far from the data."""
+        pre, post = self.backbone[:2], self.backbone[2:]
+        U = np.asarray(pre.transform(X), dtype=float)
+        U = np.nan_to_num(U, nan=0.0, posinf=1e6, neginf=-1e6)
+        if self.input_range is None:
+            return np.asarray(post.predict(U), dtype=float)
+        lo, hi = (np.asarray(a, dtype=float) for a in self.input_range)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(U > hi, hi / U, np.where(U < lo, lo / U, 1.0))
+        t = np.clip(np.nan_to_num(t.min(axis=1), nan=1.0), 0.0, 1.0)
+        out = np.flatnonzero(t < 1.0)
+        z = np.asarray(post.predict(U * t[:, None]), dtype=float)
+        if out.size:
+            to = t[out]
+            inner = np.maximum(to * (1.0 - _TANGENT_STEP), 0.0)
+            z_in = np.asarray(post.predict(U[out] * inner[:, None]), dtype=float)
+            slope = (z[out] - z_in) / np.maximum(to - inner, 1e-12)
+            z[out] = z[out] + slope * (1.0 - to)
+        return z
+
+    def predict_log(self, X) -> np.ndarray:
+        z = self._backbone_log(X)
+        z = np.nan_to_num(z, nan=0.0, posinf=self.log_range[1], neginf=self.log_range[0])
+        if len(self.boosters) or self.var_model is not None:
+            T = np.column_stack([self.tree_features.transform(X), z])
+        out = z
+        if len(self.boosters):
+            out = out + np.mean([_boost_apply(b, T, sp, self.resid_range)
+                                 for b, sp in zip(self.boosters, self.booster_spaces)], axis=0)
+        if self.var_model is not None and self.shrink:
+            out = out - self.shrink * np.clip(self.var_model.predict(T), 0.0, self.var_max)
+        out = np.nan_to_num(out + self.log_scale, nan=0.0,
+                            posinf=self.log_range[1], neginf=self.log_range[0])
+        return np.clip(out, *self.log_range)
+
+    def predict(self, X) -> np.ndarray:
+        return np.exp(self.predict_log(X))
+
+
+# ------------------------------------------------------------------------------------- fitting
+K_FOLDS = 5
+DEGREES = (1, 2, 3)
+MAX_POLY_TERMS = 1200          # a degree whose expansion is wider than this is skipped
+ALPHA_GRID = np.logspace(-1.0, -6.0, 11)   # Lasso penalty, relative to alpha_max
+SIMPLER_TOL = 0.01             # prefer the simpler candidate when within 1 % (relative) of best
+BOOSTER_PARAMS = dict(learning_rate=0.08, max_iter=250, max_leaf_nodes=15, min_samples_leaf=20,
+                      l2_regularization=1.0)
+VAR_PARAMS = dict(learning_rate=0.1, max_iter=60, max_leaf_nodes=7, min_samples_leaf=40,
+                  l2_regularization=1.0)
+BOOSTER_SPACES = ("log", "rel")
+SHRINK_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+def _calibrate(logp: np.ndarray, logy: np.ndarray) -> float:
+    """Log of the factor c minimising mean((c*p/y - 1)^2): c = sum(r) / sum(r^2), r = p/y."""
+    r = np.exp(np.clip(logp - logy, -30, 30))
+    return float(np.log(np.sum(r) / np.sum(r * r)))
+
+
+def _score(logp: np.ndarray, logy: np.ndarray) -> tuple[float, float]:
+    """(RMSPE after calibration, log calibration) of log predictions."""
+    ls = _calibrate(logp, logy)
+    return rmspe(np.exp(logy), np.exp(logp + ls)), ls
+
+
+def _poly_pipeline(degree: int, alpha: float | None = None) -> Pipeline:
+    steps = [("features", LayerFeatures("poly")), ("scale", StandardScaler())]
+    if degree > 1:
+        steps += [("poly", PolynomialFeatures(degree, include_bias=False)),
+                  ("scale_poly", StandardScaler())]
+    if alpha is not None:
+        steps.append(("lasso", Lasso(alpha=alpha, tol=1e-3, max_iter=1000, precompute=True)))
+    return Pipeline(steps)
+
+
+def _booster(seed: int, **params) -> HistGradientBoostingRegressor:
+    return HistGradientBoostingRegressor(random_state=seed, early_stopping=False, **params)
+
+
+def _boost_fit(T: np.ndarray, resid: np.ndarray, space: str, seed: int):
+    """Fit the residual booster. ``space="log"``: squared error on the log-residual.
+    ``space="rel"``: squared error on the ratio q = y / backbone with weights 1/q^2, i.e. the
+    relative error itself; a leaf then holds sum(1/q)/sum(1/q^2), the RMSPE-optimal factor.
+    Returns the model and the log-range its correction is clipped to."""
+    rng = (float(resid.min()), float(resid.max()))
+    if space == "log":
+        return _booster(seed, **BOOSTER_PARAMS).fit(T, resid), rng
+    q = np.exp(resid)
+    return _booster(seed, **BOOSTER_PARAMS).fit(T, q, sample_weight=1.0 / q**2), rng
+
+
+def _boost_apply(model, T: np.ndarray, space: str, rng) -> np.ndarray:
+    out = model.predict(T)
+    if space == "log":
+        return np.clip(out, *rng)
+    return np.log(np.clip(out, math.exp(rng[0]), math.exp(rng[1])))
+
+
+FAMILIES = ("poly", "poly+trees[log]", "poly+trees[rel]", "poly+trees[log+rel]")
+
+
+def fit_regressor(X: pd.DataFrame, y: np.ndarray, *, seed: int = 0, family: str | None = None,
+                  noise_shrink: float | None = None) -> tuple[object, dict]:
+    """Fit one model for one (kind, target); see the module docstring.
+
+    ``X``: ``features(rows, kind)``; ``y``: the target (> 0). Returns ``(estimator, info)``:
+    ``estimator.predict(X_new)`` is finite and > 0; ``info`` (JSON-serialisable) holds the chosen
+    configuration and its cross-validated (out-of-fold) RMSPE, MAPE and median APE.
+    ``family`` (one of ``FAMILIES``) and ``noise_shrink`` force what cross-validation would
+    otherwise choose; they exist for tests (e.g. a serialisation check of every family).
+    """
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, not {family!r}")
+    t_start = time.perf_counter()
+    X = pd.DataFrame(X).reset_index(drop=True).astype(float)
+    y = np.asarray(y, dtype=float).ravel()
+    if len(X) != len(y):
+        raise ValueError(f"X has {len(X)} rows, y has {len(y)}")
+    if not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("targets must be finite and > 0")
+    # One thread: on a small machine, OpenMP/BLAS threads competing with another fit (the two
+    # targets of a kind fitted side by side, a test run) slow both down by orders of magnitude.
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        est, info = _fit(X, y, seed, family, noise_shrink)
+    info["fit_seconds"] = round(time.perf_counter() - t_start, 2)
+    return est, info
+
+
+def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
+         noise_shrink: float | None):
+    n = len(y)
+    logy = np.log(y)
+    log_range = (float(logy.min() - math.log(1e6)), float(logy.max() + math.log(1e6)))
+    feat = LayerFeatures("poly").fit(X)
+    Z0 = feat.transform(X)
+    if n < 8:  # too few rows to cross-validate: a calibrated power law in the main features
+        alpha = 1e-3
+        bb = _poly_pipeline(1, alpha).fit(X, logy)
+        U = bb[:2].transform(X)
+        est = LogLinkRegressor(backbone=bb, input_range=[U.min(0).tolist(), U.max(0).tolist()],
+                               log_range=log_range)
+        p = est.predict(X)
+        return est, {"family": "poly", "degree": 1, "alpha": alpha, "alpha_rel": None,
+                     "n_terms": int(np.count_nonzero(bb.named_steps["lasso"].coef_)),
+                     "booster": None, "noise_shrink": 0.0, "scale": 1.0,
+                     "rmspe_pct": rmspe(y, p), "mape_pct": mape(y, p),
+                     "median_ape_pct": median_ape(y, p), "cv": None, "n_rows": int(n),
+                     "k_folds": 0}
+    k = min(K_FOLDS, n // 2)
+    folds = list(KFold(k, shuffle=True, random_state=seed).split(X))
+
+    # --- stage 1: polynomial degree x Lasso penalty, one Lasso path per fold and degree
+    cands = {}  # (degree, alpha_index) -> oof log prediction
+    fold_models = {}  # degree -> list of (pipeline without lasso, coefs (p, n_alpha), y mean)
+    alphas = {}
+    for degree in DEGREES:
+        width = math.comb(Z0.shape[1] + degree, degree) - 1
+        if degree > 1 and width > MAX_POLY_TERMS:
+            continue
+        pre = _poly_pipeline(degree)
+        Zall = pre.fit_transform(X)
+        yc = logy - logy.mean()
+        amax = max(float(np.max(np.abs(Zall.T @ yc))) / n, 1e-12)
+        alphas[degree] = amax * ALPHA_GRID
+        oof = np.zeros((n, len(ALPHA_GRID)))
+        models = []
+        for tr, va in folds:
+            p = _poly_pipeline(degree)
+            Ztr = p.fit_transform(X.iloc[tr])
+            ym = logy[tr].mean()
+            _, coefs, _ = lasso_path(Ztr, logy[tr] - ym, alphas=alphas[degree], tol=1e-3,
+                                     max_iter=1000, precompute=True)
+            oof[va] = p.transform(X.iloc[va]) @ coefs + ym
+            models.append((p, coefs, ym))
+        fold_models[degree] = models
+        for j in range(len(ALPHA_GRID)):
+            cands[(degree, j)] = oof[:, j]
+    scores = {key: _score(lp, logy)[0] for key, lp in cands.items()}
+    best = min(scores.values())
+    # simplest (lowest degree, then largest penalty) within tolerance of the best
+    degree, j = min((key for key, s in scores.items() if s <= best * (1 + SIMPLER_TOL)),
+                    key=lambda key: (key[0], key[1]))
+    oof_log = cands[(degree, j)]
+    poly_score = scores[(degree, j)]
+    alpha = float(alphas[degree][j])
+
+    # --- stage 2: boosted-tree correction of the residuals (kept if CV says it helps)
+    tfeat = LayerFeatures("tree").fit(X)
+    T0 = tfeat.transform(X)
+    boost_oof = {space: np.zeros(n) for space in BOOSTER_SPACES}
+    for (tr, va), (p, coefs, ym) in zip(folds, fold_models[degree]):
+        zb_tr = p.transform(X.iloc[tr]) @ coefs[:, j] + ym
+        for space in BOOSTER_SPACES:
+            b, rng = _boost_fit(np.column_stack([T0[tr], zb_tr]), logy[tr] - zb_tr, space, seed)
+            corr = _boost_apply(b, np.column_stack([T0[va], oof_log[va]]), space, rng)
+            boost_oof[space][va] = oof_log[va] + corr
+    boost_oof["+".join(BOOSTER_SPACES)] = np.mean([boost_oof[sp] for sp in BOOSTER_SPACES], axis=0)
+    boost_scores = {space: _score(lp, logy)[0] for space, lp in boost_oof.items()}
+    space = min(boost_scores, key=boost_scores.get)
+    use_booster = boost_scores[space] < poly_score * (1 - SIMPLER_TOL)
+    if family is not None:
+        use_booster = family != "poly"
+        if use_booster:
+            space = family[len("poly+trees["):-1]
+    if use_booster:
+        oof_log = boost_oof[space]
+    spaces = tuple(space.split("+")) if use_booster else ()
+
+    # --- stage 3: per-layer noise level -> RMSPE-optimal shrinkage (CV-chosen strength)
+    r2 = (logy - oof_log) ** 2
+    Tv = np.column_stack([T0, oof_log])
+    v_oof = np.zeros(n)
+    for tr, va in folds:
+        v_oof[va] = _booster(seed, **VAR_PARAMS).fit(Tv[tr], r2[tr]).predict(Tv[va])
+    v_max = float(np.max(r2))
+    v_oof = np.clip(v_oof, 0.0, v_max)
+    shrink_scores = {s: _score(oof_log - s * v_oof, logy)[0] for s in SHRINK_GRID}
+    s_best = min(shrink_scores.values())
+    shrink = min(s for s, v in shrink_scores.items() if v <= s_best * (1 + SIMPLER_TOL / 2))
+    if noise_shrink is not None:
+        shrink = float(noise_shrink)
+    final_oof = oof_log - shrink * v_oof
+    cv_rmspe, log_scale = _score(final_oof, logy)
+    p_oof = np.exp(final_oof + log_scale)
+
+    # --- final fit on all rows
+    backbone = _poly_pipeline(degree, alpha).fit(X, logy)
+    zb = backbone.predict(X)
+    U = backbone[:2].transform(X)
+    input_range = [U.min(axis=0).tolist(), U.max(axis=0).tolist()]
+    boosters, var_model = [], None
+    resid_range = (float(np.min(logy - zb)), float(np.max(logy - zb)))
+    for sp in spaces:
+        boosters.append(_boost_fit(np.column_stack([T0, zb]), logy - zb, sp, seed)[0])
+    if shrink > 0:
+        var_model = _booster(seed, **VAR_PARAMS).fit(np.column_stack([T0, zb]), r2)
+    est = LogLinkRegressor(backbone=backbone, tree_features=tfeat, boosters=boosters,
+                           booster_spaces=list(spaces), input_range=input_range,
+                           var_model=var_model, log_scale=log_scale, shrink=float(shrink),
+                           resid_range=resid_range, var_max=v_max, log_range=log_range)
+    lasso = backbone.named_steps["lasso"]
+    info = {
+        "family": f"poly+trees[{space}]" if use_booster else "poly",
+        "degree": int(degree),
+        "alpha": alpha,
+        "alpha_rel": float(ALPHA_GRID[j]),
+        "n_terms": int(np.count_nonzero(lasso.coef_)),
+        "booster": dict(BOOSTER_PARAMS) if use_booster else None,
+        "noise_shrink": float(shrink),
+        "scale": float(math.exp(log_scale)),
+        "rmspe_pct": float(cv_rmspe),
+        "mape_pct": mape(y, p_oof),
+        "median_ape_pct": median_ape(y, p_oof),
+        "cv": {"poly_rmspe_pct": float(poly_score),
+               **{f"poly+trees[{k}]_rmspe_pct": float(v) for k, v in boost_scores.items()},
+               "by_degree": {int(d): float(min(v for (dd, _), v in scores.items() if dd == d))
+                             for d in sorted({d for d, _ in scores})}},
+        "n_rows": int(n),
+        "k_folds": int(k),
+    }
+    return est, info
+
+
+TRUSTED_TYPES: list[str] = [
+    f"{__name__}.LayerFeatures",
+    f"{__name__}.LogLinkRegressor",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._polynomial.PolynomialFeatures",
+    "sklearn.linear_model._coordinate_descent.Lasso",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn._loss.loss.HalfSquaredError",
+    "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.Interval",
+    "numpy.float64",
+    "numpy.int64",
+    "numpy.dtype",
+    "builtins.float",
+]

@@ -1,0 +1,35 @@
+"""Shared fixtures: a small predictor fitted on real public measurements (once per session)."""
+from pathlib import Path
+
+import pytest
+
+from neuralpower.data import load
+from neuralpower.predictor import Predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBLIC = ROOT / "profiling" / "public"
+
+
+@pytest.fixture(scope="session")
+def cpu_rows():
+    """The Raptor Lake CPU measurements (conv2d, linear, max_pool2d; runtime and RAPL power)."""
+    return load(PUBLIC / "willowec_raptorlake_cpu.csv")
+
+
+@pytest.fixture(scope="session")
+def cpu_split(cpu_rows):
+    """A fixed 75/25 split of a 1,200-row sample, to keep the tests fast on two cores."""
+    sample = cpu_rows.sample(n=1200, random_state=0)
+    return sample.iloc[:900], sample.iloc[900:]
+
+
+@pytest.fixture(scope="session")
+def cpu_predictor(cpu_split):
+    return Predictor.fit(cpu_split[0], log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def cpu_predictor_file(cpu_predictor, tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "cpu.predictor"
+    cpu_predictor.save(path)
+    return path

@@ -1,0 +1,70 @@
+"""The measurement CSV loader: real files load, bad ones are refused with a line that says why."""
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from neuralpower import NeuralPowerError
+from neuralpower.data import load
+from neuralpower.features import features
+
+PUBLIC = Path(__file__).resolve().parents[1] / "profiling" / "public"
+GOOD = ("kind,batch,in_features,out_features,runtime_ms,power_w,device\n"
+        "linear,8,16,32,0.05,,cpu\n")
+
+
+@pytest.mark.parametrize("path", sorted(PUBLIC.glob("*.csv")), ids=lambda p: p.stem)
+def test_public_files_load_and_feature(path):
+    d = load(path)
+    assert len(d) > 900 and (d.runtime_ms > 0).all()
+    for kind, rows in d.groupby("kind"):
+        f = features(rows, kind)
+        assert f.notna().all().all() and (f >= 0).all().all()
+        assert (f.macs > 0).all()
+
+
+def write(tmp_path, text, name="d.csv"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_good_minimal_file_and_defaults(tmp_path):
+    d = load(write(tmp_path, GOOD))
+    assert d.runtime_ms.iloc[0] == 0.05 and pd.isna(d.power_w.iloc[0])
+    conv = load(write(tmp_path, "kind,batch,in_channels,in_h,in_w,out_channels,out_h,out_w,"
+                      "kernel_h,kernel_w,stride_h,stride_w,runtime_ms\n"
+                      "conv2d,1,3,8,8,4,6,6,3,3,1,1,0.1\n"))
+    f = features(conv, "conv2d")
+    assert (f.groups.iloc[0], f.pad_h.iloc[0], f.macs.iloc[0]) == (1, 0, 1 * 4 * 6 * 6 * 3 * 9)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "file is empty"),
+    ("kind,batch,in_features,out_features,runtime_ms\n", "no data rows"),
+    ("kind,batch,in_features,out_features\nlinear,1,2,3\n", "missing column(s) runtime_ms"),
+    ("kind,batch,in_features,runtime_ms\nlinear,1,2,0.1\n", "linear rows need column(s) out_features"),
+    (GOOD.replace("0.05", "fast"), "line 2: runtime_ms = 'fast' is not a number"),
+    (GOOD.replace("0.05", "-1"), "line 2: runtime_ms = -1 is not a plausible measurement"),
+    (GOOD.replace("0.05", "0"), "runtime_ms = 0 is not a plausible"),
+    (GOOD.replace("0.05", "1e300"), "is not a plausible measurement"),
+    (GOOD.replace("0.05,,", "0.05,inf,"), "power_w = inf is not a plausible"),
+    (GOOD.replace("linear,8,", "linear,-8,"), "line 2: batch = -8 is out of range"),
+    (GOOD.replace("linear,8,16", "linear,8,"), "line 2: linear row has no in_features"),
+    (GOOD.replace("linear,8,16", "linear,8,sixteen"), "in_features = 'sixteen' is not a number"),
+])
+def test_bad_files_are_refused_with_the_reason(tmp_path, text, message):
+    with pytest.raises(NeuralPowerError) as e:
+        load(write(tmp_path, text))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(NeuralPowerError, match="not found"):
+        load(tmp_path / "nope.csv")
+
+
+def test_failed_rows_of_the_profiler_are_skipped(tmp_path):
+    d = load(write(tmp_path, "kind,batch,in_features,out_features,runtime_ms,status\n"
+                   "linear,8,16,32,0.05,ok\nlinear,9999,16,32,,failed: out of memory\n"))
+    assert len(d) == 1
