@@ -20,22 +20,28 @@ SHAPE_COLUMNS = [
 TARGETS = ["runtime_ms", "power_w"]
 
 
-def _conv(d: pd.DataFrame) -> pd.DataFrame:
-    cin_per_group = d.in_channels / d.groups
-    f = d[["batch", "in_channels", "in_h", "in_w", "out_channels", "out_h", "out_w",
-           "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w",
-           "dilation_h", "groups"]].copy()
-    f["in_per_group"] = cin_per_group
+class _Columns(dict):
+    """Float arrays by column name, readable as ``d.batch`` (numpy: a pandas op per term was
+    most of the cost of predicting a network)."""
+
+    __getattr__ = dict.__getitem__
+
+
+def _conv(d: _Columns) -> dict:
+    f = {c: d[c] for c in ("batch", "in_channels", "in_h", "in_w", "out_channels", "out_h",
+                           "out_w", "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h",
+                           "pad_w", "dilation_h", "groups")}
+    f["in_per_group"] = d.in_channels / d.groups
     f["out_pixels"] = d.batch * d.out_h * d.out_w
-    f["macs"] = f.out_pixels * d.out_channels * cin_per_group * d.kernel_h * d.kernel_w
+    f["macs"] = f["out_pixels"] * d.out_channels * f["in_per_group"] * d.kernel_h * d.kernel_w
     f["in_elems"] = d.batch * d.in_channels * d.in_h * d.in_w
-    f["out_elems"] = f.out_pixels * d.out_channels
-    f["weight_elems"] = d.out_channels * cin_per_group * d.kernel_h * d.kernel_w
+    f["out_elems"] = f["out_pixels"] * d.out_channels
+    f["weight_elems"] = d.out_channels * f["in_per_group"] * d.kernel_h * d.kernel_w
     return f
 
 
-def _linear(d: pd.DataFrame) -> pd.DataFrame:
-    f = d[["batch", "in_features", "out_features"]].copy()
+def _linear(d: _Columns) -> dict:
+    f = {c: d[c] for c in ("batch", "in_features", "out_features")}
     f["macs"] = d.batch * d.in_features * d.out_features
     f["in_elems"] = d.batch * d.in_features
     f["out_elems"] = d.batch * d.out_features
@@ -43,12 +49,12 @@ def _linear(d: pd.DataFrame) -> pd.DataFrame:
     return f
 
 
-def _pool(d: pd.DataFrame) -> pd.DataFrame:
-    f = d[["batch", "in_channels", "in_h", "in_w", "out_h", "out_w",
-           "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w"]].copy()
+def _pool(d: _Columns) -> dict:
+    f = {c: d[c] for c in ("batch", "in_channels", "in_h", "in_w", "out_h", "out_w",
+                           "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h", "pad_w")}
     f["out_elems"] = d.batch * d.in_channels * d.out_h * d.out_w
     f["in_elems"] = d.batch * d.in_channels * d.in_h * d.in_w
-    f["macs"] = f.out_elems * d.kernel_h * d.kernel_w  # one compare or add per window element
+    f["macs"] = f["out_elems"] * d.kernel_h * d.kernel_w  # one compare or add per window element
     return f
 
 
@@ -80,10 +86,15 @@ def features(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
     """Named features of the rows of one ``kind`` (float, same index as ``rows``)."""
     if kind not in FEATURES:
         raise KeyError(f"no features for kind {kind!r}; modeled kinds: {', '.join(MODELED_KINDS)}")
-    # float before any product: int64 MACs of a large layer would overflow
-    d = (rows.reindex(columns=SHAPE_COLUMNS).apply(pd.to_numeric, errors="coerce")
-         .astype(float).fillna(_DEFAULTS))
-    return FEATURES[kind](d).astype(float)
+    d = _Columns()
+    for c in SHAPE_COLUMNS:
+        col = rows[c] if c in rows else None
+        if col is not None and col.dtype == object:  # text from a CSV: parse, bad values -> NaN
+            col = pd.to_numeric(col, errors="coerce")
+        # float before any product: int64 MACs of a large layer would overflow
+        v = np.full(len(rows), np.nan) if col is None else col.to_numpy(dtype=float, na_value=np.nan)
+        d[c] = np.where(np.isnan(v), _DEFAULTS[c], v) if c in _DEFAULTS else v
+    return pd.DataFrame(FEATURES[kind](d), index=rows.index)
 
 
 def macs(rows: pd.DataFrame, kind: str) -> np.ndarray:

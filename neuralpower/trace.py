@@ -156,6 +156,19 @@ OP_HANDLERS = {
 }
 
 
+def _batch_norm_meta(x, *args):
+    """Output shapes of batch norm: torch's meta kernel for it is a slow Python decomposition."""
+    c = x.shape[1] if x.dim() > 1 else 0
+    return (torch.empty_like(x), x.new_empty((c,)), x.new_empty((c,)))
+
+
+# Ops whose output shapes are cheap to state here and slow for torch to derive on meta.
+_FAST_META = {
+    aten.native_batch_norm: _batch_norm_meta,
+    aten._native_batch_norm_legit_no_training: _batch_norm_meta,
+}
+
+
 def _strip_inplace(op: str) -> str:
     """``relu_`` -> ``relu``: an op with no handler takes its ATen name as its kind."""
     return op[:-1] if op.endswith("_") and not op.startswith("__") else op
@@ -184,8 +197,9 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         packet = func.overloadpacket
+        fast = _FAST_META.get(packet)
+        out = fast(*args) if fast is not None and not kwargs else func(*args, **kwargs)
         tensors = [a for a in itertools.chain(args, kwargs.values()) if isinstance(a, torch.Tensor)]
         if func.is_view or packet in _WEIGHT_PRESERVING:
             if tensors and _is_weight(tensors[0]) and isinstance(out, torch.Tensor):
