@@ -238,7 +238,8 @@ def _module_hooks(model: nn.Module, stack: list, types: dict[str, str], hooks: E
 def _name_layers(rows: list[dict], types: dict[str, str]) -> list[str]:
     """Unique, readable names. A leaf module call that runs one real op gives it the module's
     path (``layer1.0.conv1``); other ops are ``path.op`` (``layer1.0.add``). Repeats get ``_k``."""
-    leaves = {n for n in types if not any(o.startswith(n + ".") for o in types)}
+    parents = {n.rpartition(".")[0] for n in types if n}  # every path that has a child
+    leaves = set(types) - parents
     real_ops_per_call = Counter(r["call"] for r in rows if r["kind"] != "free")
     seen: Counter = Counter()
     names = []
