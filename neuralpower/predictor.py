@@ -68,9 +68,7 @@ class Predictor:
                 if not has.any():
                     log(f"{kind}: no {target} measured, no {target} model")
                     continue
-                start = time.perf_counter()
                 model, info = fit_regressor(X[has], rows[target].to_numpy()[has], seed=seed)
-                info["fit_seconds"] = round(time.perf_counter() - start, 2)
                 models[(kind, target)] = model
                 entry["targets"][target] = info
                 log(f"{kind:>11} {target:<10} n={info['n_rows']:<5} cv RMSPE "
@@ -217,7 +215,7 @@ def card_markdown(card: dict) -> str:
         for target, info in entry["targets"].items():
             lines.append(f"| {kind} | {target} | {info['n_rows']} | {info['rmspe_pct']:.1f} | "
                          f"{info['mape_pct']:.1f} | {info['median_ape_pct']:.1f} | "
-                         f"{info.get('config', '')} |")
+                         f"{info['family']}, degree {info['degree']}, {info['n_terms']} terms |")
     lines += ["", "## Feature ranges seen (predictions outside them extrapolate)", ""]
     for kind, entry in card["kinds"].items():
         ranges = ", ".join(f"{c} {lo:g}–{hi:g}" for c, (lo, hi) in entry["feature_ranges"].items())
