@@ -52,10 +52,36 @@ def _predict(args) -> None:
           else prediction_text(p, args.top))
 
 
+def _profile(args) -> None:
+    from .profiling import Campaign, sidecar_path
+
+    kinds = [k.strip() for group in args.kinds for k in group.split(",") if k.strip()]
+    campaign = Campaign(args.output, device=args.device, kinds=kinds, seed=args.seed,
+                        threads=args.threads, power_window_s=args.power_window,
+                        command=" ".join(["neuralpower", *sys.argv[1:]]))
+    s = campaign.run(budget_s=args.budget, progress=not args.quiet)
+    print(f"{s['ended']}: {s['networks']} networks, {s['rows']} rows ({s['failed']} failed "
+          f"networks) in {s['seconds']:.0f} s; wrote {args.output} and "
+          f"{sidecar_path(args.output)}")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="neuralpower", description="Predict the runtime, power "
                                  "and energy of a neural network, layer by layer.")
     sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("profile", help="measure the layers of synthetic networks on this device")
+    p.add_argument("-o", "--output", required=True, help="measurement CSV to write (or resume)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--budget", type=float, default=600.0, help="seconds to spend (default 600)")
+    p.add_argument("--kinds", nargs="+", default=["conv2d,linear,max_pool2d,avg_pool2d"],
+                   help="layer kinds to put in the networks (default: every profiled kind)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the network design (default 0)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
+    p.add_argument("--power-window", type=float, help="seconds a layer runs back to back for "
+                   "one power reading (default: 0.3 or the sensor's minimum)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_profile)
 
     p = sub.add_parser("fit", help="fit a predictor on measurement CSVs")
     p.add_argument("data", nargs="+", help="measurement CSV files (DESIGN.md schema)")

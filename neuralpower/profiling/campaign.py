@@ -1,0 +1,394 @@
+"""A profiling campaign: measure synthetic networks on one device into a measurement CSV.
+
+Crash-safe by construction:
+
+- The CSV is locked (``flock``) for the whole campaign: a second campaign on the same file
+  refuses at once. The kernel drops the lock when the process dies, even by SIGKILL.
+- A network's rows are written in one ``write``, flushed and fsynced before the next network
+  starts. A line torn by a kill is cut off when the campaign resumes.
+- Network ``i`` is a pure function of the seed and the device limits (both kept in the sidecar
+  JSON), so running the same command again skips every network already in the file, re-measures
+  only the layers a torn write lost, and goes on: nothing measured twice, nothing lost.
+- A network that fails (out of memory, an error of the backend) is written as ``failed`` rows,
+  so it is skipped on resume and never retried in a loop.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from itertools import count
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .. import __version__
+from ..errors import NeuralPowerError
+from ..features import SHAPE_COLUMNS
+from ..trace import trace
+from . import synthetic
+from .meters import MeterError, idle_power, open_meter
+from .timing import layer_power, spread, time_network
+
+FORMAT_VERSION = 1
+CSV_COLUMNS = [
+    "kind", *SHAPE_COLUMNS, "macs", "runtime_ms", "runtime_iqr_ms", "runtime_min_ms", "repeats",
+    "power_w", "power_source", "power_window_s", "power_error", "device", "network", "layer",
+    "position", "network_runtime_ms", "network_runtime_iqr_ms", "threads", "dtype", "status",
+    "error", "campaign_s",
+]
+_HEADER = ",".join(CSV_COLUMNS) + "\n"
+
+
+def sidecar_path(csv_path) -> Path:
+    p = Path(csv_path)
+    return p.with_suffix(".json") if p.suffix.lower() == ".csv" else p.with_name(p.name + ".json")
+
+
+def device_name(device: torch.device, threads: int) -> str:
+    """A stable name for the ``device`` column (fit refuses to mix devices)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {threads} thread{'s' if threads > 1 else ''}"
+
+
+def parse_device(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise NeuralPowerError(f"--device {text!r}: expected cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise NeuralPowerError(f"--device {text!r}: expected cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NeuralPowerError(f"--device {text}: CUDA is not available on this machine")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise NeuralPowerError(f"--device {text}: this machine has "
+                                   f"{torch.cuda.device_count()} CUDA device(s)")
+        device = torch.device("cuda", device.index or 0)
+    return device
+
+
+class Campaign:
+    """Measure synthetic networks on ``device`` and append their layers to ``output``.
+
+    >>> Campaign("cpu.csv", device="cpu").run(budget_s=60)   # doctest: +SKIP
+    """
+
+    def __init__(self, output, device="cpu", kinds=synthetic.PROFILED_KINDS, seed: int = 0,
+                 threads: int | None = None, power_window_s: float | None = None, meter=None,
+                 command: str | None = None, log=None):
+        self.path = Path(output)
+        self.device = parse_device(device) if isinstance(device, str) else device
+        unknown = sorted(set(kinds) - set(synthetic.PROFILED_KINDS))
+        if unknown or not kinds:
+            raise NeuralPowerError(f"--kinds: {', '.join(unknown) or 'none given'}: choose from "
+                                   f"{', '.join(synthetic.PROFILED_KINDS)}")
+        self.kinds = tuple(k for k in synthetic.PROFILED_KINDS if k in kinds)
+        self.seed = int(seed)
+        if threads is not None and threads < 1:
+            raise NeuralPowerError("--threads must be at least 1")
+        self.threads = int(threads or torch.get_num_threads())
+        self.meter = meter if meter is not None else open_meter(str(self.device))
+        self.power_window_s = float(power_window_s or max(0.3, self.meter.min_window_s))
+        self.command = command or " ".join(sys.argv)
+        self.log = log or (lambda m: print(m, file=sys.stderr))
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self, budget_s: float = 600.0, progress: bool = True, specs=None) -> dict:
+        """Measure until ``budget_s`` seconds have passed (or ``specs``, an iterable of
+        ``(network_id, spec)`` pairs, is exhausted). Returns a summary of this run."""
+        if not budget_s > 0:
+            raise NeuralPowerError("--budget must be a positive number of seconds")
+        started = time.perf_counter()
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.threads)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+", newline="") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise NeuralPowerError(f"{self.path}: another campaign is writing this file; "
+                                       "wait for it to end or write to another file") from None
+            done, partial, offset = self._resume(f)
+            meta = self._sidecar(budget_s, resumed=bool(done))
+            if not self.meter.measures_power:
+                self.log(f"power: not measured on {self.device} "
+                         f"({self.meter.describe().get('reason', 'no sensor')}); runtime only")
+            summary = {"networks": 0, "rows": 0, "failed": 0, "ended": "budget"}
+            bar = _bar(budget_s, progress)
+            try:
+                for net_id, spec in specs if specs is not None else self._specs():
+                    if net_id in done and net_id not in partial:
+                        continue
+                    elapsed = time.perf_counter() - started
+                    if elapsed + self._expected_s(spec) > budget_s:
+                        break
+                    t0 = time.perf_counter()
+                    rows = self._measure(net_id, spec, skip=done.get(net_id, set()))
+                    for r in rows:
+                        r["campaign_s"] = round(offset + time.perf_counter() - started, 3)
+                    _append(f, rows)
+                    self._learn(spec, time.perf_counter() - t0)
+                    summary["networks"] += 1
+                    summary["rows"] += len(rows)
+                    summary["failed"] += any(r["status"] != "ok" for r in rows)
+                    bar.update(min(budget_s, time.perf_counter() - started) - bar.n)
+                    bar.set_postfix(networks=summary["networks"], rows=summary["rows"],
+                                    failed=summary["failed"], refresh=False)
+                else:
+                    summary["ended"] = "all networks measured"
+            except KeyboardInterrupt:
+                summary["ended"] = "interrupted"
+                raise
+            finally:
+                bar.close()
+                summary["seconds"] = round(time.perf_counter() - started, 1)
+                meta["runs"][-1].update(summary)
+                _write_json(sidecar_path(self.path), meta)
+                self.meter.close()
+        return summary
+
+    def _specs(self):
+        for index in count():
+            yield f"s{self.seed}-{index:06d}", synthetic.sample(self.seed, index, self.kinds,
+                                                                 self.limits)
+
+    # -- resuming ----------------------------------------------------------------------------
+
+    def _resume(self, f) -> tuple[dict, set, float]:
+        """Networks already in the file (id -> layers written), the ones a torn write left
+        incomplete, and the campaign time measured so far. Cuts off a torn last line."""
+        f.seek(0)
+        text = f.read()
+        if not text:
+            f.write(_HEADER)
+            f.flush()
+            os.fsync(f.fileno())
+            return {}, set(), 0.0
+        if not text.startswith(_HEADER):
+            raise NeuralPowerError(f"{self.path}: not a campaign file of this version (its header "
+                                   "differs); write to a new file")
+        if not text.endswith("\n"):  # a write torn by a kill: drop the partial line
+            keep = text.rfind("\n") + 1
+            f.truncate(len(text[:keep].encode()))
+            text = text[:keep]
+            self.log(f"{self.path}: dropped a partial last line left by an interrupted run")
+        rows = pd.read_csv(io.StringIO(text), dtype={"network": str, "layer": str})
+        done: dict = {}
+        for net, layer in zip(rows["network"], rows["layer"]):
+            done.setdefault(net, set()).add(layer)
+        # Each network is written whole before the next starts: only the last can be torn.
+        partial = {rows["network"].iloc[-1]} if len(rows) else set()
+        offset = float(rows["campaign_s"].max()) if len(rows) else 0.0
+        return done, partial, offset
+
+    def _sidecar(self, budget_s: float, resumed: bool) -> dict:
+        path = sidecar_path(self.path)
+        settings = {"device": str(self.device), "kinds": list(self.kinds), "seed": self.seed,
+                    "threads": self.threads, "dtype": "float32",
+                    "power_window_s": self.power_window_s}
+        if path.exists():
+            try:
+                meta = json.loads(path.read_text())
+                old = meta["settings"]
+                limits = synthetic.Limits(**old["limits"])
+                rates = [float(meta["calibration"][k]) for k in ("macs_per_s", "elements_per_s")]
+            except (OSError, ValueError, KeyError, TypeError):
+                raise NeuralPowerError(f"{path}: unreadable campaign metadata; remove it and the "
+                                       "CSV to start again, or write to another file") from None
+            changed = [k for k in settings if old.get(k) != settings[k]]
+            if changed:
+                k = changed[0]
+                raise NeuralPowerError(f"{self.path} was started with {k} = {old.get(k)!r}, not "
+                                       f"{settings[k]!r}: run the same command to resume it, or "
+                                       "write to another file")
+            self.limits, (self.macs_per_s, self.elements_per_s) = limits, rates
+        elif resumed:
+            raise NeuralPowerError(f"{self.path} has rows but no {path.name} beside it: it is not "
+                                   "a campaign this version can resume; write to another file")
+        else:
+            self.limits = self._calibrate(budget_s)
+            settings["limits"] = asdict(self.limits)
+            meta = {"format": "neuralpower-profile", "format_version": FORMAT_VERSION,
+                    "settings": settings, "calibration": {"macs_per_s": self.macs_per_s,
+                                                   "elements_per_s": self.elements_per_s}, "device": self._describe_device(),
+                    "software": _software(), "power": self.meter.describe(), "runs": []}
+            if self.meter.measures_power:
+                self.log("measuring idle power (3 s)")
+                meta["power"]["idle_power_w"] = round(idle_power(self.meter, 3.0), 3)
+        meta["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                             "command": self.command, "budget_s": budget_s, "ended": "running"})
+        _write_json(path, meta)
+        return meta
+
+    # -- the device's limits and the time a network will take ---------------------------------
+
+    def _calibrate(self, budget_s: float) -> synthetic.Limits:
+        """What one layer may cost: the MACs (compute-bound layers) and tensor elements
+        (memory-bound ones, like pooling) the device gets through in ``max_layer_s``, a small
+        share of the budget so that a short campaign still sees many networks."""
+        x = torch.randn(4, 64, 56, 56, device=self.device)
+        probe = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1),
+                                    torch.nn.MaxPool2d(3, 1, 1)).to(self.device)
+        t = time_network(probe, x, min_repeats=3, max_repeats=10, target_s=0.2)
+        self.macs_per_s = x.numel() * 64 * 9 / (spread(t.layers["0"])["runtime_ms"] / 1e3)
+        self.elements_per_s = x.numel() / (spread(t.layers["1"])["runtime_ms"] / 1e3)
+        max_layer_s = min(0.05, budget_s / 2000)
+        memory = (torch.cuda.get_device_properties(self.device).total_memory
+                  if self.device.type == "cuda" else _available_memory())
+        return synthetic.Limits(
+            max_macs=int(self.macs_per_s * max_layer_s),
+            max_elements=int(min(memory // 4 // 32, self.elements_per_s * max_layer_s)))
+
+    _scale = 1.0  # measured seconds / estimated seconds, learned as networks are measured
+
+    def _estimate(self, spec) -> float:
+        t = trace(synthetic.build(spec), tuple(spec["input"]))
+        elements = sum(synthetic.elements(s) for s in t.output_shape)
+        net_s = t.macs.sum() / self.macs_per_s + elements / self.elements_per_s + 2e-5 * len(t)
+        repeats = min(50, max(5, math.ceil(0.25 / max(net_s, 1e-6))))
+        power_s = (self.power_window_s * (t.kind != "free").sum()
+                   if self.meter.measures_power else 0.0)
+        return (2 + 2 * repeats) * net_s + power_s + 0.02
+
+    def _expected_s(self, spec) -> float:
+        spec.setdefault("_estimate_s", self._estimate(spec))
+        return spec["_estimate_s"] * self._scale
+
+    def _learn(self, spec, seconds: float):
+        ratio = seconds / max(spec["_estimate_s"], 1e-3)
+        self._scale = 0.8 * self._scale + 0.2 * min(max(ratio, 0.1), 10.0)
+
+    # -- one network ---------------------------------------------------------------------------
+
+    def _measure(self, net_id: str, spec: dict, skip: set) -> list[dict]:
+        table = trace(synthetic.build(spec), tuple(spec["input"]))
+        layers = []  # (position, child name, trace row) of children running exactly one op
+        real = table[table.kind != "free"]
+        for position, (module, ops) in enumerate(real.groupby("module", sort=False)):
+            if len(ops) == 1 and module not in skip:
+                layers.append((position, module, ops.iloc[0]))
+        if not layers:
+            return []
+        base = {"device": device_name(self.device, self.threads), "network": net_id,
+                "threads": self.threads, "dtype": "float32",
+                "power_source": self.meter.source}
+        rows = []
+        try:
+            model = synthetic.build(spec).to_empty(device=self.device)
+            for m in model.modules():  # real values: uninitialised memory may hold denormals
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+            x = torch.randn(*spec["input"], device=self.device)
+            timings = time_network(model, x, capture_inputs=self.meter.measures_power)
+            whole = spread(timings.network)
+            children = dict(model.named_children())
+            for position, name, op in layers:
+                row = {**base, **_layer_columns(op), **timings.summary(name), "layer": name,
+                       "position": position, "network_runtime_ms": whole["runtime_ms"],
+                       "network_runtime_iqr_ms": whole["runtime_iqr_ms"], "status": "ok"}
+                if self.meter.measures_power:
+                    try:
+                        watts, seconds = layer_power(children[name], timings.inputs[name],
+                                                     self.meter, row["runtime_ms"],
+                                                     self.power_window_s)
+                        row.update(power_w=watts, power_window_s=round(seconds, 3))
+                    except MeterError as e:
+                        row["power_error"] = _one_line(e)
+                rows.append(row)
+        except (RuntimeError, MemoryError, ValueError) as e:  # out of memory, backend errors
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            rows = [{**base, **_layer_columns(op), "layer": name, "position": position,
+                     "status": "failed", "error": _one_line(e)}
+                    for position, name, op in layers]
+        return rows
+
+    def _describe_device(self) -> dict:
+        d = {"name": device_name(self.device, self.threads), "type": self.device.type,
+             "threads": self.threads, "cpu": device_name(torch.device("cpu"), os.cpu_count() or 1),
+             "cpu_count": os.cpu_count()}
+        if self.device.type == "cuda":
+            props = torch.cuda.get_device_properties(self.device)
+            d.update(gpu=props.name, memory_gib=round(props.total_memory / 2**30, 1),
+                     compute_capability=f"{props.major}.{props.minor}")
+        return d
+
+
+def _layer_columns(op) -> dict:
+    out = {"kind": op["kind"], "macs": int(op["macs"])}
+    for c in SHAPE_COLUMNS:
+        v = op[c]
+        if pd.notna(v):
+            out[c] = int(v)
+    return out
+
+
+def _append(f, rows: list[dict]) -> None:
+    """All rows of a network in one write, on disk before the next network starts."""
+    buf = io.StringIO()
+    table = pd.DataFrame(rows, dtype=object).reindex(columns=CSV_COLUMNS)  # ints stay ints
+    table.to_csv(buf, header=False, index=False, lineterminator="\n")
+    try:
+        f.write(buf.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise NeuralPowerError(f"{f.name}: the disk is full; the rows measured so far are "
+                                   "kept, free space and run the same command to resume") from None
+        raise
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Atomically: the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _software() -> dict:
+    return {"neuralpower": __version__, "torch": torch.__version__,
+            "cuda": torch.version.cuda, "cudnn": (torch.backends.cudnn.version()
+                                                  if torch.backends.cudnn.is_available() else None),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2**30
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _bar(budget_s: float, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=round(budget_s), unit="s", desc="profiling", disable=not enabled,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} s "
+                           "[{elapsed}<{remaining}{postfix}]")

@@ -1,0 +1,234 @@
+"""Profiling campaigns, for real on this machine's CPU: synthetic networks, in-network timing,
+the CSV they write, resuming after SIGKILL, the lock, failed configurations."""
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from neuralpower import NeuralPowerError, Predictor
+from neuralpower.data import load
+from neuralpower.profiling import CSV_COLUMNS, Campaign, sidecar_path
+from neuralpower.profiling.synthetic import Limits, build, elements, sample
+from neuralpower.profiling.timing import time_network
+from neuralpower.trace import trace
+
+
+def _layers(spec):
+    """Child modules of a spec's network that run exactly one op: the rows it should give."""
+    t = trace(build(spec), tuple(spec["input"]))
+    real = t[t.kind != "free"]
+    return {m for m, ops in real.groupby("module") if len(ops) == 1}
+
+
+def test_synthetic_specs_are_seeded_valid_and_within_limits():
+    limits = Limits(max_macs=5 * 10**8, max_elements=2**24)
+    assert sample(3, 17, limits=limits) == sample(3, 17, limits=limits)
+    assert sample(3, 17, limits=limits) != sample(4, 17, limits=limits)
+    rows = []
+    for i in range(120):
+        spec = sample(0, i, limits=limits)
+        t = trace(build(spec), tuple(spec["input"]))
+        assert t.macs.max() <= limits.max_macs
+        assert max(elements(s) for s in t.output_shape) <= max(limits.max_elements,
+                                                               elements(t.output_shape.iloc[0]))
+        rows.append(t)
+    t = pd.concat(rows)
+    conv = t[t.kind == "conv2d"]
+    # The design spreads over what real networks use, not a small grid.
+    assert conv.kernel_h.min() == 1 and conv.kernel_h.max() >= 7
+    assert set(conv.stride_h) >= {1, 2} and conv.stride_h.max() >= 3
+    assert (conv.groups == conv.in_channels).any() and (conv.groups == 1).any()
+    assert conv.in_channels.min() <= 8 and conv.out_channels.max() >= 512
+    assert conv.in_h.max() >= 100 and (conv.pad_h > 0).any()
+    assert {"linear", "max_pool2d", "avg_pool2d"} <= set(t.kind)
+    assert t[t.kind == "linear"].in_features.max() >= 1024
+
+
+def test_kinds_restrict_the_networks():
+    for i in range(20):
+        kinds = set(trace(build(s := sample(0, i, kinds=["linear"])), tuple(s["input"])).kind)
+        assert kinds <= {"linear", "relu", "free"}
+
+
+def test_layers_are_timed_inside_the_running_network():
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+                                torch.nn.Linear(16 * 16 * 16, 10))
+    t = time_network(model, torch.randn(2, 8, 32, 32), min_repeats=5, target_s=0.05,
+                     capture_inputs=True)
+    assert set(t.layers) == {"0", "1", "2", "3", "4"}
+    assert all(len(v) == len(t.network) >= 5 for v in t.layers.values())
+    assert all(x > 0 for v in t.layers.values() for x in v)
+    # The layers run within the network: their sum cannot exceed the hooked whole by much,
+    # and the conv is the slowest layer.
+    layer_sum = sum(sorted(v)[len(v) // 2] for v in t.layers.values())
+    assert layer_sum < 3 * sorted(t.network)[len(t.network) // 2]
+    assert t.inputs["4"].shape == (2, 16 * 16 * 16)
+
+
+@pytest.fixture(scope="module")
+def campaign_csv(tmp_path_factory):
+    out = tmp_path_factory.mktemp("campaign") / "cpu.csv"
+    summary = Campaign(out, device="cpu", log=lambda m: None).run(budget_s=20, progress=False)
+    return out, summary
+
+
+def test_a_short_cpu_campaign_fits_and_scores(campaign_csv):
+    out, summary = campaign_csv
+    d = pd.read_csv(out)
+    assert list(d.columns) == CSV_COLUMNS
+    assert summary["rows"] == len(d) > 30 and summary["networks"] >= 5
+    ok = d[d.status == "ok"]
+    assert (ok.runtime_ms > 0).all() and (ok.network_runtime_ms > 0).all()
+    assert ok.power_w.isna().all() and set(ok.power_source) == {"none"}  # no sensor here
+    assert not d.duplicated(["network", "layer"]).any()
+    assert {"conv2d", "linear"} <= set(ok.kind)
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["settings"]["seed"] == 0 and meta["settings"]["threads"] >= 1
+    assert meta["software"]["torch"] == torch.__version__
+    assert meta["power"]["source"] == "none" and meta["power"]["reason"]
+    assert meta["runs"][0]["rows"] == len(d) and meta["runs"][0]["ended"] == "budget"
+    # The budget is kept (loosely here: a benchmark reports how closely).
+    assert summary["seconds"] <= 20 * 1.5
+    rows = load(out)
+    predictor = Predictor.fit(rows, log=lambda m: None)
+    scores = predictor.score(rows)
+    assert scores["conv2d"]["runtime_ms"]["n"] == (rows.kind == "conv2d").sum()
+    assert scores["conv2d"]["runtime_ms"]["rmspe_pct"] < 100
+
+
+def test_the_gap_between_layers_and_the_whole_network_is_in_the_data(campaign_csv):
+    d = pd.read_csv(campaign_csv[0])
+    per_net = d.groupby("network").agg(layers=("runtime_ms", "sum"),
+                                       whole=("network_runtime_ms", "first"))
+    assert (per_net.whole > 0).all()
+    ratio = per_net.layers / per_net.whole
+    assert ratio.between(0.2, 5).all()
+
+
+def _run_cli(out, budget, **kw):
+    return subprocess.Popen([sys.executable, "-m", "neuralpower", "profile", "-o", str(out),
+                             "--budget", str(budget), "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _rows_in(path) -> int:
+    try:
+        return max(0, sum(1 for _ in open(path)) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def test_resume_after_sigkill_loses_nothing_and_duplicates_nothing(tmp_path):
+    out = tmp_path / "killed.csv"
+    before = None
+    for kill in range(2):
+        proc = _run_cli(out, 120)
+        target = _rows_in(out) + 15
+        deadline = time.time() + 90
+        while _rows_in(out) < target and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.1 * kill)  # somewhere inside the next network
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        now = pd.read_csv(out)
+        if before is not None:  # what a kill left is never lost by the next run
+            kept = before.merge(now, how="left", indicator=True)
+            assert (kept._merge == "both").all()
+        before = now
+    # A write torn in the middle of a line (the worst a kill can do) is cut off on resume.
+    text = out.read_text()
+    out.write_text(text[: len(text) - 25])
+    proc = _run_cli(out, 6)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "partial last line" in err
+    d = pd.read_csv(out, dtype={"layer": str})
+    assert not d.duplicated(["network", "layer"]).any()
+    assert len(d) > len(before)
+    # No row is missing: every network in the file has every layer its spec has.
+    meta = json.loads(sidecar_path(out).read_text())
+    limits = Limits(**meta["settings"]["limits"])
+    assert [r["ended"] for r in meta["runs"][-1:]] == ["budget"]
+    for net, rows in d.groupby("network"):
+        index = int(net.split("-")[1])
+        assert set(rows.layer) == _layers(sample(0, index, limits=limits)), net
+    indices = sorted(int(n.split("-")[1]) for n in d.network.unique())
+    assert indices == list(range(len(indices)))
+
+
+def test_a_second_campaign_on_the_same_file_refuses(tmp_path):
+    out = tmp_path / "busy.csv"
+    with open(out, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(NeuralPowerError, match="another campaign is writing"):
+            Campaign(out, log=lambda m: None).run(budget_s=5, progress=False)
+        proc = _run_cli(out, 5)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err.strip().count("\n") == 0 and "another campaign is writing" in err
+
+
+def test_a_failing_configuration_is_recorded_and_skipped(tmp_path):
+    out = tmp_path / "failing.csv"
+    # 2**20 x 2**20 float32 weights (4 TiB) traces on the meta device but cannot be allocated.
+    too_big = {"input": [1, 2**20], "layers": [{"kind": "linear", "out_features": 2**20}]}
+    fine = {"input": [4, 64], "layers": [{"kind": "linear", "out_features": 32},
+                                          {"kind": "relu"}]}
+    specs = [("big", too_big), ("fine", fine)]
+    summary = Campaign(out, log=lambda m: None).run(budget_s=1e6, progress=False, specs=specs)
+    d = pd.read_csv(out)
+    assert summary["failed"] == 1 and summary["ended"] == "all networks measured"
+    big = d[d.network == "big"]
+    assert list(big.status) == ["failed"] and big.runtime_ms.isna().all()
+    assert "memory" in big.error.iloc[0].lower()
+    assert set(d[d.network == "fine"].status) == {"ok"}
+    # Run again: both are already in the file, so nothing is measured or written twice.
+    again = Campaign(out, log=lambda m: None).run(budget_s=1e6, progress=False, specs=specs)
+    assert again["rows"] == 0 and len(pd.read_csv(out)) == len(d)
+    # And fit ignores the failed rows.
+    assert (load(out).network != "big").all()
+
+
+def test_resuming_with_other_settings_refuses(tmp_path):
+    out = tmp_path / "c.csv"
+    fine = [("n", {"input": [2, 16], "layers": [{"kind": "linear", "out_features": 8}]})]
+    Campaign(out, seed=0, log=lambda m: None).run(budget_s=10, progress=False, specs=fine)
+    with pytest.raises(NeuralPowerError, match="started with seed = 0"):
+        Campaign(out, seed=1, log=lambda m: None).run(budget_s=10, progress=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "0"], "--budget must be a positive"),
+    (["--kinds", "conv3d"], "--kinds: conv3d"),
+    (["--device", "tpu"], "--device 'tpu'"),
+    (["--device", "cuda:7"], "--device cuda:7"),
+    (["--threads", "0"], "--threads must be at least 1"),
+])
+def test_bad_profile_arguments_give_one_line(tmp_path, args, message):
+    out = tmp_path / "x.csv"
+    r = subprocess.run([sys.executable, "-m", "neuralpower", "profile", "-o", str(out), *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_a_short_cuda_campaign(tmp_path):
+    out = tmp_path / "gpu.csv"
+    summary = Campaign(out, device="cuda", log=lambda m: None).run(budget_s=20, progress=False)
+    d = pd.read_csv(out)
+    assert summary["rows"] == len(d) > 0 and (d[d.status == "ok"].runtime_ms > 0).all()
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["device"]["gpu"] and meta["power"]["source"] in ("nvml", "none")
+    if meta["power"]["source"] == "nvml":
+        assert (d[d.status == "ok"].power_w > 0).all()
