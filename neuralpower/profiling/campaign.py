@@ -208,7 +208,7 @@ class Campaign:
                 meta = json.loads(path.read_text())
                 old = meta["settings"]
                 limits = synthetic.Limits(**old["limits"])
-                rates = [float(meta["calibration"][k]) for k in ("macs_per_s", "elements_per_s")]
+                rates = [float(meta["calibration"][k]) for k in ("macs_per_s", "pool_macs_per_s")]
             except (OSError, ValueError, KeyError, TypeError):
                 raise NeuralPowerError(f"{path}: unreadable campaign metadata; remove it and the "
                                        "CSV to start again, or write to another file") from None
@@ -218,7 +218,7 @@ class Campaign:
                 raise NeuralPowerError(f"{self.path} was started with {k} = {old.get(k)!r}, not "
                                        f"{settings[k]!r}: run the same command to resume it, or "
                                        "write to another file")
-            self.limits, (self.macs_per_s, self.elements_per_s) = limits, rates
+            self.limits, (self.macs_per_s, self.pool_macs_per_s) = limits, rates
         elif resumed:
             raise NeuralPowerError(f"{self.path} has rows but no {path.name} beside it: it is not "
                                    "a campaign this version can resume; write to another file")
@@ -227,7 +227,7 @@ class Campaign:
             settings["limits"] = asdict(self.limits)
             meta = {"format": "neuralpower-profile", "format_version": FORMAT_VERSION,
                     "settings": settings, "calibration": {"macs_per_s": self.macs_per_s,
-                                                   "elements_per_s": self.elements_per_s}, "device": self._describe_device(),
+                                                   "pool_macs_per_s": self.pool_macs_per_s}, "device": self._describe_device(),
                     "software": _software(), "power": self.meter.describe(), "runs": []}
             if self.meter.measures_power:
                 self.log("measuring idle power (3 s)")
@@ -248,20 +248,21 @@ class Campaign:
                                     torch.nn.MaxPool2d(3, 1, 1)).to(self.device)
         t = time_network(probe, x, min_repeats=3, max_repeats=10, target_s=0.2)
         self.macs_per_s = x.numel() * 64 * 9 / (spread(t.layers["0"])["runtime_ms"] / 1e3)
-        self.elements_per_s = x.numel() / (spread(t.layers["1"])["runtime_ms"] / 1e3)
+        self.pool_macs_per_s = x.numel() * 9 / (spread(t.layers["1"])["runtime_ms"] / 1e3)
         max_layer_s = min(0.05, budget_s / 2000)
         memory = (torch.cuda.get_device_properties(self.device).total_memory
                   if self.device.type == "cuda" else _available_memory())
-        return synthetic.Limits(
-            max_macs=int(self.macs_per_s * max_layer_s),
-            max_elements=int(min(memory // 4 // 32, self.elements_per_s * max_layer_s)))
+        return synthetic.Limits(max_macs=int(self.macs_per_s * max_layer_s),
+                                max_pool_macs=int(self.pool_macs_per_s * max_layer_s),
+                                max_elements=int(memory // 4 // 32))
 
     _scale = 1.0  # measured seconds / estimated seconds, learned as networks are measured
 
     def _estimate(self, spec) -> float:
         t = trace(synthetic.build(spec), tuple(spec["input"]))
-        elements = sum(synthetic.elements(s) for s in t.output_shape)
-        net_s = t.macs.sum() / self.macs_per_s + elements / self.elements_per_s + 2e-5 * len(t)
+        pool = t.kind.isin(["max_pool2d", "avg_pool2d"])
+        net_s = (t.macs[~pool].sum() / self.macs_per_s + t.macs[pool].sum() / self.pool_macs_per_s
+                 + 5e-5 * len(t))
         repeats = min(50, max(5, math.ceil(0.25 / max(net_s, 1e-6))))
         power_s = (self.power_window_s * (t.kind != "free").sum()
                    if self.meter.measures_power else 0.0)

@@ -23,6 +23,7 @@ from ..errors import NeuralPowerError
 
 PROFILED_KINDS = ("conv2d", "linear", "max_pool2d", "avg_pool2d")
 MAX_LAYERS = 8
+MIN_SIZE = 7             # smallest feature map a conv or pooling layer (but the head) sees
 _NET_DIMS = 5            # network type, batch, channels / features, size, length
 _LAYER_DIMS = 8          # kind, width, kernel, stride, padding, groups, dilation, activation
 DIMS = _NET_DIMS + MAX_LAYERS * _LAYER_DIMS
@@ -31,13 +32,21 @@ DIMS = _NET_DIMS + MAX_LAYERS * _LAYER_DIMS
 @dataclass(frozen=True)
 class Limits:
     """What one layer may cost on the device: MACs and the elements of its largest tensor."""
-    max_macs: int = 2 * 10**9
-    max_elements: int = 2**26   # 256 MiB of float32 per activation
+    max_macs: int = 2 * 10**9           # conv2d, linear
+    max_pool_macs: int = 2 * 10**8      # pooling: window operations, far slower per "MAC"
+    max_elements: int = 2**26           # 256 MiB of float32 per activation
     max_batch: int = 256
 
 
 def _log_uniform(u: float, low: float, high: float) -> int:
     return int(round(math.exp(math.log(low) + u * (math.log(high) - math.log(low)))))
+
+
+def _width(u: float, low: int, high: int) -> int:
+    """Channels or features: log-uniform; from 16 up, a multiple of 8, as in real networks
+    (vectorised kernels are tuned for them, so odd widths would measure a rare slow path)."""
+    w = _log_uniform(u, low, high)
+    return w if w < 16 else max(16, min(high, round(w / 8) * 8))
 
 
 def _pick(u: float, choices):
@@ -70,11 +79,11 @@ def sample(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits(
                for i in range(n_layers)]
     if mlp:
         batch = _log_uniform(u[1], 1, 4096)
-        layers, shape = _mlp(_log_uniform(u[2], 16, 8192), layer_u)
+        layers, shape = _mlp(_width(u[2], 16, 8192), layer_u)
         spec = {"input": [1, shape], "layers": layers}
     else:
         batch = _log_uniform(u[1], 1, limits.max_batch)
-        channels, size = _log_uniform(u[2], 3, 2048), _log_uniform(u[3], 7, 224)
+        channels, size = _width(u[2], 3, 2048), _log_uniform(u[3], 7, 224)
         layers = _cnn(channels, size, layer_u, spatial, "linear" in kinds, limits)
         spec = {"input": [1, channels, size, size], "layers": layers}
     spec["input"][0] = _fit_batch(spec, batch, limits)
@@ -84,7 +93,7 @@ def sample(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits(
 def _mlp(features: int, layer_u) -> tuple[list, int]:
     layers = []
     for v in layer_u:
-        layers.append({"kind": "linear", "out_features": _log_uniform(v[1], 16, 8192)})
+        layers.append({"kind": "linear", "out_features": _width(v[1], 16, 8192)})
         if v[7] < 0.5:
             layers.append({"kind": "relu"})
     return layers, features
@@ -93,16 +102,17 @@ def _mlp(features: int, layer_u) -> tuple[list, int]:
 def _cnn(channels, size, layer_u, spatial_kinds, with_linear, limits) -> list:
     layers, c, h = [], channels, size
     for v in layer_u:
-        kind = spatial_kinds[min(int(v[0] * len(spatial_kinds)), len(spatial_kinds) - 1)]
+        kind = _pick(v[0], [(k, 3 if k == "conv2d" else 1) for k in spatial_kinds])
         layer = (_conv(v, c, h, limits) if kind == "conv2d" else _pool(kind, v, h))
         if layer is None:
             break
+        c_next, h_next = _out(layer, c, h)
+        if h_next < MIN_SIZE:  # real networks stop shrinking at 7x7, then pool globally
+            break
         layers.append(layer)
-        c, h = _out(layer, c, h)
+        c, h = c_next, h_next
         if kind == "conv2d" and v[7] < 0.5:
             layers.append({"kind": "relu"})
-        if h < 1:
-            raise AssertionError("sampler produced an empty output")  # a bug, never input
     if with_linear:  # the classifier head: global average pooling, flatten, linear
         if "avg_pool2d" in spatial_kinds and h > 1:
             layers.append({"kind": "avg_pool2d", "kernel": h, "stride": h, "padding": 0})
@@ -110,7 +120,7 @@ def _cnn(channels, size, layer_u, spatial_kinds, with_linear, limits) -> list:
         if c * h * h > 25088:  # VGG's head is the widest in torchvision
             return layers
         layers += [{"kind": "flatten"},
-                   {"kind": "linear", "out_features": _log_uniform(layer_u[-1][1], 10, 4096)}]
+                   {"kind": "linear", "out_features": _width(layer_u[-1][1], 10, 4096)}]
     return layers
 
 
@@ -124,7 +134,7 @@ def _conv(v, c, h, limits):
         if padding > reach // 2:  # input too small for this kernel: use a 1x1 instead
             kernel, dilation, reach, padding = 1, 1, 1, 0
     stride = min(_pick(v[3], _STRIDES), max(1, (h + 2 * padding - reach) // 2 + 1))
-    out = _log_uniform(v[1], 3, 2048)
+    out = _width(v[1], 3, 2048)
     groups = 1
     if v[5] < 0.25:                       # depthwise
         groups = out = c
@@ -170,9 +180,11 @@ def _fit_batch(spec: dict, batch: int, limits: Limits) -> int:
     from ..trace import trace
 
     t = trace(build(spec), tuple(spec["input"]))
-    macs = max(int(t.macs.max()), 1)
+    pool = t.kind.isin(["max_pool2d", "avg_pool2d"])
     largest = max(elements(s) for s in list(t.input_shape) + list(t.output_shape))
-    return max(1, min(batch, limits.max_macs // macs, limits.max_elements // max(largest, 1)))
+    return max(1, min(batch, limits.max_macs // max(int(t.macs[~pool].max()), 1),
+                      limits.max_pool_macs // max(int(t.macs[pool].max()) if pool.any() else 1, 1),
+                      limits.max_elements // max(largest, 1)))
 
 
 def elements(shape: str) -> int:

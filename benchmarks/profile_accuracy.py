@@ -1,0 +1,86 @@
+"""How fast a device is learned: held-out error against profiling time.
+
+Runs a CPU campaign (or reads one), holds out a random 20 % of its rows (seed 0), fits on the
+rows of the other 80 % measured within the first 1, 2, 5 and 10 minutes, and prints the held-out
+runtime RMSPE per kind for each. Issue 3's goal: at most 10 % for conv2d, linear and pooling
+after a 10-minute campaign on a 2-core CPU.
+
+    python benchmarks/profile_accuracy.py                      # profiles for 10 minutes first
+    python benchmarks/profile_accuracy.py --csv profiling/cpu/epyc_2t.csv
+"""
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from neuralpower import Predictor  # noqa: E402
+from neuralpower.data import load  # noqa: E402
+from neuralpower.profiling import Campaign  # noqa: E402
+from neuralpower.regression import rmspe  # noqa: E402
+
+KINDS = ["conv2d", "linear", "max_pool2d", "avg_pool2d"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--csv", help="an existing campaign CSV (default: run a new campaign)")
+    ap.add_argument("--budget", type=float, default=600, help="seconds of a new campaign")
+    ap.add_argument("--threads", type=int, help="CPU threads of a new campaign")
+    ap.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5, 10])
+    args = ap.parse_args()
+    path = Path(args.csv) if args.csv else Path(tempfile.mkdtemp()) / "campaign.csv"
+    if not args.csv:
+        start = time.perf_counter()
+        s = Campaign(path, threads=args.threads).run(budget_s=args.budget)
+        took = time.perf_counter() - start
+        print(f"campaign: {s['networks']} networks, {s['rows']} rows in {took:.0f} s "
+              f"(budget {args.budget:.0f} s, {100 * (took / args.budget - 1):+.1f} %)")
+    rows = load(path)
+    rows = rows[rows.kind.isin(KINDS)].reset_index(drop=True)
+    test = np.random.default_rng(0).random(len(rows)) < 0.2
+    print(f"{len(rows)} rows of {', '.join(KINDS)}; {test.sum()} held out\n")
+    table = []
+    for minutes in args.minutes:
+        train = rows[~test & (rows.campaign_s <= minutes * 60)]
+        if train.empty:
+            continue
+        start = time.perf_counter()
+        predictor = Predictor.fit(train, log=lambda m: None)
+        fit_s = time.perf_counter() - start
+        held = rows[test]
+        line = {"minutes": minutes, "train_rows": len(train), "fit_s": round(fit_s, 1)}
+        for kind in KINDS + ["pooling"]:
+            of_kind = held.kind.isin(["max_pool2d", "avg_pool2d"] if kind == "pooling" else [kind])
+            part = held[of_kind]
+            models = [k for k in part.kind.unique() if (k, "runtime_ms") in predictor.models]
+            if part.empty or len(models) < part.kind.nunique():
+                line[kind] = np.nan
+                continue
+            pred = np.concatenate([predictor.predict_rows(part[part.kind == k], k).runtime_ms
+                                   for k in models])
+            true = np.concatenate([part[part.kind == k].runtime_ms.to_numpy() for k in models])
+            line[kind] = round(rmspe(true, pred), 1)
+        table.append(line)
+    out = pd.DataFrame(table)
+    print("held-out runtime RMSPE % by profiling time (goal at 10 min: <= 10 % for conv2d, "
+          "linear, pooling)")
+    print(out.to_markdown(index=False) if _has_tabulate() else out.to_string(index=False))
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    main()
