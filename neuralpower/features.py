@@ -82,21 +82,39 @@ INPUT_COLUMNS = {
 INPUT_COLUMNS["avg_pool2d"] = INPUT_COLUMNS["max_pool2d"]
 
 
-def features(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """Named features of the rows of one ``kind`` (float, same index as ``rows``)."""
+def _check_kind(kind: str) -> None:
     if kind not in FEATURES:
         raise KeyError(f"no features for kind {kind!r}; modeled kinds: {', '.join(MODELED_KINDS)}")
+
+
+def _feature_columns(columns: dict[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
+    """Features from float arrays of the schema's columns (NaN: empty)."""
     d = _Columns()
+    for c in SHAPE_COLUMNS:
+        v = columns[c]
+        d[c] = np.where(np.isnan(v), _DEFAULTS[c], v) if c in _DEFAULTS else v
+    return FEATURES[kind](d)
+
+
+def features(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Named features of the rows of one ``kind`` (float, same index as ``rows``)."""
+    _check_kind(kind)
+    columns = {}
     for c in SHAPE_COLUMNS:
         col = rows[c] if c in rows else None
         if col is not None and col.dtype == object:  # text from a CSV: parse, bad values -> NaN
             col = pd.to_numeric(col, errors="coerce")
         # float before any product: int64 MACs of a large layer would overflow
-        v = np.full(len(rows), np.nan) if col is None else col.to_numpy(dtype=float, na_value=np.nan)
-        d[c] = np.where(np.isnan(v), _DEFAULTS[c], v) if c in _DEFAULTS else v
-    return pd.DataFrame(FEATURES[kind](d), index=rows.index)
+        columns[c] = (np.full(len(rows), np.nan) if col is None
+                      else col.to_numpy(dtype=float, na_value=np.nan))
+    return pd.DataFrame(_feature_columns(columns, kind), index=rows.index)
 
 
-def macs(rows: pd.DataFrame, kind: str) -> np.ndarray:
-    """Multiply-accumulates (window operations for pooling) of each row."""
-    return features(rows, kind)["macs"].to_numpy()
+def macs(rows, kind: str) -> np.ndarray:
+    """Multiply-accumulates (window operations for pooling) of each row: a DataFrame, or a list
+    of dicts (the tracer's rows, featured without building a frame)."""
+    if isinstance(rows, pd.DataFrame):
+        return features(rows, kind)["macs"].to_numpy()
+    _check_kind(kind)
+    columns = {c: np.array([r.get(c, np.nan) for r in rows], dtype=float) for c in SHAPE_COLUMNS}
+    return _feature_columns(columns, kind)["macs"]

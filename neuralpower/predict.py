@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from .features import SHAPE_COLUMNS
 from .predictor import Predictor
 from .trace import trace
 
@@ -75,19 +76,18 @@ def _group(rows: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def predict_table(table: pd.DataFrame, predictor: Predictor) -> pd.DataFrame:
     """Add ``runtime_ms``, ``power_w``, ``energy_mj`` and ``modeled`` to a layer table."""
-    table = table.copy()
-    for col in ("runtime_ms", "power_w", "energy_mj"):
-        table[col] = np.nan
-    table["modeled"] = False
-    for kind, rows in table.groupby("kind"):
+    runtime, power = np.full(len(table), np.nan), np.full(len(table), np.nan)
+    modeled = np.zeros(len(table), dtype=bool)
+    kinds = table["kind"].to_numpy()
+    shapes = table[[c for c in SHAPE_COLUMNS if c in table.columns]]  # what features() reads
+    for kind in pd.unique(kinds):
         if not predictor.has(kind, "runtime_ms"):
             continue
-        pred = predictor.predict_rows(rows, kind)
-        table.loc[rows.index, "runtime_ms"] = pred.runtime_ms
-        table.loc[rows.index, "power_w"] = pred.power_w
-        table.loc[rows.index, "modeled"] = True
-    table["energy_mj"] = table.power_w * table.runtime_ms
-    return table
+        at = np.flatnonzero(kinds == kind)
+        pred = predictor.predict_arrays(shapes.iloc[at], kind)
+        runtime[at], power[at], modeled[at] = pred["runtime_ms"], pred["power_w"], True
+    return table.assign(runtime_ms=runtime, power_w=power, energy_mj=power * runtime,
+                        modeled=modeled)
 
 
 def totals(table: pd.DataFrame) -> dict:

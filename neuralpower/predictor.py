@@ -90,11 +90,19 @@ class Predictor:
     # ---------------------------------------------------------------- prediction
     def predict_rows(self, rows: pd.DataFrame, kind: str) -> pd.DataFrame:
         """``runtime_ms`` and ``power_w`` of rows of one kind (NaN for a target with no model)."""
+        return pd.DataFrame(self.predict_arrays(rows, kind), index=rows.index)
+
+    def predict_arrays(self, rows: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
+        """:meth:`predict_rows` as ``{target: values}``. Rows with identical features (a
+        network repeats its blocks) are predicted once."""
         X = features(rows, kind)
-        out = pd.DataFrame(index=rows.index)
+        unique, inverse = np.unique(X.to_numpy(), axis=0, return_inverse=True)
+        unique = pd.DataFrame(unique, columns=X.columns)
+        out = {}
         for target in TARGETS:
             model = self.models.get((kind, target))
-            out[target] = np.nan if model is None else model.predict(X)
+            out[target] = (np.full(len(X), np.nan) if model is None
+                           else model.predict(unique)[inverse.reshape(-1)])
         return out
 
     def score(self, data: pd.DataFrame) -> dict:

@@ -35,10 +35,13 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import weakref
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
+from sklearn._loss.link import IdentityLink
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
@@ -87,13 +90,14 @@ MAX_BINS = 255
 _TANGENT_STEP = 0.05  # relative step along the ray for the backbone's slope at the boundary
 
 
-def _gemm_dims(X: pd.DataFrame):
+def _gemm_dims(col: dict[str, np.ndarray]):
+    """(M, N, K) of each row from the feature columns ``col`` (name -> values), or None."""
     for m, n, ks in _GEMM.values():
-        if m in X.columns and n in X.columns and all(k in X.columns for k in ks):
-            k = np.ones(len(X))
+        if m in col and n in col and all(k in col for k in ks):
+            k = np.ones(len(col[m]))
             for c in ks:
-                k = k * X[c].to_numpy(dtype=float)
-            return X[m].to_numpy(dtype=float), X[n].to_numpy(dtype=float), k
+                k = k * col[c]
+            return col[m], col[n], k
     return None
 
 
@@ -122,36 +126,42 @@ class LayerFeatures(TransformerMixin, BaseEstimator):
     def __init__(self, mode: str = "poly"):
         self.mode = mode
 
-    def _raw(self, X: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-        X = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X, columns=self.columns_)
-        V = X.reindex(columns=self.columns_).to_numpy(dtype=float)
+    def _raw(self, X) -> tuple[np.ndarray, list[str]]:
+        if isinstance(X, pd.DataFrame):
+            if list(X.columns) != self.columns_:
+                X = X.reindex(columns=self.columns_)
+            V = X.to_numpy(dtype=float)
+        else:
+            V = np.asarray(X, dtype=float)
+            if V.ndim != 2 or V.shape[1] != len(self.columns_):
+                raise ValueError(f"expected {len(self.columns_)} feature columns, got "
+                                 f"{V.shape[1:] or 'a 1-D array'}")
         V = np.clip(np.nan_to_num(V, nan=0.0, posinf=0.0), 0.0, None)  # counts: finite, >= 0
-        X = pd.DataFrame(V, columns=self.columns_)
+        col = {c: V[:, j] for j, c in enumerate(self.columns_)}
         cols = [f"log:{c}" for c in self.columns_]
         blocks = [np.log1p(V)]
-        if {"macs", "in_elems", "out_elems"} <= set(self.columns_):
-            io = X["in_elems"].to_numpy(float) + X["out_elems"].to_numpy(float)
-            if "weight_elems" in X.columns:
-                io = io + X["weight_elems"].to_numpy(float)
-            blocks.append(np.log1p(X["macs"].to_numpy(float) / np.maximum(io, 1.0))[:, None])
+        if {"macs", "in_elems", "out_elems"} <= col.keys():
+            io = col["in_elems"] + col["out_elems"]
+            if "weight_elems" in col:
+                io = io + col["weight_elems"]
+            blocks.append(np.log1p(col["macs"] / np.maximum(io, 1.0))[:, None])
             cols.append("log:intensity")
         if self.mode == "tree":
-            cols_ = set(self.columns_)
             extra, names = [], []
-            out = X["out_elems"].to_numpy(float) if "out_elems" in cols_ else None
-            if out is not None and "macs" in cols_:  # work per output element
-                extra.append(np.log1p(X["macs"].to_numpy(float) / np.maximum(out, 1.0)))
+            out = col.get("out_elems")
+            if out is not None and "macs" in col:  # work per output element
+                extra.append(np.log1p(col["macs"] / np.maximum(out, 1.0)))
                 names.append("log:macs_per_out")
-            if out is not None and "in_elems" in cols_:  # reduction / expansion of the data
-                extra.append(np.log1p(X["in_elems"].to_numpy(float) / np.maximum(out, 1.0)))
+            if out is not None and "in_elems" in col:  # reduction / expansion of the data
+                extra.append(np.log1p(col["in_elems"] / np.maximum(out, 1.0)))
                 names.append("log:in_per_out")
-            if {"batch", "in_channels"} <= cols_:  # independent planes (CPU thread parallelism)
-                extra.append(np.log1p(X["batch"].to_numpy(float) * X["in_channels"].to_numpy(float)))
+            if {"batch", "in_channels"} <= col.keys():  # independent planes (CPU threads)
+                extra.append(np.log1p(col["batch"] * col["in_channels"]))
                 names.append("log:planes")
             if extra:
                 blocks.append(np.column_stack(extra))
                 cols += names
-            dims = _gemm_dims(X)
+            dims = _gemm_dims(col)
             if dims is not None:
                 m, n, k = (np.maximum(np.nan_to_num(a), 1.0) for a in dims)
                 extra, names = [np.log(k)], ["log:gemm_k"]
@@ -208,6 +218,85 @@ class LayerFeatures(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None):
         return np.asarray(self.feature_names_out_, dtype=object)
+
+
+# ------------------------------------------------------------------------------ tree ensembles
+class _Forest(NamedTuple):
+    """A fitted HistGradientBoostingRegressor's trees as flat arrays, to walk all trees for all
+    rows at once. Its prediction is sklearn's, bit for bit: the same leaves, summed in the same
+    order, without sklearn's one call (and one OpenMP parallel region) per tree: for the few
+    rows of a network, most of sklearn's time, and on a busy two-core machine far more."""
+    source: list                 # the booster's ``_predictors`` when flattened (see _forest)
+    n_trees: int
+    roots: np.ndarray            # first node of each tree
+    feature: np.ndarray          # node -> feature index (numeric splits only)
+    threshold: np.ndarray        # node -> go left when x <= threshold
+    missing_left: np.ndarray     # node -> where NaN goes
+    children: np.ndarray         # 2 * node + go_left -> next node; a leaf points to itself
+    value: np.ndarray            # node -> leaf value
+    depth: int                   # deepest leaf
+    baseline: float
+
+
+_FORESTS = weakref.WeakKeyDictionary()  # booster -> its _Forest, for as long as it lives
+_FOREST_MAX_CELLS = 1 << 15      # rows x trees above which sklearn is as fast (idle machine)
+
+
+def _forest(model) -> _Forest | None:
+    """The flat form of a fitted booster (made once per booster, and again if it is refitted),
+    or None where the booster is not the plain kind _Forest reproduces."""
+    predictors = getattr(model, "_predictors", None)
+    if not isinstance(model, HistGradientBoostingRegressor) or not predictors:
+        return None
+    cached = _FORESTS.get(model)
+    if cached is not None and cached.source is predictors and cached.n_trees == len(predictors):
+        return cached
+    if (model.n_trees_per_iteration_ != 1 or not isinstance(model._loss.link, IdentityLink)
+            or np.size(model._baseline_prediction) != 1):
+        return None
+    trees = [p.nodes for (p,) in predictors]
+    sizes = np.array([len(t) for t in trees])
+    roots = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+    nodes = np.concatenate(trees)
+    if nodes["is_categorical"].any():
+        return None
+    leaf = nodes["is_leaf"].astype(bool)
+    first = np.repeat(roots, sizes)  # the nodes of a tree number its children from 0
+    here = np.arange(len(nodes))
+    left = np.where(leaf, here, nodes["left"].astype(np.intp) + first)
+    right = np.where(leaf, here, nodes["right"].astype(np.intp) + first)
+    forest = _Forest(source=predictors, n_trees=len(predictors), roots=roots,
+                     feature=nodes["feature_idx"].astype(np.intp),
+                     threshold=nodes["num_threshold"].astype(float),
+                     missing_left=nodes["missing_go_to_left"].astype(bool),
+                     children=np.column_stack([right, left]).ravel(),
+                     value=nodes["value"].astype(float), depth=int(nodes["depth"][leaf].max()),
+                     baseline=float(np.ravel(model._baseline_prediction)[0]))
+    _FORESTS[model] = forest
+    return forest
+
+
+def _tree_predict(model, T: np.ndarray) -> np.ndarray:
+    """``model.predict(T)`` for a fitted tree model; for few rows, all trees walked at once."""
+    T = np.ascontiguousarray(T, dtype=float)
+    n, width = T.shape
+    small = n * len(getattr(model, "_predictors", ())) <= _FOREST_MAX_CELLS
+    forest = _forest(model) if small and width == getattr(model, "n_features_in_", -1) else None
+    if forest is None:
+        return model.predict(T)
+    flat = T.ravel()
+    row_start = np.repeat(np.arange(n) * width, forest.n_trees)
+    node = np.tile(forest.roots, n)  # row-major: (row, tree)
+    has_nan = bool(np.isnan(flat).any())
+    for _ in range(forest.depth):  # a leaf stays where it is
+        x = flat[row_start + forest.feature[node]]
+        go_left = x <= forest.threshold[node]
+        if has_nan:
+            go_left |= np.isnan(x) & forest.missing_left[node]
+        node = forest.children[2 * node + go_left]
+    # sklearn's sum, in its order: baseline, then tree by tree (cumsum adds left to right)
+    terms = np.column_stack([np.full(n, forest.baseline), forest.value[node].reshape(n, -1)])
+    return np.cumsum(terms, axis=1)[:, -1]
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -267,13 +356,16 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
             t = np.where(U > hi, hi / U, np.where(U < lo, lo / U, 1.0))
         t = np.clip(np.nan_to_num(t.min(axis=1), nan=1.0), 0.0, 1.0)
         out = np.flatnonzero(t < 1.0)
-        z = np.asarray(post.predict(U * t[:, None]), dtype=float)
-        if out.size:
-            to = t[out]
-            inner = np.maximum(to * (1.0 - _TANGENT_STEP), 0.0)
-            z_in = np.asarray(post.predict(U[out] * inner[:, None]), dtype=float)
-            slope = (z[out] - z_in) / np.maximum(to - inner, 1e-12)
-            z[out] = z[out] + slope * (1.0 - to)
+        if not out.size:
+            return np.asarray(post.predict(U), dtype=float)  # t == 1: every row inside the box
+        # the boundary points of all rows and the inner points of the rows outside: one call
+        to = t[out]
+        inner = np.maximum(to * (1.0 - _TANGENT_STEP), 0.0)
+        zz = np.asarray(post.predict(np.concatenate([U * t[:, None], U[out] * inner[:, None]])),
+                        dtype=float)
+        z, z_in = zz[:len(U)], zz[len(U):]
+        slope = (z[out] - z_in) / np.maximum(to - inner, 1e-12)
+        z[out] = z[out] + slope * (1.0 - to)
         return z
 
     def predict_log(self, X) -> np.ndarray:
@@ -286,7 +378,7 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
             out = out + np.mean([_boost_apply(b, T, sp, self.resid_range)
                                  for b, sp in zip(self.boosters, self.booster_spaces)], axis=0)
         if self.var_model is not None and self.shrink:
-            out = out - self.shrink * np.clip(self.var_model.predict(T), 0.0, self.var_max)
+            out = out - self.shrink * np.clip(_tree_predict(self.var_model, T), 0.0, self.var_max)
         out = np.nan_to_num(out + self.log_scale, nan=0.0,
                             posinf=self.log_range[1], neginf=self.log_range[0])
         return np.clip(out, *self.log_range)
@@ -348,7 +440,7 @@ def _boost_fit(T: np.ndarray, resid: np.ndarray, space: str, seed: int):
 
 
 def _boost_apply(model, T: np.ndarray, space: str, rng) -> np.ndarray:
-    out = model.predict(T)
+    out = _tree_predict(model, T)
     if space == "log":
         return np.clip(out, *rng)
     return np.log(np.clip(out, math.exp(rng[0]), math.exp(rng[1])))

@@ -156,16 +156,40 @@ OP_HANDLERS = {
 }
 
 
+def _meta_like(t: torch.Tensor) -> torch.Tensor:
+    """``torch.empty_like(t, device="meta")``; on a meta tensor ``empty_like`` runs a slow Python
+    decomposition, so a dense tensor's layout is stated directly (what ``empty_like`` keeps)."""
+    if t.is_contiguous():
+        return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+    return torch.empty_like(t, device="meta")
+
+
 def _batch_norm_meta(x, *args):
     """Output shapes of batch norm: torch's meta kernel for it is a slow Python decomposition."""
     c = x.shape[1] if x.dim() > 1 else 0
-    return (torch.empty_like(x), x.new_empty((c,)), x.new_empty((c,)))
+    return (_meta_like(x), x.new_empty((c,)), x.new_empty((c,)))
 
 
-# Ops whose output shapes are cheap to state here and slow for torch to derive on meta.
+def _conv_meta(x, w, bias, stride, padding, dilation, transposed, output_padding, groups):
+    """Output of a plain 2-D convolution (torch's meta kernel for it is Python); None for any
+    other case, or a bad shape, which torch then derives itself (and reports)."""
+    if (transposed or x.dim() != 4 or w.dim() != 4 or x.shape[1] == 0
+            or w.shape[1] * groups != x.shape[1]
+            or not len(stride) == len(padding) == len(dilation) == 2):
+        return None
+    out_hw = [(n + 2 * p - d * (k - 1) - 1) // s + 1
+              for n, k, s, p, d in zip(x.shape[2:], w.shape[2:], stride, padding, dilation)]
+    if min(out_hw) <= 0:
+        return None
+    return x.new_empty((x.shape[0], w.shape[0], *out_hw))
+
+
+# Ops whose output shapes are cheap to state here and slow for torch to derive on meta. A
+# function returning None leaves the op to torch.
 _FAST_META = {
     aten.native_batch_norm: _batch_norm_meta,
     aten._native_batch_norm_legit_no_training: _batch_norm_meta,
+    aten.convolution: _conv_meta,
 }
 
 
@@ -189,6 +213,9 @@ def _shape(t) -> str:
     return ""
 
 
+_MODELED = frozenset(MODELED_KINDS)
+
+
 class _Recorder(TorchDispatchMode):
     def __init__(self, module_stack: list[str]):
         super().__init__()
@@ -199,7 +226,9 @@ class _Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         packet = func.overloadpacket
         fast = _FAST_META.get(packet)
-        out = fast(*args) if fast is not None and not kwargs else func(*args, **kwargs)
+        out = fast(*args) if fast is not None and not kwargs else None
+        if out is None:
+            out = func(*args, **kwargs)
         tensors = [a for a in itertools.chain(args, kwargs.values()) if isinstance(a, torch.Tensor)]
         if func.is_view or packet in _WEIGHT_PRESERVING:
             if tensors and _is_weight(tensors[0]) and isinstance(out, torch.Tensor):
@@ -212,24 +241,31 @@ class _Recorder(TorchDispatchMode):
         else:
             row = {"kind": _strip_inplace(packet.__name__)}
         first = next((t for t in tensors if not _is_weight(t)), None)
-        row.update(module=self.stack[-1][0], call=self.stack[-1][1], op=str(packet).removeprefix("aten."),
+        module, call = self.stack[-1]
+        row.update(module=module, call=call, op=str(packet).removeprefix("aten."),
                    input_shape=_shape(first), output_shape=_shape(result),
-                   macs=_macs(func, args, kwargs, out))
+                   # a modeled kind's MACs come from features.py, in trace()
+                   macs=0 if row["kind"] in _MODELED else _macs(func, args, kwargs, out))
         self.rows.append(row)
         return out
 
 
 def _module_hooks(model: nn.Module, stack: list, types: dict[str, str], hooks: ExitStack):
-    """Keep ``stack`` holding (path, call number) of the module call now running."""
+    """Keep ``stack`` holding (path, call number) of the module call now running, and put every
+    module in eval mode until ``hooks`` closes (each then gets its own mode back)."""
     calls = itertools.count(1)
+
+    def post(m, inputs, output):
+        stack.pop()
+
     for name, mod in model.named_modules():
         types[name] = type(mod).__name__
+        if mod.training:
+            mod.training = False
+            hooks.callback(setattr, mod, "training", True)
 
         def pre(m, inputs, name=name):
             stack.append((name, next(calls)))
-
-        def post(m, inputs, output):
-            stack.pop()
 
         hooks.callback(mod.register_forward_pre_hook(pre).remove)
         hooks.callback(mod.register_forward_hook(post, always_call=True).remove)
@@ -266,15 +302,13 @@ def trace(model: nn.Module, input_shape=(1, 3, 224, 224), dtype=torch.float32) -
     inputs = tuple(torch.empty(tuple(s), dtype=dtype, device="meta") for s in shapes)
     state = {}
     for name, p in model.named_parameters(remove_duplicate=False):
-        state[name] = torch.empty_like(p, device="meta")
+        state[name] = _meta_like(p)
         setattr(state[name], _WEIGHT, True)
     for name, b in model.named_buffers(remove_duplicate=False):
-        state[name] = torch.empty_like(b, device="meta")
+        state[name] = _meta_like(b)
     stack, types = [("", 0)], {}
-    was_training = model.training
     with ExitStack() as hooks:
         _module_hooks(model, stack, types, hooks)
-        model.eval()
         recorder = _Recorder(stack)
         try:
             with torch.no_grad(), recorder:
@@ -285,16 +319,15 @@ def trace(model: nn.Module, input_shape=(1, 3, 224, 224), dtype=torch.float32) -
         except (RuntimeError, TypeError, ValueError, IndexError) as e:
             raise NeuralPowerError(f"cannot trace {type(model).__name__} with input "
                                    f"{_fmt_shapes(shapes)}: {str(e).splitlines()[0]}") from None
-        finally:
-            model.train(was_training)
     rows = recorder.rows
     for r, name in zip(rows, _name_layers(rows, types)):
         r["name"] = name
         r["module_type"] = types.get(r["module"], "")
+    for kind in MODELED_KINDS:  # their MACs come from features.py (pooling: flop_counter has none)
+        of_kind = [r for r in rows if r["kind"] == kind]
+        for r, m in zip(of_kind, macs(of_kind, kind) if of_kind else ()):
+            r["macs"] = int(m)
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    for kind in set(MODELED_KINDS) & set(table.kind):  # pooling: flop_counter counts none
-        rows_of_kind = table.kind == kind
-        table.loc[rows_of_kind, "macs"] = macs(table[rows_of_kind], kind)
     table["macs"] = table["macs"].astype("int64")
     return table
 

@@ -158,3 +158,41 @@ def test_shipped_predictors_load_and_predict():
     for path in shipped:
         p = predict(model, (1, 3, 224, 224), Predictor.load(path))
         assert p.totals["runtime_ms"] > 0 and p.totals["layers_modeled"] >= 20
+
+
+def test_tree_models_walked_at_once_give_sklearns_numbers_bit_for_bit(cpu_split):
+    """For few rows the boosted trees are walked all at once (regression._tree_predict), not
+    tree by tree in sklearn: same leaves, same order of summation, same bits."""
+    from neuralpower.features import features
+    from neuralpower.regression import _FOREST_MAX_CELLS, _forest, _tree_predict
+
+    from .conftest import ROOT
+
+    shipped = Predictor.load(ROOT / "models" / "raptorlake_cpu.predictor")
+    checked = 0
+    for (kind, target), model in shipped.models.items():
+        X = features(cpu_split[1][cpu_split[1].kind == kind], kind)
+        T = np.column_stack([model.tree_features.transform(X), model._backbone_log(X)])
+        T[::4, 1] = np.nan  # a missing value goes where each node learned to send it
+        for trees in [*model.boosters, model.var_model]:
+            if trees is None:
+                continue
+            assert _forest(trees) is not None
+            many = np.tile(T, (_FOREST_MAX_CELLS // (len(T) * trees.n_iter_) + 1, 1))
+            for rows in (T[:1], T, many):  # the last one big enough for sklearn's own loop
+                assert np.array_equal(_tree_predict(trees, rows), trees.predict(rows))
+                checked += 1
+    assert checked >= 12
+
+
+def test_repeated_layers_get_the_numbers_they_get_alone(cpu_predictor, cpu_split):
+    """Rows with identical features are predicted once and broadcast back."""
+    import pandas as pd
+
+    rows = cpu_split[1][cpu_split[1].kind == "conv2d"].head(12)
+    rows = pd.concat([rows, rows.iloc[::-1], rows.iloc[:3]])
+    together = cpu_predictor.predict_rows(rows, "conv2d")
+    alone = pd.concat([cpu_predictor.predict_rows(rows.iloc[[i]], "conv2d")
+                       for i in range(len(rows))])
+    assert together.index.equals(rows.index)
+    assert np.allclose(together.to_numpy(), alone.to_numpy(), rtol=1e-12, atol=0)
