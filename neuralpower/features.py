@@ -18,6 +18,14 @@ SHAPE_COLUMNS = [
     "dilation_h", "dilation_w", "groups", "in_features", "out_features",
 ]
 TARGETS = ["runtime_ms", "power_w"]
+# Optional columns saying what ran around a layer inside its network (the tracer and the
+# profiler fill them): elements read and written by the op just before it, and by the whole
+# network per run. A layer timed in a network finds its code and data evicted by them; a layer
+# timed alone, back to back (the public data), finds them warm. Fitted only from data that has
+# them; capped where every cache is long full, so a large network does not extrapolate.
+CONTEXT_COLUMNS = ["prev_elements", "net_elements"]
+CONTEXT_FEATURES = ["ctx_prev_elems", "ctx_net_elems"]
+CONTEXT_CAP = 2.0**24
 
 
 class _Columns(dict):
@@ -107,7 +115,19 @@ def features(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
         # float before any product: int64 MACs of a large layer would overflow
         columns[c] = (np.full(len(rows), np.nan) if col is None
                       else col.to_numpy(dtype=float, na_value=np.nan))
-    return pd.DataFrame(_feature_columns(columns, kind), index=rows.index)
+    f = _feature_columns(columns, kind)
+    # Without context (a layer measured alone), the layer itself ran before and in between.
+    own = f["in_elems"] + f["out_elems"]
+    for column, name in zip(CONTEXT_COLUMNS, CONTEXT_FEATURES):
+        v = (pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+             if column in rows else np.full(len(rows), np.nan))
+        f[name] = np.clip(np.where(np.isnan(v), own, v), 1.0, CONTEXT_CAP)
+    return pd.DataFrame(f, index=rows.index)
+
+
+def has_context(rows: pd.DataFrame) -> bool:
+    """Whether every row says what ran around it (so context features can be fitted)."""
+    return all(c in rows and rows[c].notna().all() for c in CONTEXT_COLUMNS)
 
 
 def macs(rows, kind: str) -> np.ndarray:

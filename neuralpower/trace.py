@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from .errors import NeuralPowerError
-from .features import MODELED_KINDS, SHAPE_COLUMNS, macs
+from .features import CONTEXT_COLUMNS, MODELED_KINDS, SHAPE_COLUMNS, macs
 
 aten = torch.ops.aten
 
@@ -242,8 +242,10 @@ class _Recorder(TorchDispatchMode):
             row = {"kind": _strip_inplace(packet.__name__)}
         first = next((t for t in tensors if not _is_weight(t)), None)
         module, call = self.stack[-1]
+        elements = ((first.numel() if first is not None else 0)
+                    + (result.numel() if isinstance(result, torch.Tensor) else 0))
         row.update(module=module, call=call, op=str(packet).removeprefix("aten."),
-                   input_shape=_shape(first), output_shape=_shape(result),
+                   input_shape=_shape(first), output_shape=_shape(result), elements=elements,
                    # a modeled kind's MACs come from features.py, in trace()
                    macs=0 if row["kind"] in _MODELED else _macs(func, args, kwargs, out))
         self.rows.append(row)
@@ -289,7 +291,18 @@ def _name_layers(rows: list[dict], types: dict[str, str]) -> list[str]:
 
 
 COLUMNS = ["name", "kind", "op", "module", "module_type", *SHAPE_COLUMNS, "macs",
-           "input_shape", "output_shape"]
+           "input_shape", "output_shape", *CONTEXT_COLUMNS]
+
+
+def _context(rows: list[dict]) -> None:
+    """What runs around each op in a network run over and over (features.CONTEXT_COLUMNS):
+    the elements read and written by the op before it (the last op, for the first) and by all
+    ops. Allocations and views move no data and are left out."""
+    work = [r for r in rows if r["kind"] != "free"]
+    total = sum(r["elements"] for r in work)
+    for i, r in enumerate(work):
+        r["prev_elements"] = work[i - 1]["elements"]
+        r["net_elements"] = total
 
 
 def trace(model: nn.Module, input_shape=(1, 3, 224, 224), dtype=torch.float32) -> pd.DataFrame:
@@ -327,6 +340,7 @@ def trace(model: nn.Module, input_shape=(1, 3, 224, 224), dtype=torch.float32) -
         of_kind = [r for r in rows if r["kind"] == kind]
         for r, m in zip(of_kind, macs(of_kind, kind) if of_kind else ()):
             r["macs"] = int(m)
+    _context(rows)
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     table["macs"] = table["macs"].astype("int64")
     return table

@@ -196,3 +196,20 @@ def test_repeated_layers_get_the_numbers_they_get_alone(cpu_predictor, cpu_split
                        for i in range(len(rows))])
     assert together.index.equals(rows.index)
     assert np.allclose(together.to_numpy(), alone.to_numpy(), rtol=1e-12, atol=0)
+
+
+def test_context_features_are_fitted_only_from_data_that_has_them(cpu_predictor, cpu_split):
+    from neuralpower.features import CONTEXT_FEATURES, features
+
+    # The public rows were measured alone: no context, so no model uses it...
+    for model in cpu_predictor.models.values():
+        used = set(model.backbone.named_steps["features"].columns_)
+        assert used and not set(CONTEXT_FEATURES) & used
+    # ...and a row measured alone is featured as if it followed itself.
+    rows = cpu_split[1][cpu_split[1].kind == "linear"].head(5)
+    f = features(rows, "linear")
+    own = (rows.batch * (rows.in_features + rows.out_features)).to_numpy()
+    assert np.allclose(f["ctx_prev_elems"], own) and np.allclose(f["ctx_net_elems"], own)
+    # Rows that carry context are featured with it.
+    f = features(rows.assign(prev_elements=7.0, net_elements=1e9), "linear")
+    assert (f["ctx_prev_elems"] == 7.0).all() and (f["ctx_net_elems"] == 2.0**24).all()

@@ -190,3 +190,19 @@ def test_trace_gives_every_module_its_own_mode_back():
     trace(model, (1, 3, 64, 64))
     assert model.training and model.layer2[0].bn1.training
     assert not model.layer1.training and not model.layer1[0].bn1.training
+
+
+def test_context_columns_say_what_runs_around_each_op():
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 16 * 16, 10))
+    t = trace(model, (2, 3, 16, 16))
+    work = t[t.kind != "free"]
+    conv_io = 2 * 3 * 16 * 16 + 2 * 8 * 16 * 16
+    relu_io = 2 * (2 * 8 * 16 * 16)
+    linear_io = 2 * 8 * 16 * 16 + 2 * 10
+    assert list(work.kind) == ["conv2d", "relu", "linear"]
+    assert list(work.prev_elements) == [linear_io, conv_io, relu_io]  # the first follows the last
+    assert (work.net_elements == conv_io + relu_io + linear_io).all()
+    assert t[t.kind == "free"].prev_elements.isna().all()

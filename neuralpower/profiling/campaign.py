@@ -32,7 +32,7 @@ import torch
 
 from .. import __version__
 from ..errors import NeuralPowerError
-from ..features import SHAPE_COLUMNS
+from ..features import CONTEXT_COLUMNS, SHAPE_COLUMNS
 from ..trace import trace
 from . import synthetic
 from .meters import MeterError, idle_power, open_meter
@@ -40,12 +40,16 @@ from .timing import layer_power, spread, time_network
 
 FORMAT_VERSION = 1
 CSV_COLUMNS = [
-    "kind", *SHAPE_COLUMNS, "macs", "runtime_ms", "runtime_iqr_ms", "runtime_min_ms", "repeats",
+    "kind", *SHAPE_COLUMNS, "macs", *CONTEXT_COLUMNS, "runtime_ms", "runtime_iqr_ms", "runtime_min_ms", "repeats",
     "power_w", "power_source", "power_window_s", "power_error", "device", "network", "layer",
     "position", "network_runtime_ms", "network_runtime_iqr_ms", "threads", "dtype", "status",
     "error", "campaign_s",
 ]
 _HEADER = ",".join(CSV_COLUMNS) + "\n"
+# Seconds of repeated runs per network and mode (at least 5 runs). Two measurements of one
+# network built twice differ more than the runs of one build do, so a campaign learns more from
+# more networks than from more repeats.
+REPEAT_S = 0.1
 
 
 def sidecar_path(csv_path) -> Path:
@@ -263,7 +267,7 @@ class Campaign:
         pool = t.kind.isin(["max_pool2d", "avg_pool2d"])
         net_s = (t.macs[~pool].sum() / self.macs_per_s + t.macs[pool].sum() / self.pool_macs_per_s
                  + 5e-5 * len(t))
-        repeats = min(50, max(5, math.ceil(0.25 / max(net_s, 1e-6))))
+        repeats = min(50, max(5, math.ceil(REPEAT_S / max(net_s, 1e-6))))
         power_s = (self.power_window_s * (t.kind != "free").sum()
                    if self.meter.measures_power else 0.0)
         return (2 + 2 * repeats) * net_s + power_s + 0.02
@@ -297,7 +301,8 @@ class Campaign:
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
             x = torch.randn(*spec["input"], device=self.device)
-            timings = time_network(model, x, capture_inputs=self.meter.measures_power)
+            timings = time_network(model, x, target_s=REPEAT_S,
+                                   capture_inputs=self.meter.measures_power)
             whole = spread(timings.network)
             children = dict(model.named_children())
             for position, name, op in layers:
@@ -334,7 +339,7 @@ class Campaign:
 
 def _layer_columns(op) -> dict:
     out = {"kind": op["kind"], "macs": int(op["macs"])}
-    for c in SHAPE_COLUMNS:
+    for c in SHAPE_COLUMNS + CONTEXT_COLUMNS:
         v = op[c]
         if pd.notna(v):
             out[c] = int(v)
