@@ -212,9 +212,12 @@ def test_resuming_with_other_settings_refuses(tmp_path):
     (["--device", "tpu"], "--device 'tpu'"),
     (["--device", "cuda:7"], "--device cuda:7"),
     (["--threads", "0"], "--threads must be at least 1"),
+    (["--output-is-a-directory"], "cannot write here"),
 ])
 def test_bad_profile_arguments_give_one_line(tmp_path, args, message):
     out = tmp_path / "x.csv"
+    if args == ["--output-is-a-directory"]:
+        out, args = tmp_path, []
     r = subprocess.run([sys.executable, "-m", "neuralpower", "profile", "-o", str(out), *args],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stderr

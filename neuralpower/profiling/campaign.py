@@ -122,8 +122,12 @@ class Campaign:
         started = time.perf_counter()
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+", newline="") as f:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(self.path, "a+", newline="")
+        except OSError as e:
+            raise NeuralPowerError(f"{self.path}: cannot write here ({e.strerror})") from None
+        with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
