@@ -65,6 +65,30 @@ def _profile(args) -> None:
           f"{sidecar_path(args.output)}")
 
 
+def _measure(args) -> None:
+    from . import nets
+    from .measure import measure
+    from .profiling.campaign import parse_device
+
+    device = parse_device(args.device)
+    shapes = nets.parse_input(args.input)
+    model = nets.build(args.net, device=device)
+    m = measure(model, shapes if len(shapes) > 1 else shapes[0], device, threads=args.threads)
+    out = {"network": args.net, "device": m["device"], "input": args.input,
+           "totals": {k: m[k] for k in ("runtime_ms", "power_w", "energy_mj")},
+           **{k: m[k] for k in ("runtime_iqr_ms", "runtime_min_ms", "repeats", "power_source",
+                                "threads")}}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    power = "not measured" if m["power_w"] is None else f"{m['power_w']:.1f} W"
+    energy = "not measured" if m["energy_mj"] is None else f"{m['energy_mj']:.1f} mJ"
+    print(f"{args.net} on {m['device']}, input {args.input}\n"
+          f"  runtime  {m['runtime_ms']:.3f} ms median of {m['repeats']} runs "
+          f"(IQR {m['runtime_iqr_ms']:.3f} ms, min {m['runtime_min_ms']:.3f} ms)\n"
+          f"  power    {power}\n  energy   {energy}\n  source   {m['power_source']}")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="neuralpower", description="Predict the runtime, power "
                                  "and energy of a neural network, layer by layer.")
@@ -82,6 +106,14 @@ def parser() -> argparse.ArgumentParser:
                    "one power reading (default: 0.3 or the sensor's minimum)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_profile)
+
+    p = sub.add_parser("measure", help="measure a whole network's runtime, power and energy here")
+    p.add_argument("net", help="torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--input", default="1x3x224x224", help="input shape, e.g. 1x3x224x224")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_measure)
 
     p = sub.add_parser("fit", help="fit a predictor on measurement CSVs")
     p.add_argument("data", nargs="+", help="measurement CSV files (DESIGN.md schema)")

@@ -18,8 +18,10 @@ from torch import nn
 from .errors import NeuralPowerError
 
 
-def build(net: str) -> nn.Module:
-    """The module a NET name describes, with meta-device parameters."""
+def build(net: str, device="meta") -> nn.Module:
+    """The module a NET name describes, in eval mode. On the meta device (the default: structure
+    only, nothing allocated) or, to run it, built for real on ``device`` with its own random
+    initialisation (weights are never downloaded)."""
     source, sep, name = net.rpartition(":")
     if not sep or not name:
         raise NeuralPowerError(f"network {net!r}: expected torchvision:NAME, timm:NAME or "
@@ -36,9 +38,11 @@ def build(net: str) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torchvision's notes on init defaults
         try:
-            with torch.device("meta"):
+            with torch.device(device):
                 model = make()
         except NotImplementedError:  # the constructor computes with tensors (e.g. RegNet)
+            if str(device) != "meta":
+                raise
             with _parameters_on_meta():
                 model = make()
     if not isinstance(model, nn.Module):

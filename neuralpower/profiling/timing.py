@@ -61,6 +61,25 @@ class _Clock:
             torch.cuda.synchronize(self.device)
 
 
+def _whole_run(model: nn.Module, x, clock: _Clock) -> float:
+    start = clock.mark()
+    model(x)
+    end = clock.mark()
+    clock.sync()
+    return clock.ms(start, end)
+
+
+def time_whole(model: nn.Module, x, *, warmup: int = 3, min_repeats: int = 10,
+               max_repeats: int = 1000, target_s: float = 1.0) -> list[float]:
+    """Milliseconds of each of the repeated runs of the whole ``model`` (no hooks), after
+    ``warmup`` runs; as many runs as fill ``target_s``, within the repeat bounds."""
+    clock = _Clock(x.device)
+    with torch.inference_mode():
+        first = [_whole_run(model, x, clock) for _ in range(max(warmup, 1))][-1]
+        repeats = min(max_repeats, max(min_repeats, math.ceil(target_s * 1e3 / max(first, 1e-3))))
+        return [_whole_run(model, x, clock) for _ in range(repeats)]
+
+
 def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repeats: int = 5,
                  max_repeats: int = 50, target_s: float = 0.25,
                  capture_inputs: bool = False) -> Timings:
@@ -85,11 +104,7 @@ def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repe
         return hook
 
     def whole_run() -> float:
-        start = clock.mark()
-        model(x)
-        end = clock.mark()
-        clock.sync()
-        return clock.ms(start, end)
+        return _whole_run(model, x, clock)
 
     def hooked_run():
         handles = []

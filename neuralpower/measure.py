@@ -1,0 +1,73 @@
+"""Ground truth for a whole network on this machine: its measured runtime, power and energy.
+
+The network runs for real (randomly initialised, never downloaded) after a warm-up, for as many
+runs as fill a time target; the median is the figure, with the spread beside it. Power is read
+by the device's meter while the network runs back to back for a window long enough for the
+sensor; without a readable sensor, power and energy stay empty and the source says why.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .errors import NeuralPowerError
+from .profiling.campaign import device_name, parse_device
+from .profiling.meters import MeterError, open_meter
+from .profiling.timing import layer_power, spread, time_whole
+
+
+def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None = None,
+            meter=None, target_s: float = 1.0, power_window_s: float | None = None) -> dict:
+    """Measured totals of ``model`` (built on ``device``) for an input of ``input_shape``:
+    ``{"device", "runtime_ms", "runtime_iqr_ms", "runtime_min_ms", "repeats", "power_w",
+    "energy_mj", "power_source", "threads"}``; power and energy are None when not measured."""
+    device = parse_device(device) if isinstance(device, str) else device
+    threads = int(threads or torch.get_num_threads())
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    own_meter = meter is None
+    meter = open_meter(str(device)) if own_meter else meter
+    try:
+        shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
+        inputs = [torch.randn(*s, device=device) for s in shapes]
+        model = model.eval()
+        run = _Bound(model, inputs)
+        try:
+            times = spread(time_whole(run, inputs[0], target_s=target_s))
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:  # shapes, memory
+            text = str(e).strip().splitlines()
+            raise NeuralPowerError(f"cannot run {type(model).__name__} with input "
+                                   f"{_fmt(shapes)}: {text[0] if text else type(e).__name__}") from None
+        power, source = None, meter.source
+        if meter.measures_power:
+            window = power_window_s or max(1.0, meter.min_window_s)
+            try:
+                watts, _ = layer_power(run, inputs[0], meter, times["runtime_ms"], window)
+                power = watts if math.isfinite(watts) else None
+            except MeterError as e:
+                source = f"{meter.source} (read failed: {e})"
+        else:
+            source = f"none ({meter.describe().get('reason', 'no sensor')})"
+    finally:
+        if own_meter:
+            meter.close()
+    return {"device": device_name(device, threads), **times, "power_w": power,
+            "energy_mj": None if power is None else power * times["runtime_ms"],
+            "power_source": source, "threads": threads}
+
+
+def _fmt(shapes) -> str:
+    return ",".join("x".join(map(str, s)) for s in shapes)
+
+
+class _Bound(nn.Module):
+    """The model called with all its inputs, as a one-argument module for the timers."""
+
+    def __init__(self, model: nn.Module, inputs):
+        super().__init__()
+        self.model, self.inputs = model, inputs
+
+    def forward(self, first):
+        return self.model(first, *self.inputs[1:])
