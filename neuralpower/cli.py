@@ -89,6 +89,37 @@ def _measure(args) -> None:
           f"  power    {power}\n  energy   {energy}\n  source   {m['power_source']}")
 
 
+def _validate(args) -> None:
+    from tqdm.auto import tqdm
+
+    from . import nets
+    from .predictor import Predictor
+    from .profiling.campaign import parse_device
+    from .validate import plot, validate
+
+    predictor = Predictor.load(args.model)
+    shapes = nets.parse_input(args.input)
+    device = parse_device(args.device)
+    for net in args.nets:  # every name resolves before anything is measured
+        nets.build(net)
+    result = validate(predictor, args.nets, shapes if len(shapes) > 1 else shapes[0], device,
+                      threads=args.threads,
+                      progress=lambda xs: tqdm(xs, desc="predict + measure", disable=args.json))
+    if result["measured_on"] != result["device"]:
+        print(f"note: the predictor is for {result['device']!r}; measured on "
+              f"{result['measured_on']!r}", file=sys.stderr)
+    if args.plot:
+        plot(result, args.plot)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    from .report import validation_text
+
+    print(validation_text(result))
+    if args.plot:
+        print(f"wrote {args.plot}")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="neuralpower", description="Predict the runtime, power "
                                  "and energy of a neural network, layer by layer.")
@@ -114,6 +145,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_measure)
+
+    p = sub.add_parser("validate", help="predict and measure networks here; compare")
+    p.add_argument("model", help="predictor file")
+    p.add_argument("nets", nargs="+", metavar="NET", help="networks, as for predict")
+    p.add_argument("--input", default="1x3x224x224", help="input shape (default 1x3x224x224)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
+    p.add_argument("--plot", default="validation.png", help="predicted-against-measured PNG "
+                   "to write (default validation.png; '' for none)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_validate)
 
     p = sub.add_parser("fit", help="fit a predictor on measurement CSVs")
     p.add_argument("data", nargs="+", help="measurement CSV files (DESIGN.md schema)")

@@ -84,3 +84,31 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
 def scores_text(scores: dict) -> str:
     rows = [{"kind": k, "target": t, **s} for k, per in scores.items() for t, s in per.items()]
     return pd.DataFrame(rows).to_string(index=False, float_format="{:.2f}".format)
+
+
+def validation_text(result: dict) -> str:
+    """Predicted and measured totals per network, the errors, and the summary."""
+    def fmt(v, spec):
+        return "-" if v is None else format(v, spec)
+
+    lines = [f"predictor: {result['device']}; measured on: {result['measured_on']}", ""]
+    table = pd.DataFrame([{
+        "network": r["network"],
+        "runtime_ms pred": fmt(r["predicted"]["runtime_ms"], ".2f"),
+        "runtime_ms meas": fmt(r["measured"]["runtime_ms"], ".2f"),
+        "err %": fmt(r["error_pct"]["runtime_ms"], "+.1f"),
+        "power_w pred": fmt(r["predicted"]["power_w"], ".1f"),
+        "power_w meas": fmt(r["measured"]["power_w"], ".1f"),
+        "energy_mj pred": fmt(r["predicted"]["energy_mj"], ".1f"),
+        "energy_mj meas": fmt(r["measured"]["energy_mj"], ".1f"),
+        "energy err %": fmt(r["error_pct"]["energy_mj"], "+.1f"),
+        "unmodeled layers": r["layers_unmodeled"]} for r in result["networks"]])
+    lines.append(table.to_string(index=False))
+    lines.append("")
+    for k, s in result["summary"].items():
+        tau = "-" if s["kendall_tau"] is None else f"{s['kendall_tau']:.2f}"
+        lines.append(f"{k}: median |error| {s['median_abs_error_pct']:.1f} %, within ±10 %: "
+                     f"{100 * s['within_10_pct_share']:.0f} % of {s['n']}, Kendall tau {tau}")
+    if not result["summary"].get("power_w"):
+        lines.append(f"power: {result['networks'][0]['power_source'] if result['networks'] else ''}")
+    return "\n".join(lines)
