@@ -93,6 +93,22 @@ def check_families(path: Path, n_rows: int = 600) -> list[dict]:
     return out
 
 
+def splits(data: pd.DataFrame):
+    """(kind, target, train, test) for every modeled kind and measured target of ``data`` with
+    at least 10 rows: the 80/20 split (seed 0) all accuracy benchmarks share."""
+    for kind in sorted(data["kind"].dropna().unique()):
+        if kind not in FEATURES:
+            continue
+        dk = data[data["kind"] == kind]
+        for target in TARGETS:
+            if target not in dk.columns:
+                continue
+            yk = pd.to_numeric(dk[target], errors="coerce")
+            d = dk[yk.notna() & (yk > 0)]
+            if len(d) >= 10:
+                yield (kind, target, *train_test_split(d, test_size=0.2, random_state=0))
+
+
 def markdown(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     rows = [[str(v) for v in r] for r in df.itertuples(index=False)]
@@ -117,35 +133,24 @@ def main(argv=None) -> int:
     rows = []
     for path in paths:
         data = pd.read_csv(path)
-        for kind in sorted(data["kind"].dropna().unique()):
-            if kind not in FEATURES:
-                continue
-            dk = data[data["kind"] == kind]
-            for target in TARGETS:
-                if target not in dk.columns:
-                    continue
-                yk = pd.to_numeric(dk[target], errors="coerce")
-                d = dk[yk.notna() & (yk > 0)]
-                if len(d) < 10:
-                    continue
-                train, test = train_test_split(d, test_size=0.2, random_state=0)
-                model, info = fit_regressor(features(train, kind), train[target].to_numpy(float))
-                X_test = features(test, kind)
-                pred = model.predict(X_test)
-                assert np.all(np.isfinite(pred)) and np.all(pred > 0)
-                err = rmspe(test[target].to_numpy(float), pred)
-                ref = recipe.get((path.stem, kind, target))
-                rows.append({
-                    "file": path.stem, "kind": kind, "target": target, "n_train": len(train),
-                    "rmspe_%": f"{err:.1f}",
-                    "recipe_%": "–" if ref is None else f"{ref:.1f}",
-                    "ratio": "–" if ref is None else f"{err / ref:.2f}",
-                    "fit_s": f"{info['fit_seconds']:.1f}",
-                    "skops": "ok" if roundtrip_ok(model, X_test) else "MISMATCH",
-                    "config": fmt_config(info),
-                })
-                print(f"  {path.stem} {kind} {target}: {err:.1f} % ({info['fit_seconds']:.1f} s)",
-                      file=sys.stderr, flush=True)
+        for kind, target, train, test in splits(data):
+            model, info = fit_regressor(features(train, kind), train[target].to_numpy(float))
+            X_test = features(test, kind)
+            pred = model.predict(X_test)
+            assert np.all(np.isfinite(pred)) and np.all(pred > 0)
+            err = rmspe(test[target].to_numpy(float), pred)
+            ref = recipe.get((path.stem, kind, target))
+            rows.append({
+                "file": path.stem, "kind": kind, "target": target, "n_train": len(train),
+                "rmspe_%": f"{err:.1f}",
+                "recipe_%": "–" if ref is None else f"{ref:.1f}",
+                "ratio": "–" if ref is None else f"{err / ref:.2f}",
+                "fit_s": f"{info['fit_seconds']:.1f}",
+                "skops": "ok" if roundtrip_ok(model, X_test) else "MISMATCH",
+                "config": fmt_config(info),
+            })
+            print(f"  {path.stem} {kind} {target}: {err:.1f} % ({info['fit_seconds']:.1f} s)",
+                  file=sys.stderr, flush=True)
     print(markdown(pd.DataFrame(rows)))
     return 0
 

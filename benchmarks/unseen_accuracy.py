@@ -31,7 +31,6 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LassoCV
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 
@@ -41,9 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from neuralpower import Predictor  # noqa: E402
 from neuralpower.data import load  # noqa: E402
-from neuralpower.features import FEATURES, TARGETS, features  # noqa: E402
+from neuralpower.features import TARGETS, features  # noqa: E402
 from neuralpower.regression import rmspe  # noqa: E402
-from public_accuracy import markdown  # noqa: E402
+from public_accuracy import markdown, splits  # noqa: E402
 
 UNSEEN = ROOT / "profiling" / "unseen"
 GPU = re.compile(r"nvidia|tesla|gpu|cuda|a100|h100|v100", re.I)
@@ -94,38 +93,27 @@ def main(argv=None) -> int:
         data = load([path])  # checked, as `neuralpower fit` reads it
         device = str(data["device"].dropna().iloc[0]) if "device" in data else ""
         on_gpu = bool(GPU.search(device))
-        for kind in sorted(data["kind"].dropna().unique()):
-            if kind not in FEATURES:
-                continue
-            dk = data[data["kind"] == kind]
-            for target in TARGETS:
-                if target not in dk.columns:
-                    continue
-                yk = pd.to_numeric(dk[target], errors="coerce")
-                d = dk[yk.notna() & (yk > 0)]
-                if len(d) < 10:
-                    continue
-                train, test = train_test_split(d, test_size=0.2, random_state=0)
-                fit_rows = train.copy()
-                for other in TARGETS:  # fit only the target being scored
-                    if other != target:
-                        fit_rows[other] = np.nan
-                t0 = time.perf_counter()
-                pred = Predictor.fit(fit_rows, log=lambda *a: None).predict_rows(test, kind)[target]
-                fit_s = time.perf_counter() - t0
-                y = test[target].to_numpy(float)
-                ours = rmspe(y, pred.to_numpy(float))
-                ref = rmspe(y, recipe_fit(train, kind, target)(test))
-                met = ours <= ref / 2 and not (
-                    on_gpu and target == "runtime_ms" and kind in ("conv2d", "linear") and ours > 20)
-                rows.append({
-                    "file": path.stem, "kind": kind, "target": target, "gpu": "yes" if on_gpu else "no",
-                    "n_train": len(train), "n_test": len(test), "rmspe_%": f"{ours:.1f}",
-                    "recipe_%": f"{ref:.1f}", "ratio": f"{ours / ref:.2f}",
-                    "goal_met": "yes" if met else "NO", "fit_s": f"{fit_s:.1f}",
-                })
-                print(f"  {path.stem} {kind} {target}: {ours:.1f} % vs recipe {ref:.1f} % "
-                      f"({fit_s:.1f} s)", file=sys.stderr, flush=True)
+        for kind, target, train, test in splits(data):
+            fit_rows = train.copy()
+            for other in TARGETS:  # fit only the target being scored
+                if other != target:
+                    fit_rows[other] = np.nan
+            t0 = time.perf_counter()
+            pred = Predictor.fit(fit_rows, log=lambda *a: None).predict_rows(test, kind)[target]
+            fit_s = time.perf_counter() - t0
+            y = test[target].to_numpy(float)
+            ours = rmspe(y, pred.to_numpy(float))
+            ref = rmspe(y, recipe_fit(train, kind, target)(test))
+            met = ours <= ref / 2 and not (
+                on_gpu and target == "runtime_ms" and kind in ("conv2d", "linear") and ours > 20)
+            rows.append({
+                "file": path.stem, "kind": kind, "target": target, "gpu": "yes" if on_gpu else "no",
+                "n_train": len(train), "n_test": len(test), "rmspe_%": f"{ours:.1f}",
+                "recipe_%": f"{ref:.1f}", "ratio": f"{ours / ref:.2f}",
+                "goal_met": "yes" if met else "NO", "fit_s": f"{fit_s:.1f}",
+            })
+            print(f"  {path.stem} {kind} {target}: {ours:.1f} % vs recipe {ref:.1f} % "
+                  f"({fit_s:.1f} s)", file=sys.stderr, flush=True)
     print(markdown(pd.DataFrame(rows)))
     return 0
 

@@ -2,7 +2,6 @@
 the CSV they write, resuming after SIGKILL, the lock, failed configurations."""
 import fcntl
 import json
-import os
 import signal
 import subprocess
 import sys
