@@ -130,6 +130,14 @@ def has_context(rows: pd.DataFrame) -> bool:
     return all(c in rows and rows[c].notna().all() for c in CONTEXT_COLUMNS)
 
 
+def fit_features(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The features a model is fitted on: :func:`features`, without the context features when
+    the rows were measured alone (they would only repeat the layer's own size there, and a
+    model leaning on them would misread a real network's context)."""
+    f = features(rows, kind)
+    return f if has_context(rows) else f.drop(columns=CONTEXT_FEATURES)
+
+
 def macs(rows, kind: str) -> np.ndarray:
     """Multiply-accumulates (window operations for pooling) of each row: a DataFrame, or a list
     of dicts (the tracer's rows, featured without building a frame)."""

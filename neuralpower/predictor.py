@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import NeuralPowerError
-from .features import CONTEXT_FEATURES, MODELED_KINDS, TARGETS, features, has_context
+from .features import MODELED_KINDS, TARGETS, features, fit_features
 
 FORMAT = "neuralpower-predictor"
 FORMAT_VERSION = 1
@@ -60,9 +60,7 @@ class Predictor:
             rows = data[data.kind == kind]
             if rows.empty:
                 continue
-            X = features(rows, kind)
-            if not has_context(rows):  # measured alone: no context to learn from
-                X = X.drop(columns=CONTEXT_FEATURES)
+            X = fit_features(rows, kind)
             entry = {"rows": len(rows), "feature_ranges": {
                 c: [float(X[c].min()), float(X[c].max())] for c in X.columns}, "targets": {}}
             for target in TARGETS:
