@@ -145,14 +145,15 @@ class Campaign:
                     if net_id in done and net_id not in partial:
                         continue
                     elapsed = time.perf_counter() - started
-                    if elapsed + self._expected_s(spec) > budget_s:
+                    estimate_s = self._estimate(spec)
+                    if elapsed + estimate_s * self._scale > budget_s:
                         break
                     t0 = time.perf_counter()
                     rows = self._measure(net_id, spec, skip=done.get(net_id, set()))
                     for r in rows:
                         r["campaign_s"] = round(offset + time.perf_counter() - started, 3)
                     _append(f, rows)
-                    self._learn(spec, time.perf_counter() - t0)
+                    self._learn(estimate_s, time.perf_counter() - t0)
                     summary["networks"] += 1
                     summary["rows"] += len(rows)
                     summary["failed"] += any(r["status"] != "ok" for r in rows)
@@ -276,12 +277,8 @@ class Campaign:
                    if self.meter.measures_power else 0.0)
         return (2 + 2 * repeats) * net_s + power_s + 0.02
 
-    def _expected_s(self, spec) -> float:
-        spec.setdefault("_estimate_s", self._estimate(spec))
-        return spec["_estimate_s"] * self._scale
-
-    def _learn(self, spec, seconds: float):
-        ratio = seconds / max(spec["_estimate_s"], 1e-3)
+    def _learn(self, estimate_s: float, seconds: float):
+        ratio = seconds / max(estimate_s, 1e-3)
         self._scale = 0.8 * self._scale + 0.2 * min(max(ratio, 0.1), 10.0)
 
     # -- one network ---------------------------------------------------------------------------
