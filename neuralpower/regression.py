@@ -83,6 +83,7 @@ def median_ape(y_true, y_pred) -> float:
 # reduction length K, from the named feature columns of neuralpower.features.
 _GEMM = {
     "conv": ("out_pixels", "out_channels", ("in_per_group", "kernel_h", "kernel_w")),
+    "matmul": ("rows", "out_features", ("in_features",)),   # before linear: it has batch too
     "linear": ("batch", "out_features", ("in_features",)),
 }
 _TILES = (32, 64, 128)

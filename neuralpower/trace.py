@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from .errors import NeuralPowerError
-from .features import CONTEXT_COLUMNS, MODELED_KINDS, SHAPE_COLUMNS, macs
+from .features import ACTIVATIONS, CONTEXT_COLUMNS, ELEMENTWISE, MAC_KINDS, SHAPE_COLUMNS, macs
 
 aten = torch.ops.aten
 
@@ -37,7 +37,7 @@ _FREE_OPS = {
     aten._unsafe_view, aten.empty, aten.empty_like, aten.empty_strided, aten.new_empty,
     aten.new_empty_strided, aten.lift_fresh, aten.scalar_tensor, aten._local_scalar_dense,
     aten.sym_size, aten.sym_stride, aten.sym_numel, aten.sym_storage_offset, aten.dim,
-    aten.is_same_size,
+    aten.is_same_size, aten.as_strided_,  # (in-place restride: metadata only)
 }
 # Ops through which a parameter stays "a weight" (so `x @ w.t()` is still a linear layer).
 _WEIGHT_PRESERVING = {aten.clone, aten.contiguous, aten._to_copy, aten._unsafe_view}
@@ -72,7 +72,8 @@ def _conv(args, out):
     _, oc, oh, ow = _spatial(out)
     (kh, kw), (sh, sw) = tuple(w.shape[2:]), _pair(stride)
     (ph, pw), (dh, dw) = _pair(padding), _pair(dilation)
-    return dict(kind="conv2d", batch=b, in_channels=c, in_h=h, in_w=wd, out_channels=oc,
+    depthwise = groups > 1 and groups == c
+    return dict(kind="depthwise_conv2d" if depthwise else "conv2d", batch=b, in_channels=c, in_h=h, in_w=wd, out_channels=oc,
                 out_h=oh, out_w=ow, kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw,
                 pad_h=ph, pad_w=pw, dilation_h=dh, dilation_w=dw, groups=int(groups))
 
@@ -85,6 +86,9 @@ def _linear_from(a, b):
     if _is_weight(a):  # w @ x: x's columns are the rows
         rows = b.numel() // b.shape[-2]
         return dict(kind="linear", batch=rows, in_features=a.shape[-1], out_features=a.shape[-2])
+    if a.dim() in (2, 3) and b.dim() == a.dim():  # mm or bmm of two activations
+        return dict(kind="matmul", batch=a.shape[0] if a.dim() == 3 else 1, rows=a.shape[-2],
+                    in_features=a.shape[-1], out_features=b.shape[-1])
     return {"kind": "matmul"}
 
 
@@ -138,6 +142,60 @@ def _mean(args, out):
     return {"kind": "mean"}
 
 
+def _numel(t) -> int:
+    if isinstance(t, torch.Tensor):
+        return t.numel()
+    if isinstance(t, (list, tuple)):
+        return sum(_numel(a) for a in t)
+    return 0
+
+
+def _tensor_op(kind, data=slice(0, 1), inner=lambda args, out: out.shape[-1] if out.dim() else 1):
+    """A kind that streams tensors: its elements out and in (the arguments at ``data``; a
+    Python scalar operand reads nothing) and its innermost contiguous extent."""
+    def handler(args, out):
+        if not isinstance(out, torch.Tensor) or out.numel() == 0:
+            return {"kind": kind}
+        return dict(kind=kind, batch=out.shape[0] if out.dim() else 1, elements=out.numel(),
+                    in_elements=max(_numel(list(args[data])), 1),
+                    inner=max(int(inner(args, out)), 1))
+    return handler
+
+
+def _batch_norm(args, out):
+    x = args[0]
+    row = _tensor_op("batch_norm", inner=lambda a, o: o[0, 0].numel() if o.dim() > 2 else 1)(args, out)
+    return {**row, "in_channels": x.shape[1] if x.dim() > 1 else 1}
+
+
+def _layer_norm(args, out):
+    return _tensor_op("layer_norm", inner=lambda a, o: max(_prod(a[1]), 1))(args, out)
+
+
+def _softmax(args, out):
+    return _tensor_op("softmax", inner=lambda a, o: o.shape[a[1]] if o.dim() else 1)(args, out)
+
+
+def _cat(args, out):
+    tensors = [t for t in args[0] if isinstance(t, torch.Tensor) and t.numel()]
+    dim = (args[1] if len(args) > 1 else 0) % max(out.dim(), 1)
+    row = _tensor_op("cat", inner=lambda a, o: _prod(o.shape[dim:]))(args, out)
+    return {**row, "n_inputs": len(tensors)}
+
+
+def _embedding(args, out):
+    weight, indices = args[0], args[1]
+    return dict(kind="embedding", batch=indices.numel(), in_features=weight.shape[0],
+                out_features=weight.shape[1])
+
+
+def _prod(dims) -> int:
+    n = 1
+    for d in ([dims] if isinstance(dims, int) else dims):
+        n *= int(d)
+    return n
+
+
 # ATen op packet -> handler(args, out) returning the kind and its schema columns.
 # Supporting a new op is one line here plus, if it is a new kind, a builder in features.py.
 OP_HANDLERS = {
@@ -153,7 +211,23 @@ OP_HANDLERS = {
     aten._adaptive_avg_pool2d: _adaptive("avg_pool2d"),
     aten.adaptive_max_pool2d: _adaptive("max_pool2d"),
     aten.mean: _mean,
+    aten.native_batch_norm: _batch_norm,
+    aten._native_batch_norm_legit_no_training: _batch_norm,
+    aten._native_batch_norm_legit: _batch_norm,
+    aten.native_layer_norm: _layer_norm,
+    aten._softmax: _softmax,
+    aten._safe_softmax: _softmax,
+    aten.cat: _cat,
+    aten.embedding: _embedding,
+    aten.clone: _tensor_op("copy"),
+    aten.copy: _tensor_op("copy", data=slice(1, 2)),   # (destination, source)
+    aten.copy_: _tensor_op("copy", data=slice(1, 2)),
+    **{getattr(aten, k): _tensor_op(k) for k in ACTIVATIONS},
+    **{getattr(aten, k): _tensor_op(k, data=slice(0, 2)) for k in ELEMENTWISE},
 }
+# In-place variants (relu_, add_) cost what their functional ops do.
+OP_HANDLERS.update({getattr(aten, k + "_"): OP_HANDLERS[getattr(aten, k)]
+                    for k in ACTIVATIONS + ELEMENTWISE if hasattr(aten, k + "_")})
 
 
 def _meta_like(t: torch.Tensor) -> torch.Tensor:
@@ -213,7 +287,7 @@ def _shape(t) -> str:
     return ""
 
 
-_MODELED = frozenset(MODELED_KINDS)
+_MAC_KINDS = frozenset(MAC_KINDS)
 
 
 class _Recorder(TorchDispatchMode):
@@ -242,12 +316,12 @@ class _Recorder(TorchDispatchMode):
             row = {"kind": _strip_inplace(packet.__name__)}
         first = next((t for t in tensors if not _is_weight(t)), None)
         module, call = self.stack[-1]
-        elements = ((first.numel() if first is not None else 0)
-                    + (result.numel() if isinstance(result, torch.Tensor) else 0))
+        moved = ((first.numel() if first is not None else 0)
+                 + (result.numel() if isinstance(result, torch.Tensor) else 0))
         row.update(module=module, call=call, op=str(packet).removeprefix("aten."),
-                   input_shape=_shape(first), output_shape=_shape(result), elements=elements,
+                   input_shape=_shape(first), output_shape=_shape(result), moved=moved,
                    # a modeled kind's MACs come from features.py, in trace()
-                   macs=0 if row["kind"] in _MODELED else _macs(func, args, kwargs, out))
+                   macs=0 if row["kind"] in _MAC_KINDS else _macs(func, args, kwargs, out))
         self.rows.append(row)
         return out
 
@@ -299,9 +373,9 @@ def _context(rows: list[dict]) -> None:
     the elements read and written by the op before it (the last op, for the first) and by all
     ops. Allocations and views move no data and are left out."""
     work = [r for r in rows if r["kind"] != "free"]
-    total = sum(r["elements"] for r in work)
+    total = sum(r["moved"] for r in work)
     for i, r in enumerate(work):
-        r["prev_elements"] = work[i - 1]["elements"]
+        r["prev_elements"] = work[i - 1]["moved"]
         r["net_elements"] = total
 
 
@@ -312,7 +386,8 @@ def trace(model: nn.Module, input_shape=(1, 3, 224, 224), dtype=torch.float32) -
     columns of :data:`COLUMNS`.
     """
     shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
-    inputs = tuple(torch.empty(tuple(s), dtype=dtype, device="meta") for s in shapes)
+    dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * len(shapes)
+    inputs = tuple(torch.empty(tuple(s), dtype=d, device="meta") for s, d in zip(shapes, dtypes))
     state = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         state[name] = _meta_like(p)
@@ -336,7 +411,7 @@ def trace(model: nn.Module, input_shape=(1, 3, 224, 224), dtype=torch.float32) -
     for r, name in zip(rows, _name_layers(rows, types)):
         r["name"] = name
         r["module_type"] = types.get(r["module"], "")
-    for kind in MODELED_KINDS:  # their MACs come from features.py (pooling: flop_counter has none)
+    for kind in MAC_KINDS:  # their MACs come from features.py (pooling: flop_counter has none)
         of_kind = [r for r in rows if r["kind"] == kind]
         for r, m in zip(of_kind, macs(of_kind, kind) if of_kind else ()):
             r["macs"] = int(m)

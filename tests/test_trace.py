@@ -20,8 +20,9 @@ def test_conv_shapes_and_macs_by_hand():
                                 bias=False),
                       nn.Conv2d(16, 16, 3, groups=16, padding=1, padding_mode="reflect"))
     t = real_ops(trace(m, (2, 3, 32, 32)))
-    convs = t[t.kind == "conv2d"]
+    convs = t[t.kind.isin(["conv2d", "depthwise_conv2d"])]
     assert list(convs.name) == ["0", "1", "2.convolution"]  # module 2 also pads: two ops
+    assert list(convs.kind) == ["conv2d", "conv2d", "depthwise_conv2d"]  # grouped is not depthwise
     a, b, c = (convs.iloc[i] for i in range(3))
     assert (a.batch, a.in_channels, a.in_h, a.out_channels, a.out_h, a.out_w) == (2, 3, 32, 8, 16, 16)
     assert (a.kernel_h, a.stride_h, a.pad_h, a.groups) == (3, 2, 1, 1)
@@ -65,7 +66,40 @@ def test_functional_calls_are_seen_and_named_by_module():
     assert (lin.batch, lin.in_features, lin.out_features, lin.macs) == (4, 8, 10, 4 * 8 * 10)
     pool = t[t.kind == "avg_pool2d"].iloc[0]
     assert (pool.kernel_h, pool.out_h, pool.in_channels) == (8, 1, 16)
-    assert t[t.kind == "matmul"].macs.iloc[0] == 4 * 10 * 4
+    mm = t[t.kind == "matmul"].iloc[0]
+    assert (mm.batch, mm.rows, mm.in_features, mm.out_features) == (1, 4, 10, 4)
+    assert mm.macs == 4 * 10 * 4
+    cat, add = t[t.kind == "cat"].iloc[0], t[t.kind == "add"].iloc[0]
+    assert (cat.elements, cat.in_elements, cat.n_inputs, cat.inner) == (4 * 16 * 64, 4 * 16 * 64, 2, 16 * 64)
+    assert (add.elements, add.in_elements, add.inner) == (4 * 16 * 64, 4 * 16 * 64, 8)  # + 1.0 reads nothing
+
+
+def test_tensor_kinds_by_hand():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn, self.ln = nn.BatchNorm2d(6), nn.LayerNorm(10)
+            self.emb = nn.Embedding(100, 10)
+
+        def forward(self, x, ids):
+            y = F.hardswish(self.bn(x))
+            y = y * y.mean((2, 3), keepdim=True).sigmoid()          # SE: a broadcast mul
+            s = self.ln(self.emb(ids))                              # (2, 5, 10)
+            a = torch.softmax(s @ s.transpose(1, 2), dim=-1)        # bmm, softmax over 5
+            return y, F.gelu(a @ s).transpose(1, 2).contiguous()    # a copy after a transpose
+
+    t = real_ops(trace(Block(), [(2, 6, 4, 4), (2, 5)], dtype=[torch.float32, torch.long]))
+    by = {k: t[t.kind == k].iloc[0] for k in t.kind.unique()}
+    assert list(t.kind) == ["batch_norm", "hardswish", "avg_pool2d", "sigmoid", "mul", "embedding",
+                            "layer_norm", "matmul", "softmax", "matmul", "gelu", "copy"]
+    assert (by["batch_norm"].elements, by["batch_norm"].inner, by["batch_norm"].in_channels) == (192, 16, 6)
+    assert by["mul"].in_elements == 192 + 12 and by["mul"].elements == 192
+    assert (by["embedding"].batch, by["embedding"].in_features, by["embedding"].out_features) == (10, 100, 10)
+    assert (by["layer_norm"].elements, by["layer_norm"].inner) == (100, 10)
+    assert (by["softmax"].elements, by["softmax"].inner) == (50, 5)
+    mm = t[t.kind == "matmul"]
+    assert list(mm.rows) == [5, 5] and list(mm.in_features) == [10, 5] and list(mm.out_features) == [5, 10]
+    assert (by["copy"].elements, by["copy"].in_elements) == (100, 100)
 
 
 def test_linear_on_sequence_input_counts_all_leading_dims():
@@ -102,7 +136,7 @@ def test_unmodeled_ops_are_listed_not_dropped():
     t = trace(build("torchvision:resnet18"), (1, 3, 224, 224))
     kinds = t.kind.value_counts()
     assert kinds["conv2d"] == 20 and kinds["linear"] == 1
-    assert kinds["native_batch_norm"] == 20 and kinds["relu"] == 17 and kinds["add"] == 8
+    assert kinds["batch_norm"] == 20 and kinds["relu"] == 17 and kinds["add"] == 8
     assert t.name.is_unique
 
 
