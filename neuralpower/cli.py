@@ -53,9 +53,10 @@ def _predict(args) -> None:
 
 
 def _profile(args) -> None:
-    from .profiling import Campaign, sidecar_path
+    from .profiling import PROFILED_KINDS, Campaign, sidecar_path
 
-    kinds = [k.strip() for group in args.kinds for k in group.split(",") if k.strip()]
+    kinds = ([k.strip() for group in args.kinds for k in group.split(",") if k.strip()]
+             or PROFILED_KINDS)
     campaign = Campaign(args.output, device=args.device, kinds=kinds, seed=args.seed,
                         threads=args.threads, power_window_s=args.power_window,
                         command=" ".join(["neuralpower", *sys.argv[1:]]))
@@ -76,8 +77,8 @@ def _measure(args) -> None:
     m = measure(model, shapes if len(shapes) > 1 else shapes[0], device, threads=args.threads)
     out = {"network": args.net, "device": m["device"], "input": args.input,
            "totals": {k: m[k] for k in ("runtime_ms", "power_w", "energy_mj")},
-           **{k: m[k] for k in ("runtime_iqr_ms", "runtime_min_ms", "repeats", "power_source",
-                                "threads")}}
+           **{k: m[k] for k in ("runtime_iqr_ms", "runtime_min_ms", "repeats", "reference_ms",
+                                "power_source", "threads")}}
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -86,6 +87,7 @@ def _measure(args) -> None:
     print(f"{args.net} on {m['device']}, input {args.input}\n"
           f"  runtime  {m['runtime_ms']:.3f} ms median of {m['repeats']} runs "
           f"(IQR {m['runtime_iqr_ms']:.3f} ms, min {m['runtime_min_ms']:.3f} ms)\n"
+          f"  speed    reference probe {m['reference_ms']:.3f} ms meanwhile (the device's speed)\n"
           f"  power    {power}\n  energy   {energy}\n  source   {m['power_source']}")
 
 
@@ -129,7 +131,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="measurement CSV to write (or resume)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--budget", type=float, default=600.0, help="seconds to spend (default 600)")
-    p.add_argument("--kinds", nargs="+", default=["conv2d,linear,max_pool2d,avg_pool2d"],
+    p.add_argument("--kinds", nargs="+", default=[],
                    help="layer kinds to put in the networks (default: every profiled kind)")
     p.add_argument("--seed", type=int, default=0, help="seed of the network design (default 0)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")

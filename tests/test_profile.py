@@ -14,46 +14,66 @@ import torch
 from neuralpower import NeuralPowerError, Predictor
 from neuralpower.data import load
 from neuralpower.profiling import CSV_COLUMNS, Campaign, sidecar_path
-from neuralpower.profiling.synthetic import Limits, build, elements, sample
+from neuralpower.profiling.synthetic import (PROFILED_KINDS, Limits, build, elements,
+                                             example_input, sample, trace_spec, work)
 from neuralpower.profiling.timing import time_network
-from neuralpower.trace import trace
 
 
 def _layers(spec):
     """Child modules of a spec's network that run exactly one op: the rows it should give."""
-    t = trace(build(spec), tuple(spec["input"]))
+    t = trace_spec(spec)
     real = t[t.kind != "free"]
     return {m for m, ops in real.groupby("module") if len(ops) == 1}
 
 
 def test_synthetic_specs_are_seeded_valid_and_within_limits():
-    limits = Limits(max_macs=5 * 10**8, max_elements=2**24)
+    limits = Limits(max_macs=5 * 10**8, max_pool_macs=10**8, max_elements=2**24)
     assert sample(3, 17, limits=limits) == sample(3, 17, limits=limits)
     assert sample(3, 17, limits=limits) != sample(4, 17, limits=limits)
     rows = []
-    for i in range(120):
+    for i in range(160):
         spec = sample(0, i, limits=limits)
-        t = trace(build(spec), tuple(spec["input"]))
-        assert t.macs.max() <= limits.max_macs
-        assert max(elements(s) for s in t.output_shape) <= max(limits.max_elements,
-                                                               elements(t.output_shape.iloc[0]))
+        t = trace_spec(spec)
+        compute, streamed = work(t)
+        assert compute.max() <= limits.max_macs and streamed.max() <= limits.max_pool_macs
+        acts = t[t.kind != "free"].output_shape   # (views of weights are free rows)
+        assert max(elements(s) for s in acts) <= max(limits.max_elements, elements(acts.iloc[0]))
+        # every child of the network runs one op, so the profiler times every op
+        assert (t[t.kind != "free"].groupby("module").size() == 1).all()
         rows.append(t)
     t = pd.concat(rows)
-    conv = t[t.kind == "conv2d"]
+    conv = t[t.kind.isin(["conv2d", "depthwise_conv2d"])]
     # The design spreads over what real networks use, not a small grid.
     assert conv.kernel_h.min() == 1 and conv.kernel_h.max() >= 7
     assert set(conv.stride_h) >= {1, 2} and conv.stride_h.max() >= 3
     assert (conv.groups == conv.in_channels).any() and (conv.groups == 1).any()
+    assert (conv.groups > 1).any() and ((conv.groups > 1) & (conv.groups < conv.in_channels)).any()
     assert conv.in_channels.min() <= 8 and conv.out_channels.max() >= 512
     assert conv.in_h.max() >= 100 and (conv.pad_h > 0).any()
-    assert {"linear", "max_pool2d", "avg_pool2d"} <= set(t.kind)
+    assert set(PROFILED_KINDS) <= set(t.kind)   # every profiled kind appears
     assert t[t.kind == "linear"].in_features.max() >= 1024
+    mm = t[t.kind == "matmul"]
+    assert mm.rows.max() >= 256 and mm.batch.max() >= 8   # attention over long sequences, heads
+
+
+def test_synthetic_networks_run_for_real():
+    limits = Limits(max_macs=10**7, max_pool_macs=10**6, max_elements=2**18)
+    for i in range(12):
+        spec = sample(1, i, limits=limits)
+        model = build(spec).to_empty(device="cpu")
+        for m in model.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        with torch.inference_mode():
+            y = model(example_input(spec, "cpu"))
+        assert torch.isfinite(y.float()).all()
 
 
 def test_kinds_restrict_the_networks():
-    for i in range(20):
-        kinds = set(trace(build(s := sample(0, i, kinds=["linear"])), tuple(s["input"])).kind)
-        assert kinds <= {"linear", "relu", "free"}
+    for kinds in (["linear"], ["conv2d", "batch_norm", "relu"], ["gelu"], ["embedding"]):
+        for i in range(15):
+            traced = set(trace_spec(sample(0, i, kinds=kinds)).kind)
+            assert traced - {"free"} <= set(kinds), (kinds, traced)
 
 
 def test_layers_are_timed_inside_the_running_network():
@@ -69,7 +89,7 @@ def test_layers_are_timed_inside_the_running_network():
     # and the conv is the slowest layer.
     layer_sum = sum(sorted(v)[len(v) // 2] for v in t.layers.values())
     assert layer_sum < 3 * sorted(t.network)[len(t.network) // 2]
-    assert t.inputs["4"].shape == (2, 16 * 16 * 16)
+    assert [x.shape for x in t.inputs["4"]] == [(2, 16 * 16 * 16)]
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +106,7 @@ def test_a_short_cpu_campaign_fits_and_scores(campaign_csv):
     assert summary["rows"] == len(d) > 30 and summary["networks"] >= 5
     ok = d[d.status == "ok"]
     assert (ok.runtime_ms > 0).all() and (ok.network_runtime_ms > 0).all()
+    assert (ok.reference_ms > 0).all()   # the speed probe, timed during every network
     assert ok.power_w.isna().all() and set(ok.power_source) == {"none"}  # no sensor here
     assert not d.duplicated(["network", "layer"]).any()
     assert {"conv2d", "linear"} <= set(ok.kind)
@@ -98,6 +119,7 @@ def test_a_short_cpu_campaign_fits_and_scores(campaign_csv):
     assert summary["seconds"] <= 20 * 1.5
     rows = load(out)
     predictor = Predictor.fit(rows, log=lambda m: None)
+    assert predictor.card["reference_ms"] == pytest.approx(ok.reference_ms.median())
     scores = predictor.score(rows)
     assert scores["conv2d"]["runtime_ms"]["n"] == (rows.kind == "conv2d").sum()
     assert scores["conv2d"]["runtime_ms"]["rmspe_pct"] < 100

@@ -33,16 +33,16 @@ import torch
 from .. import __version__
 from ..errors import NeuralPowerError
 from ..features import CONTEXT_COLUMNS, SHAPE_COLUMNS
-from ..trace import trace
 from . import synthetic
 from .meters import MeterError, idle_power, open_meter
-from .timing import layer_power, spread, time_network
+from .timing import Reference, layer_power, spread, time_network
 
 FORMAT_VERSION = 1
 CSV_COLUMNS = [
     "kind", *SHAPE_COLUMNS, "macs", *CONTEXT_COLUMNS, "runtime_ms", "runtime_iqr_ms", "runtime_min_ms", "repeats",
     "power_w", "power_source", "power_window_s", "power_error", "device", "network", "layer",
-    "position", "network_runtime_ms", "network_runtime_iqr_ms", "threads", "dtype", "status",
+    "position", "network_runtime_ms", "network_runtime_iqr_ms", "reference_ms", "threads",
+    "dtype", "status",
     "error", "campaign_s",
 ]
 _HEADER = ",".join(CSV_COLUMNS) + "\n"
@@ -145,11 +145,12 @@ class Campaign:
                     if net_id in done and net_id not in partial:
                         continue
                     elapsed = time.perf_counter() - started
-                    estimate_s = self._estimate(spec)
+                    table = synthetic.trace_spec(spec)
+                    estimate_s = self._estimate(table)
                     if elapsed + estimate_s * self._scale > budget_s:
                         break
                     t0 = time.perf_counter()
-                    rows = self._measure(net_id, spec, skip=done.get(net_id, set()))
+                    rows = self._measure(net_id, spec, table, skip=done.get(net_id, set()))
                     for r in rows:
                         r["campaign_s"] = round(offset + time.perf_counter() - started, 3)
                     _append(f, rows)
@@ -266,12 +267,12 @@ class Campaign:
                                 max_elements=int(memory // 4 // 32))
 
     _scale = 1.0  # measured seconds / estimated seconds, learned as networks are measured
+    _reference = None  # the speed probe (timing.Reference), built on first use
 
-    def _estimate(self, spec) -> float:
-        t = trace(synthetic.build(spec), tuple(spec["input"]))
-        pool = t.kind.isin(["max_pool2d", "avg_pool2d"])
-        net_s = (t.macs[~pool].sum() / self.macs_per_s + t.macs[pool].sum() / self.pool_macs_per_s
-                 + 5e-5 * len(t))
+    def _estimate(self, t) -> float:
+        """Seconds the network traced as ``t`` will take to measure."""
+        compute, streamed = synthetic.work(t)
+        net_s = compute.sum() / self.macs_per_s + streamed.sum() / self.pool_macs_per_s + 5e-5 * len(t)
         repeats = min(50, max(5, math.ceil(REPEAT_S / max(net_s, 1e-6))))
         power_s = (self.power_window_s * (t.kind != "free").sum()
                    if self.meter.measures_power else 0.0)
@@ -283,8 +284,7 @@ class Campaign:
 
     # -- one network ---------------------------------------------------------------------------
 
-    def _measure(self, net_id: str, spec: dict, skip: set) -> list[dict]:
-        table = trace(synthetic.build(spec), tuple(spec["input"]))
+    def _measure(self, net_id: str, spec: dict, table, skip: set) -> list[dict]:
         layers = []  # (position, child name, trace row) of children running exactly one op
         real = table[table.kind != "free"]
         for position, (module, ops) in enumerate(real.groupby("module", sort=False)):
@@ -301,15 +301,19 @@ class Campaign:
             for m in model.modules():  # real values: uninitialised memory may hold denormals
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
-            x = torch.randn(*spec["input"], device=self.device)
+            x = synthetic.example_input(spec, self.device)
+            if self._reference is None:
+                self._reference = Reference(self.device)
             timings = time_network(model, x, target_s=REPEAT_S,
-                                   capture_inputs=self.meter.measures_power)
+                                   capture_inputs=self.meter.measures_power,
+                                   reference=self._reference)
             whole = spread(timings.network)
             children = dict(model.named_children())
             for position, name, op in layers:
                 row = {**base, **_layer_columns(op), **timings.summary(name), "layer": name,
                        "position": position, "network_runtime_ms": whole["runtime_ms"],
-                       "network_runtime_iqr_ms": whole["runtime_iqr_ms"], "status": "ok"}
+                       "network_runtime_iqr_ms": whole["runtime_iqr_ms"],
+                       "reference_ms": timings.reference_ms, "status": "ok"}
                 if self.meter.measures_power:
                     try:
                         watts, seconds = layer_power(children[name], timings.inputs[name],

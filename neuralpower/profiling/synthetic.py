@@ -1,39 +1,62 @@
-"""Synthetic networks in the NeuralPower style: random, valid chains of the layer kinds the
+"""Synthetic networks in the NeuralPower style: random, valid graphs of the layer kinds the
 predictor models, spread over the hyper-parameters real networks use.
 
-Network ``i`` of a campaign is a pure function of ``(seed, i, limits)``: a point of a scrambled
-Sobol sequence (a space-filling design of experiments, not a grid) decides its input, its
-length and every layer's hyper-parameters. A killed campaign can therefore regenerate network
-``i`` exactly when it resumes.
+Network ``i`` of a campaign is a pure function of ``(seed, i, kinds, limits)``: a point of a
+scrambled Sobol sequence (a space-filling design of experiments, not a grid) decides its type,
+input, length and every layer's hyper-parameters. A killed campaign can therefore regenerate
+network ``i`` exactly when it resumes.
 
-A spec is plain JSON-able data (``{"input": [b, c, h, w], "layers": [{...}, ...]}``);
-:func:`build` turns it into an ``nn.Sequential``. Layers too costly for the device are kept
-in budget by the batch size first (as real deployments do), then by narrowing the layer.
+Three types of network, drawn as real architectures are built:
+
+* **CNN** (image tensors): conv (dense, grouped, depthwise) followed by batch norm and an
+  activation, pooling, residual adds, channel concatenation (DenseNet, Inception), squeeze and
+  excitation (pool, 1x1 convs, sigmoid, a broadcast mul), channel shuffles (a copy);
+* **tokens** (``[batch, tokens, features]``, optionally from an embedding): linear, layer norm,
+  activations, attention (scores by ``bmm``, softmax, mixing by ``bmm``), residual adds, gating
+  muls, head shuffles (a copy);
+* **MLP** (``[batch, features]``): linear, activations, layer norm, residual adds, softmax.
+
+A spec is plain JSON-able data: ``{"input": [...], "dtype": "float32"|"int64", "layers": [...]}``;
+each layer may name the earlier tensors it reads in ``"inputs"`` (0: the network's input, ``k``:
+the output of layer ``k - 1``; default: the previous one). :func:`build` turns a spec into a
+:class:`Graph` whose children are the layers, each running one op, so the profiler times each op
+by module hooks. Layers too costly for the device are kept in budget by the batch size first (as
+real deployments do), then by narrowing the layer.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from scipy.stats import qmc
 from torch import nn
 
 from ..errors import NeuralPowerError
+from ..features import ACTIVATIONS
 
-PROFILED_KINDS = ("conv2d", "linear", "max_pool2d", "avg_pool2d")
-MAX_LAYERS = 8
+PROFILED_KINDS = ("conv2d", "depthwise_conv2d", "linear", "matmul", "max_pool2d", "avg_pool2d",
+                  "batch_norm", "layer_norm", "softmax", *ACTIVATIONS, "add", "mul", "copy",
+                  "cat", "embedding")
+MAX_LAYERS = 10          # slots; a slot may hold a block of several layers
 MIN_SIZE = 7             # smallest feature map a conv or pooling layer (but the head) sees
-_NET_DIMS = 5            # network type, batch, channels / features, size, length
-_LAYER_DIMS = 8          # kind, width, kernel, stride, padding, groups, dilation, activation
+_NET_DIMS = 7            # type, batch, width, size, length, tokens, embedding
+_LAYER_DIMS = 10         # kind, width, kernel, stride, padding, groups/heads, misc, act, norm, skip
 DIMS = _NET_DIMS + MAX_LAYERS * _LAYER_DIMS
+_POOLS = ("max_pool2d", "avg_pool2d")
+# What one layer reads and writes, not MACs, bounds these kinds (the tracer's element counts).
+STREAM_KINDS = (*_POOLS, "batch_norm", "layer_norm", "softmax", *ACTIVATIONS, "add", "mul",
+                "copy", "cat", "embedding")
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one layer may cost on the device: MACs and the elements of its largest tensor."""
-    max_macs: int = 2 * 10**9           # conv2d, linear
-    max_pool_macs: int = 2 * 10**8      # pooling: window operations, far slower per "MAC"
+    """What one layer may cost on the device: MACs (conv2d, linear, matmul), window operations
+    or elements streamed (pooling and the other memory-bound kinds), and the elements of its
+    largest tensor."""
+    max_macs: int = 2 * 10**9
+    max_pool_macs: int = 2 * 10**8
     max_elements: int = 2**26           # 256 MiB of float32 per activation
     max_batch: int = 256
 
@@ -63,6 +86,41 @@ def _pick(u: float, choices):
 # Weights follow what torchvision's classifiers use, with room for the rest of the range.
 _KERNELS = [(1, 3), (3, 4), (5, 1), (7, 1), (11, .3), (2, .3), (4, .2), (6, .2), (9, .2)]
 _STRIDES = [(1, 6), (2, 3), (3, .5), (4, .5)]
+_ACTIVATIONS = [("relu", 3), ("gelu", 1.5), ("silu", 1.5), ("hardswish", 1), ("sigmoid", 1),
+                ("hardsigmoid", .7), ("tanh", .3)]
+_INPLACE = ("relu", "hardswish", "silu")  # torchvision runs these in place
+
+
+class _Net:
+    """A spec being drawn: its layers, the shape of every tensor, the kinds allowed."""
+
+    def __init__(self, inputs: list, kinds, limits: Limits):
+        self.layers, self.shapes, self.kinds, self.limits = [], [list(inputs)], set(kinds), limits
+
+    @property
+    def shape(self) -> list:
+        return self.shapes[-1]
+
+    def allows(self, *kinds) -> bool:
+        return all(k in self.kinds for k in kinds)
+
+    def add(self, layer: dict, shape: list) -> int:
+        self.layers.append(layer)
+        self.shapes.append(list(shape))
+        return len(self.shapes) - 1
+
+    def activation(self, u: float, inplace_u: float = 1.0):
+        choices = [(k, w) for k, w in _ACTIVATIONS if k in self.kinds]
+        if choices:
+            kind = _pick(u, choices)
+            # never in place on the network's input: repeated runs would keep changing it
+            inplace = bool(kind in _INPLACE and inplace_u < 0.5 and len(self.shapes) > 1)
+            self.add({"kind": kind, "inplace": inplace}, self.shape)
+
+    def earlier(self, u: float, match) -> int | None:
+        """An earlier tensor (not the current one) whose shape ``match`` accepts; ``u`` picks."""
+        found = [j for j, s in enumerate(self.shapes[:-1]) if match(s)]
+        return found[min(int(u * len(found)), len(found) - 1)] if found else None
 
 
 def sample(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits()) -> dict:
@@ -71,83 +129,151 @@ def sample(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits(
     if index:
         engine.fast_forward(index)
     u = engine.random(1)[0]
-    kinds = tuple(kinds)
-    spatial = [k for k in kinds if k != "linear"]
-    mlp = not spatial or ("linear" in kinds and u[0] < 0.25)
-    n_layers = 1 + int(u[4] * MAX_LAYERS) if mlp else 2 + int(u[4] * (MAX_LAYERS - 1))
+    kinds = set(kinds)
     layer_u = [u[_NET_DIMS + i * _LAYER_DIMS:_NET_DIMS + (i + 1) * _LAYER_DIMS]
-               for i in range(n_layers)]
-    if mlp:
-        batch = _log_uniform(u[1], 1, 4096)
-        layers, shape = _mlp(_width(u[2], 16, 8192), layer_u)
-        spec = {"input": [1, shape], "layers": layers}
-    else:
+               for i in range(MAX_LAYERS)][:1 + int(u[4] * MAX_LAYERS)]
+    types = [(t, w) for t, w, needs in (("cnn", 2, _CNN_KINDS), ("tokens", 1.3, _TOKEN_KINDS),
+                                         ("mlp", .6, _MLP_KINDS)) if kinds & needs]
+    kind = _pick(u[0], types)
+    if kind == "cnn":
         batch = _log_uniform(u[1], 1, limits.max_batch)
-        channels, size = _width(u[2], 3, 2048), _log_uniform(u[3], 7, 224)
-        layers = _cnn(channels, size, layer_u, spatial, "linear" in kinds, limits)
-        spec = {"input": [1, channels, size, size], "layers": layers}
+        channels = _width(u[2], 3, 2048)
+        size = max(7, min(_log_uniform(u[3], 7, 224), math.isqrt(limits.max_elements // channels)))
+        net = _Net([1, channels, size, size], kinds, limits)
+        _cnn(net, layer_u)
+    elif kind == "tokens":
+        batch = _log_uniform(u[1], 1, 64)
+        width = _width(u[2], 16, 2048)
+        tokens = max(4, min(_log_uniform(u[5], 4, 1024), limits.max_elements // width))
+        if "embedding" in kinds and (u[6] < 0.3 or kinds <= {"embedding"}):
+            net = _Net([1, tokens], kinds, limits)
+            vocab = min(_log_uniform(u[3], 100, 100_000), 2**25 // width)
+            net.add({"kind": "embedding", "num": vocab, "out_features": width},
+                    [1, tokens, width])
+        else:
+            net = _Net([1, tokens, width], kinds, limits)
+        _tokens(net, layer_u)
+    else:
+        batch = _log_uniform(u[1], 1, 4096)
+        net = _Net([1, _width(u[2], 16, 8192)], kinds, limits)
+        _mlp(net, layer_u)
+    spec = {"input": net.shapes[0], "dtype": "int64" if net.layers and
+            net.layers[0]["kind"] == "embedding" else "float32", "layers": net.layers}
+    if not spec["layers"]:  # nothing of the allowed kinds fitted: one op on the input itself
+        spec["layers"] = [{"kind": next(k for k in ("relu", *ACTIVATIONS, "copy", "layer_norm",
+                                                        "softmax") if k in kinds or k == "copy")}]
     spec["input"][0] = _fit_batch(spec, batch, limits)
     return spec
 
 
-def _mlp(features: int, layer_u) -> tuple[list, int]:
-    layers = []
+# ------------------------------------------------------------------------------------------ CNN
+_CNN_KINDS = {"conv2d", "depthwise_conv2d", *_POOLS, "batch_norm", "cat"}
+
+
+def _cnn(net: _Net, layer_u) -> None:
     for v in layer_u:
-        layers.append({"kind": "linear", "out_features": _width(v[1], 16, 8192)})
-        if v[7] < 0.5:
-            layers.append({"kind": "relu"})
-    return layers, features
+        choices = [(k, w) for k, w in (("conv2d", 3), ("depthwise_conv2d", 1.5),
+                                       ("max_pool2d", .7), ("avg_pool2d", .7), ("add", 1),
+                                       ("cat", .8), ("mul", .8), ("copy", .5))
+                   if k in net.kinds]
+        if not choices:
+            return
+        kind = _pick(v[0], choices)
+        if kind in ("conv2d", "depthwise_conv2d"):
+            if not _conv_block(net, v, depthwise=kind == "depthwise_conv2d"):
+                return
+        elif kind in _POOLS:
+            layer = _pool(kind, v, net.shape[2])
+            if layer is not None and _out_size(layer, net.shape[2]) >= MIN_SIZE:
+                net.add(layer, [*net.shape[:2], *[_out_size(layer, net.shape[2])] * 2])
+        elif kind == "add":   # a residual block: a shape-keeping conv, added to its input
+            start = len(net.shapes) - 1
+            if net.allows("conv2d") and not _conv_block(net, v, keep_shape=True):
+                return
+            other = start if len(net.shapes) - 1 > start else net.earlier(v[9], net.shape.__eq__)
+            if other is not None:
+                net.add({"kind": "add", "inputs": [len(net.shapes) - 1, other]}, net.shape)
+        elif kind == "cat":   # concatenate the current map with earlier ones of its size
+            if net.allows("conv2d") and v[8] < 0.5:
+                _conv_block(net, v, keep_size=True)
+            same = [j for j, s in enumerate(net.shapes[:-1])
+                    if len(s) == 4 and s[2:] == net.shape[2:]]
+            picked = same[::-1][:1 + int(v[9] * 3)]
+            if picked:
+                channels = net.shape[1] + sum(net.shapes[j][1] for j in picked)
+                if _elements([net.shape[0], channels, *net.shape[2:]]) <= net.limits.max_elements:
+                    net.add({"kind": "cat", "inputs": [len(net.shapes) - 1, *picked]},
+                            [net.shape[0], channels, *net.shape[2:]])
+        elif kind == "mul":
+            _squeeze_excite(net, v)
+        elif kind == "copy":  # a channel shuffle / layout change: a strided read, a dense write
+            net.add({"kind": "copy"}, net.shape)
 
 
-def _cnn(channels, size, layer_u, spatial_kinds, with_linear, limits) -> list:
-    layers, c, h = [], channels, size
-    for v in layer_u:
-        kind = _pick(v[0], [(k, 3 if k == "conv2d" else 1) for k in spatial_kinds])
-        layer = (_conv(v, c, h, limits) if kind == "conv2d" else _pool(kind, v, h))
-        if layer is None:
-            break
-        c_next, h_next = _out(layer, c, h)
-        if h_next < MIN_SIZE:  # real networks stop shrinking at 7x7, then pool globally
-            break
-        layers.append(layer)
-        c, h = c_next, h_next
-        if kind == "conv2d" and v[7] < 0.5:
-            layers.append({"kind": "relu"})
-    if with_linear:  # the classifier head: global average pooling, flatten, linear
-        if "avg_pool2d" in spatial_kinds and h > 1:
-            layers.append({"kind": "avg_pool2d", "kernel": h, "stride": h, "padding": 0})
-            h = 1
-        if c * h * h > 25088:  # VGG's head is the widest in torchvision
-            return layers
-        layers += [{"kind": "flatten"},
-                   {"kind": "linear", "out_features": _width(layer_u[-1][1], 10, 4096)}]
-    return layers
+def _conv_block(net: _Net, v, depthwise=False, keep_shape=False, keep_size=False) -> bool:
+    """conv, then (as real networks do) batch norm and an activation. False: no conv fits."""
+    c, h = net.shape[1], net.shape[2]
+    layer = _conv(v, c, h, net.limits, depthwise=depthwise,
+                  out=c if keep_shape else None, same=keep_shape or keep_size)
+    if layer is None:
+        return False
+    c_next, h_next = _out(layer, c, h)
+    if h_next < MIN_SIZE and h_next < h:  # real networks stop shrinking at 7x7, then pool
+        return False
+    net.add(layer, [net.shape[0], c_next, h_next, h_next])
+    if "batch_norm" in net.kinds and v[8] < 0.75:
+        net.add({"kind": "batch_norm"}, net.shape)
+    if v[7] < 0.8:
+        net.activation(v[7] / 0.8, v[6])
+    return True
 
 
-def _conv(v, c, h, limits):
-    kernel = _pick(v[2], _KERNELS)
+def _squeeze_excite(net: _Net, v) -> None:
+    """MobileNetV3 / EfficientNet's SE: global pool, 1x1 down, act, 1x1 up, gate, broadcast mul."""
+    if not net.allows("avg_pool2d", "conv2d"):
+        return
+    b, c, h, _ = net.shape
+    start = len(net.shapes) - 1
+    net.add({"kind": "avg_pool2d", "kernel": h, "stride": h, "padding": 0}, [b, c, 1, 1])
+    mid = max(8, c // 4 // 8 * 8)
+    net.add(_plain_conv(mid), [b, mid, 1, 1])
+    net.activation(v[7] * 0.5)  # relu or gelu/silu, the squeeze's activations
+    net.add(_plain_conv(c), [b, c, 1, 1])
+    gates = [(k, 1) for k in ("sigmoid", "hardsigmoid") if k in net.kinds]
+    if gates:
+        net.add({"kind": _pick(v[6], gates), "inplace": False}, [b, c, 1, 1])
+    net.add({"kind": "mul", "inputs": [start, len(net.shapes) - 1]}, net.shapes[start])
+
+
+def _plain_conv(out: int) -> dict:
+    return {"kind": "conv2d", "out_channels": out, "kernel": 1, "stride": 1, "padding": 0,
+            "dilation": 1, "groups": 1}
+
+
+def _conv(v, c, h, limits, depthwise=False, out=None, same=False):
+    kernel = 3 if same and v[2] > 0.5 else (1 if same else _pick(v[2], _KERNELS))
     dilation = 2 if kernel == 3 and v[6] < 0.1 else 1
     reach = dilation * (kernel - 1) + 1
-    padding = _pick(v[4], [(reach // 2, 7), (0, 2), (max(reach // 2 - 1, 0), 1)])
+    padding = reach // 2 if same else _pick(v[4], [(reach // 2, 7), (0, 2),
+                                                   (max(reach // 2 - 1, 0), 1)])
     if h + 2 * padding < reach:
         padding = (reach - h + 1) // 2
         if padding > reach // 2:  # input too small for this kernel: use a 1x1 instead
             kernel, dilation, reach, padding = 1, 1, 1, 0
-    stride = min(_pick(v[3], _STRIDES), max(1, (h + 2 * padding - reach) // 2 + 1))
-    out = _width(v[1], 3, 2048)
-    groups = 1
-    if v[5] < 0.25:                       # depthwise
-        groups = out = c
-    elif v[5] < 0.35:                     # grouped
-        g = _pick((v[5] - 0.25) / 0.1, [(2, 1), (4, 1), (8, 1), (32, 1)])
-        if c % g == 0:
+    stride = 1 if same else min(_pick(v[3], _STRIDES), max(1, (h + 2 * padding - reach) // 2 + 1))
+    if depthwise:
+        stride = min(stride, 2)
+    groups, out = (c, c) if depthwise else (1, out or _width(v[1], 3, 2048))
+    if not depthwise and v[5] < 0.15 and not same:                       # grouped
+        g = _pick(v[5] / 0.15, [(2, 1), (4, 1), (8, 1), (32, 1)])
+        if c % g == 0 and c > g:
             groups, out = g, max(g, out // g * g)
     layer = {"kind": "conv2d", "out_channels": out, "kernel": kernel, "stride": stride,
              "padding": padding, "dilation": dilation, "groups": groups}
     # Too costly even at batch 1: narrow it (real networks are narrow where they are large).
     while _conv_macs(layer, c, h) > limits.max_macs and layer["out_channels"] > 3:
-        if groups == c and c > 3:
-            return None                   # a depthwise layer cannot narrow: end the chain
+        if groups == c and c > 1 or same and out == c:
+            return None                   # a depthwise or residual conv cannot narrow
         layer["out_channels"] = max(3, layer["out_channels"] // 2 // groups * groups)
         if layer["out_channels"] < groups:
             return None
@@ -168,22 +294,129 @@ def _pool(kind, v, h):
     return {"kind": kind, "kernel": kernel, "stride": stride, "padding": padding}
 
 
+def _out_size(layer, h) -> int:
+    reach = layer.get("dilation", 1) * (layer["kernel"] - 1) + 1
+    return (h + 2 * layer["padding"] - reach) // layer["stride"] + 1
+
+
 def _out(layer, c, h) -> tuple[int, int]:
-    if layer["kind"] == "conv2d":
-        reach = layer["dilation"] * (layer["kernel"] - 1) + 1
-        return layer["out_channels"], (h + 2 * layer["padding"] - reach) // layer["stride"] + 1
-    return c, (h + 2 * layer["padding"] - layer["kernel"]) // layer["stride"] + 1
+    return (layer["out_channels"] if layer["kind"] == "conv2d" else c), _out_size(layer, h)
+
+
+# --------------------------------------------------------------------------- tokens and MLP
+_TOKEN_KINDS = {"matmul", "layer_norm", "softmax", "embedding", "linear", "add", "mul", "copy",
+                *ACTIVATIONS}
+_MLP_KINDS = {"linear", "layer_norm", "softmax", "add", *ACTIVATIONS}
+
+
+def _linear(net: _Net, out: int, exact: bool = False) -> bool:
+    """A linear layer to ``out`` features, narrowed to fit the limits unless ``exact``."""
+    rows = math.prod(net.shape[:-1])
+    while rows * net.shape[-1] * out > net.limits.max_macs and out > 16 and not exact:
+        out = max(16, out // 2 // 8 * 8)
+    if "linear" not in net.kinds or rows * net.shape[-1] * out > net.limits.max_macs:
+        return False
+    net.add({"kind": "linear", "out_features": out}, [*net.shape[:-1], out])
+    return True
+
+
+def _tokens(net: _Net, layer_u) -> None:
+    for v in layer_u:
+        b, t, c = net.shape
+        kind = _pick(v[0], [(k, w) for k, w in (("linear", 3), ("layer_norm", 1),
+                                                ("activation", 1), ("add", 1), ("matmul", 1.5),
+                                                ("mul", .5), ("copy", .5), ("softmax", .3))
+                            if k == "activation" or k in net.kinds] or [("activation", 1)])
+        if kind == "linear":
+            _linear(net, _width(v[1], 16, 4096))
+        elif kind == "layer_norm":
+            net.add({"kind": "layer_norm"}, net.shape)
+        elif kind == "activation":
+            net.activation(v[7], v[6])
+        elif kind == "add":   # residual: a projection back to the width, added to its input
+            start = len(net.shapes) - 1
+            if _linear(net, c, exact=True):
+                net.add({"kind": "add", "inputs": [len(net.shapes) - 1, start]}, net.shape)
+        elif kind == "mul":   # a gate (SwiGLU) with an earlier tensor, or a scale by a constant
+            other = net.earlier(v[9], net.shape.__eq__)
+            net.add({"kind": "mul", "inputs": [len(net.shapes) - 1] + ([other] if other is not None
+                                                                       and v[8] < 0.6 else [])},
+                    net.shape)
+        elif kind == "copy":  # heads split or merged: x.view(b, t, h, d).transpose(1, 2)
+            net.add({"kind": "copy", "heads": _heads(v[5], c)}, net.shape)
+        elif kind == "matmul":
+            _attention(net, v)
+        elif kind == "softmax":
+            net.add({"kind": "softmax"}, net.shape)
+
+
+def _heads(u: float, width: int) -> int:
+    options = [h for h in (1, 2, 4, 8, 12, 16, 32) if width % h == 0 and width // h >= 8] or [1]
+    return options[min(int(u * len(options)), len(options) - 1)]
+
+
+def _attention(net: _Net, v) -> None:
+    """Scores (bmm of queries and keys), softmax over keys, mixing (bmm with values)."""
+    b, t, c = net.shape
+    heads = _heads(v[5], c)
+    start = len(net.shapes) - 1
+    scores = [b * heads, t, t]
+    if (_elements(scores) > net.limits.max_elements
+            or b * heads * t * t * (c // heads) > net.limits.max_macs):
+        return
+    net.add({"kind": "matmul", "op": "scores", "heads": heads}, scores)
+    if "softmax" in net.kinds:
+        net.add({"kind": "softmax"}, scores)
+    net.add({"kind": "matmul", "op": "mix", "heads": heads,
+             "inputs": [len(net.shapes) - 1, start]}, [b, t, c])
+
+
+def _mlp(net: _Net, layer_u) -> None:
+    for v in layer_u:
+        start = len(net.shapes) - 1
+        residual = v[9] < 0.3 and "add" in net.kinds
+        if not _linear(net, net.shape[-1] if residual else _width(v[1], 16, 8192), exact=residual):
+            return
+        if v[8] < 0.3 and "layer_norm" in net.kinds:
+            net.add({"kind": "layer_norm"}, net.shape)
+        if v[7] < 0.7:
+            net.activation(v[7] / 0.7, v[6])
+        if residual:
+            net.add({"kind": "add", "inputs": [len(net.shapes) - 1, start]}, net.shape)
+    if "softmax" in net.kinds and layer_u[0][6] < 0.3:
+        net.add({"kind": "softmax"}, net.shape)
+
+
+# ----------------------------------------------------------------------- budget and building
+def _elements(shape) -> int:
+    return math.prod(int(d) for d in shape)
+
+
+def work(table) -> tuple[np.ndarray, np.ndarray]:
+    """Per traced row, its MACs for the compute-bound kinds and, for the memory-bound ones
+    (:data:`STREAM_KINDS`), its window operations or elements streamed: what the device's
+    calibrated rates turn into time."""
+    stream = table.kind.isin(STREAM_KINDS).to_numpy()
+    moved = (table.elements.fillna(0) + table.in_elements.fillna(0)).to_numpy()
+    pools = table.kind.isin(_POOLS).to_numpy()
+    streamed = np.where(pools, table.macs.to_numpy(), moved) * stream
+    return np.where(stream, 0, table.macs.to_numpy()), streamed
+
+
+def trace_spec(spec: dict):
+    """The tracer's layer table of a spec's network (what the profiler writes rows from)."""
+    from ..trace import trace
+
+    return trace(build(spec), tuple(spec["input"]), dtype=_DTYPES[spec.get("dtype", "float32")])
 
 
 def _fit_batch(spec: dict, batch: int, limits: Limits) -> int:
     """The largest batch up to ``batch`` that keeps every layer within ``limits``."""
-    from ..trace import trace
-
-    t = trace(build(spec), tuple(spec["input"]))
-    pool = t.kind.isin(["max_pool2d", "avg_pool2d"])
+    t = trace_spec(spec)
+    compute, streamed = work(t)
     largest = max(elements(s) for s in list(t.input_shape) + list(t.output_shape))
-    return max(1, min(batch, limits.max_macs // max(int(t.macs[~pool].max()), 1),
-                      limits.max_pool_macs // max(int(t.macs[pool].max()) if pool.any() else 1, 1),
+    return max(1, min(batch, limits.max_macs // max(int(compute.max()), 1),
+                      limits.max_pool_macs // max(int(streamed.max()), 1),
                       limits.max_elements // max(largest, 1)))
 
 
@@ -194,27 +427,134 @@ def elements(shape: str) -> int:
     return max(math.prod(int(d) for d in s.split("x")) for s in shape.split(","))
 
 
-def build(spec: dict) -> nn.Sequential:
-    """The ``nn.Sequential`` a spec describes, on the meta device (``.to_empty`` it to run)."""
-    layers, shape = [], list(spec["input"])
+_DTYPES = {"float32": torch.float32, "int64": torch.long}
+
+
+def example_input(spec: dict, device) -> torch.Tensor:
+    """A real input for the spec's network on ``device``: normal values, or token ids."""
+    if spec.get("dtype") == "int64":
+        return torch.randint(0, spec["layers"][0]["num"], spec["input"], device=device)
+    return torch.randn(*spec["input"], device=device)
+
+
+class Graph(nn.Module):
+    """Layers run in order; each reads the tensors its spec names (default: the previous one).
+    Each child runs one op, so hooks on the children time every op of the network."""
+
+    def __init__(self, layers, inputs):
+        super().__init__()
+        for i, m in enumerate(layers):
+            self.add_module(str(i), m)
+        self.inputs = inputs
+
+    def forward(self, x):
+        outs = [x]
+        for m, reads in zip(self.children(), self.inputs):
+            outs.append(m(*(outs[j] for j in reads)))
+        return outs[-1]
+
+
+class _Add(nn.Module):
+    def forward(self, a, b):
+        return a + b
+
+
+class _Mul(nn.Module):
+    def forward(self, a, b=None):
+        return a * (b if b is not None else 0.125)   # a gate, or attention's scaling
+
+
+class _Cat(nn.Module):
+    def forward(self, *xs):
+        return torch.cat(xs, dim=1)
+
+
+class _Copy(nn.Module):
+    """Move the data to another layout and view it back in the same shape: a strided read and
+    a dense write, as after a permute (channel shuffle, attention heads)."""
+
+    def __init__(self, heads: int = 0):
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, x):
+        if x.dim() == 3 and self.heads:
+            b, t, c = x.shape
+            y = x.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+        else:
+            y = x.flatten(2).transpose(1, 2) if x.dim() == 4 else x.transpose(0, -1)
+        return y.contiguous().view(x.shape)
+
+
+class _Scores(nn.Module):
+    def __init__(self, heads: int):
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q = x.view(b * self.heads, t, c // self.heads)
+        return torch.bmm(q, q.transpose(1, 2))
+
+
+class _Mix(nn.Module):
+    def __init__(self, heads: int):
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, scores, x):
+        b, t, c = x.shape
+        return torch.bmm(scores, x.view(b * self.heads, t, c // self.heads)).view(b, t, c)
+
+
+_ACTIVATION_MODULES = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU,
+                       "hardswish": nn.Hardswish, "sigmoid": nn.Sigmoid,
+                       "hardsigmoid": nn.Hardsigmoid, "tanh": nn.Tanh}
+
+
+def _module(layer: dict, shape: list) -> nn.Module:
+    kind = layer["kind"]
+    if kind == "conv2d":
+        return nn.Conv2d(shape[1], layer["out_channels"], layer["kernel"], layer["stride"],
+                         layer["padding"], layer["dilation"], layer["groups"])
+    if kind == "max_pool2d":
+        return nn.MaxPool2d(layer["kernel"], layer["stride"], layer["padding"])
+    if kind == "avg_pool2d":
+        return nn.AvgPool2d(layer["kernel"], layer["stride"], layer["padding"])
+    if kind == "linear":
+        return nn.Linear(shape[-1], layer["out_features"])
+    if kind == "batch_norm":
+        return nn.BatchNorm2d(shape[1])
+    if kind == "layer_norm":
+        return nn.LayerNorm(shape[-1])
+    if kind == "softmax":
+        return nn.Softmax(dim=-1)
+    if kind in _ACTIVATION_MODULES:
+        cls = _ACTIVATION_MODULES[kind]
+        return cls(inplace=True) if layer.get("inplace") and kind in _INPLACE else cls()
+    if kind == "embedding":
+        return nn.Embedding(layer["num"], layer["out_features"])
+    if kind == "matmul":
+        return (_Scores if layer["op"] == "scores" else _Mix)(layer["heads"])
+    simple = {"add": _Add, "mul": _Mul, "cat": _Cat, "flatten": nn.Flatten}
+    if kind == "copy":
+        return _Copy(layer.get("heads", 0))
+    if kind in simple:
+        return simple[kind]()
+    raise NeuralPowerError(f"synthetic network: unknown layer kind {kind!r}")
+
+
+def build(spec: dict) -> Graph:
+    """The :class:`Graph` a spec describes, on the meta device, in eval mode (``.to_empty`` it
+    to run)."""
+    dtype = _DTYPES[spec.get("dtype", "float32")]
+    modules, reads = [], []
     with torch.device("meta"):
-        for layer in spec["layers"]:
-            kind = layer["kind"]
-            if kind == "conv2d":
-                m = nn.Conv2d(shape[1], layer["out_channels"], layer["kernel"], layer["stride"],
-                              layer["padding"], layer["dilation"], layer["groups"])
-            elif kind == "max_pool2d":
-                m = nn.MaxPool2d(layer["kernel"], layer["stride"], layer["padding"])
-            elif kind == "avg_pool2d":
-                m = nn.AvgPool2d(layer["kernel"], layer["stride"], layer["padding"])
-            elif kind == "linear":
-                m = nn.Linear(shape[-1], layer["out_features"])
-            elif kind == "relu":
-                m = nn.ReLU(inplace=True)
-            elif kind == "flatten":
-                m = nn.Flatten()
-            else:
-                raise NeuralPowerError(f"synthetic network: unknown layer kind {kind!r}")
-            shape = list(m(torch.empty(shape)).shape)
-            layers.append(m)
-    return nn.Sequential(*layers)
+        outs = [torch.empty(spec["input"], dtype=dtype)]
+        for i, layer in enumerate(spec["layers"]):
+            inputs = layer.get("inputs", [i])
+            m = _module(layer, list(outs[inputs[0]].shape))
+            outs.append(m(*(outs[j] for j in inputs)))
+            modules.append(m)
+            reads.append(inputs)
+    return Graph(modules, reads).eval()
