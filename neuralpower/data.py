@@ -92,3 +92,25 @@ def _check_range(d: pd.DataFrame, column: str, path: Path, low_exclusive: float,
 def _line(mask: pd.Series) -> int:
     """1-based file line of the first flagged row (header is line 1)."""
     return int(mask[mask].index[0]) + 2
+
+
+def at_reference_speed(d: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
+    """Runtimes brought to one speed of the device: a campaign records, beside each network, the
+    time of a fixed probe run between its repeats (``reference_ms``, see
+    ``profiling.timing.Reference``); each row's runtimes are scaled by the median probe time over
+    its own. Returns the scaled copy and that median (None, and ``d`` unchanged, for data with
+    no probe: public data, older campaigns)."""
+    if "reference_ms" not in d.columns:
+        return d, None
+    ref = pd.to_numeric(d["reference_ms"], errors="coerce")
+    ref = ref.where(ref > 0)
+    if ref.isna().all():
+        return d, None
+    nominal = float(ref.median())
+    factor = (nominal / ref).fillna(1.0)  # a row without a probe stays as measured
+    out = d.copy()
+    for c in ("runtime_ms", "network_runtime_ms"):
+        if c in out.columns:
+            out[c] = pd.to_numeric(out[c], errors="coerce") * factor
+    out["reference_ms"] = nominal  # now measured at that speed: scaling again changes nothing
+    return out, nominal

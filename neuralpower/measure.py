@@ -15,14 +15,15 @@ from torch import nn
 from .errors import NeuralPowerError
 from .profiling.campaign import device_name, parse_device
 from .profiling.meters import MeterError, open_meter
-from .profiling.timing import layer_power, spread, time_whole
+from .profiling.timing import Reference, layer_power, spread, time_whole
 
 
 def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None = None,
             meter=None, target_s: float = 1.0, power_window_s: float | None = None) -> dict:
     """Measured totals of ``model`` (built on ``device``) for an input of ``input_shape``:
-    ``{"device", "runtime_ms", "runtime_iqr_ms", "runtime_min_ms", "repeats", "power_w",
-    "energy_mj", "power_source", "threads"}``; power and energy are None when not measured."""
+    ``{"device", "runtime_ms", "runtime_iqr_ms", "runtime_min_ms", "repeats", "reference_ms",
+    "power_w", "energy_mj", "power_source", "threads"}``; power and energy are None when not
+    measured; ``reference_ms`` is the device's speed meanwhile (``timing.Reference``)."""
     device = parse_device(device) if isinstance(device, str) else device
     threads = int(threads or torch.get_num_threads())
     if device.type == "cpu":
@@ -35,7 +36,8 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
         model = model.eval()
         run = _Bound(model, inputs)
         try:
-            times = spread(time_whole(run, inputs[0], target_s=target_s))
+            reference = Reference(device)
+            times = spread(time_whole(run, inputs[0], target_s=target_s, reference=reference))
         except (RuntimeError, ValueError, TypeError, IndexError) as e:  # shapes, memory
             text = str(e).strip().splitlines()
             raise NeuralPowerError(f"cannot run {type(model).__name__} with input "
@@ -53,7 +55,8 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
     finally:
         if own_meter:
             meter.close()
-    return {"device": device_name(device, threads), **times, "power_w": power,
+    return {"device": device_name(device, threads), **times,
+            "reference_ms": reference.take(), "power_w": power,
             "energy_mj": None if power is None else power * times["runtime_ms"],
             "power_source": source, "threads": threads}
 

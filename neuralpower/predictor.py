@@ -37,6 +37,12 @@ class Predictor:
     def device(self) -> str:
         return self.card.get("device", "unknown device")
 
+    def speed(self, reference_ms) -> float:
+        """How much slower than this predictor's reference speed the device is when its speed
+        probe takes ``reference_ms`` (1.0 when either side has no probe)."""
+        nominal = self.card.get("reference_ms")
+        return reference_ms / nominal if nominal and reference_ms else 1.0
+
     def has(self, kind: str, target: str) -> bool:
         return (kind, target) in self.models
 
@@ -44,8 +50,10 @@ class Predictor:
     @classmethod
     def fit(cls, data: pd.DataFrame, log=print, seed: int = 0) -> "Predictor":
         """Fit every (kind, target) that has data; say which are skipped and why."""
+        from .data import at_reference_speed
         from .regression import fit_regressor
 
+        raw, (data, reference_ms) = data, at_reference_speed(data)
         devices = sorted(set(data.get("device", pd.Series(dtype=str)).dropna().astype(str)))
         if len(devices) > 1:
             raise NeuralPowerError(f"data from several devices ({'; '.join(devices)}): fit one "
@@ -55,7 +63,7 @@ class Predictor:
             counts = data.kind.value_counts()
             log("skipping kinds with no model: "
                 + ", ".join(f"{k} ({counts[k]} rows)" for k in unknown))
-        models, kinds_card = {}, {}
+        models, kinds_card, unmeasured = {}, {}, {}
         for kind in MODELED_KINDS:
             rows = data[data.kind == kind]
             if rows.empty:
@@ -66,7 +74,7 @@ class Predictor:
             for target in TARGETS:
                 has = rows[target].notna().to_numpy()
                 if not has.any():
-                    log(f"{kind}: no {target} measured, no {target} model")
+                    unmeasured.setdefault(target, []).append(kind)
                     continue
                 model, info = fit_regressor(X[has], rows[target].to_numpy()[has], seed=seed)
                 models[(kind, target)] = model
@@ -74,6 +82,9 @@ class Predictor:
                 log(f"{kind:>11} {target:<10} n={info['n_rows']:<5} cv RMSPE "
                     f"{info['rmspe_pct']:6.1f} %  ({info['fit_seconds']:.1f} s)")
             kinds_card[kind] = entry
+        for target, kinds in unmeasured.items():
+            log(f"no {target} measured for {', '.join(kinds)}: no {target} model for "
+                f"{'them' if len(kinds) > 1 else 'it'}")
         if not models:
             raise NeuralPowerError("no rows of a modeled kind with a measured target: nothing "
                                    f"to fit (modeled kinds: {', '.join(MODELED_KINDS)})")
@@ -82,10 +93,58 @@ class Predictor:
             "device": devices[0] if devices else "unknown device",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": _versions(),
-            "data": _provenance(data),
+            "data": _provenance(raw),
             "kinds": kinds_card,
+            # predictions hold at the device speed where the probe takes this long
+            "reference_ms": reference_ms,
         }
-        return cls(models, card)
+        predictor = cls(models, card)
+        network = predictor._fit_network(data)
+        if network:
+            card["network"] = network
+            log(f"network: runtime = {network['scale']:.3f} x sum of layers + "
+                f"{network['per_op_ms'] * 1e3:.1f} us per op; whole-network RMSPE "
+                f"{network['rmspe_layers_pct']:.1f} % -> {network['rmspe_pct']:.1f} % "
+                f"({network['networks']} networks)")
+        return predictor
+
+    def _fit_network(self, data: pd.DataFrame) -> dict | None:
+        """A network takes more than the sum of its layers' models: each op pays a dispatch
+        overhead outside its own kernel, and the layer models, fitted for relative error, sit
+        below the mean of noisy timings. Fit ``whole = scale * sum(layers) + per_op * ops`` on
+        the networks the data timed whole (a profiling campaign writes every op of each network
+        and the whole network's time), for relative error. None when the data has no networks."""
+        from scipy.optimize import nnls
+
+        need = {"network", "network_runtime_ms"}
+        if not need <= set(data.columns):
+            return None
+        rows = data[data.network_runtime_ms.notna() & data.kind.isin(
+            [k for k, _ in self.models])]
+        if rows.network.nunique() < 20:
+            return None
+        pred = np.full(len(rows), np.nan)
+        for kind, at in rows.groupby("kind").indices.items():
+            pred[at] = self.predict_arrays(rows.iloc[at], kind)["runtime_ms"]
+        g = (rows.assign(pred=pred).groupby("network")
+             .agg(whole=("network_runtime_ms", "first"), layers=("pred", "sum"),
+                  ops=("pred", "size")))
+        g = g[np.isfinite(g.layers) & (g.whole > 0)]
+        # relative least squares: each network's equation divided by its measured time
+        (scale, per_op), _ = nnls(np.column_stack([g.layers, g.ops]) / g.whole.to_numpy()[:, None],
+                                  np.ones(len(g)))
+        if scale <= 0:
+            return None
+        from .regression import rmspe
+        return {"scale": float(scale), "per_op_ms": float(per_op), "networks": int(len(g)),
+                "rmspe_layers_pct": rmspe(g.whole, g.layers),
+                "rmspe_pct": rmspe(g.whole, scale * g.layers + per_op * g.ops)}
+
+    def runtime_of_layers(self, runtime_ms: np.ndarray) -> np.ndarray:
+        """Layer runtimes as they add up in a running network: the models' figures with the
+        network calibration of :meth:`_fit_network` applied (unchanged without one)."""
+        net = self.card.get("network")
+        return runtime_ms if not net else net["scale"] * runtime_ms + net["per_op_ms"]
 
     # ---------------------------------------------------------------- prediction
     def predict_rows(self, rows: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -114,6 +173,9 @@ class Predictor:
             if not self.has(kind, "runtime_ms"):
                 continue
             pred = self.predict_rows(rows, kind)
+            if "reference_ms" in rows:  # each row at the speed it was measured at
+                ref = pd.to_numeric(rows["reference_ms"], errors="coerce")
+                pred["runtime_ms"] *= [self.speed(r if r > 0 else None) for r in ref]
             for target in TARGETS:
                 has = rows[target].notna() & pred[target].notna()
                 if not has.any():

@@ -102,9 +102,12 @@ def validation_text(result: dict) -> str:
         "energy_mj pred": fmt(r["predicted"]["energy_mj"], ".1f"),
         "energy_mj meas": fmt(r["measured"]["energy_mj"], ".1f"),
         "energy err %": fmt(r["error_pct"]["energy_mj"], "+.1f"),
+        "speed": fmt(r.get("speed"), ".2f"),
         "unmodeled layers": r["layers_unmodeled"]} for r in result["networks"]])
     lines.append(table.to_string(index=False))
-    lines.append("")
+    lines += ["(speed: the device's slowness during the measurement against the predictor's "
+              "reference, from a fixed probe run between the repeats; predictions are scaled "
+              "by it)", ""]
     for k, s in result["summary"].items():
         tau = "-" if s["kendall_tau"] is None else f"{s['kendall_tau']:.2f}"
         lines.append(f"{k}: median |error| {s['median_abs_error_pct']:.1f} %, within ±10 %: "

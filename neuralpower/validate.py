@@ -17,18 +17,25 @@ def validate(predictor, names, input_shape=(1, 3, 224, 224), device="cpu", *,
              threads: int | None = None, target_s: float = 1.0, progress=None) -> dict:
     """Predict and measure each network named in ``names``. Returns ``{"networks": [...],
     "summary": {...}}``; each network has ``predicted``, ``measured`` and ``error_pct`` totals
-    (error = predicted / measured - 1, in percent; None where either side is missing)."""
+    (error = predicted / measured - 1, in percent; None where either side is missing). The
+    prediction is taken to the device's speed during the measurement (``speed``: the speed
+    probe's time then over the predictor's reference; 1.0 without one)."""
     rows = []
     for name in names if progress is None else progress(names):
         p = predict(nets.build(name), input_shape, predictor, network=name)
         m = measure(nets.build(name, device=device), input_shape, device, threads=threads,
                     target_s=target_s)
+        # the prediction at the speed the device ran at meanwhile (a shared host varies)
+        speed = predictor.speed(m.get("reference_ms"))
         predicted = {k: _number(p.totals.get(k)) for k in TOTALS}
+        for k in ("runtime_ms", "energy_mj"):
+            predicted[k] = None if predicted[k] is None else predicted[k] * speed
         measured = {k: m[k] for k in TOTALS}
         rows.append({
             "network": name, "predicted": predicted, "measured": measured,
             "error_pct": {k: _error(predicted[k], measured[k]) for k in TOTALS},
-            "layers_unmodeled": int(p.totals.get("layers_unmodeled", 0)),
+            "layers_unmodeled": int(p.totals.get("layers_unmodeled", 0)), "speed": speed,
+            "reference_ms": m.get("reference_ms"),
             "measured_device": m["device"], "power_source": m["power_source"]})
     return {"device": predictor.card.get("device"), "measured_on": rows[0]["measured_device"]
             if rows else None, "networks": rows, "summary": summary(rows)}

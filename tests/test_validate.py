@@ -25,9 +25,33 @@ def test_validate_two_real_networks_json_and_plot(tmp_path):
         assert p["runtime_ms"] > 0 and m["runtime_ms"] > 0
         assert abs(e["runtime_ms"] - 100 * (p["runtime_ms"] / m["runtime_ms"] - 1)) < 1e-9
         assert m["power_w"] is None and e["power_w"] is None  # no sensor here
+        # the prediction is taken to the speed the device ran at during the measurement
+        assert n["reference_ms"] > 0 and n["speed"] > 0
     s = out["summary"]["runtime_ms"]
     assert s["n"] == 2 and s["kendall_tau"] in (-1.0, 1.0)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_speed_scaling_by_hand():
+    import pandas as pd
+
+    from neuralpower import Predictor
+    from neuralpower.data import at_reference_speed
+
+    d = pd.DataFrame({"kind": ["relu"] * 4, "runtime_ms": [1.0, 2.0, 3.0, 4.0],
+                      "network_runtime_ms": [10.0, 10.0, 30.0, 40.0],
+                      "reference_ms": [0.5, 0.5, 1.0, None]})
+    scaled, nominal = at_reference_speed(d)
+    assert nominal == 0.5  # the median probe time over the rows that have one
+    # a row measured while the probe took twice as long ran at half speed: halved
+    assert list(scaled.runtime_ms) == [1.0, 2.0, 1.5, 4.0]
+    assert list(scaled.network_runtime_ms) == [10.0, 10.0, 15.0, 40.0]
+    assert list(d.runtime_ms) == [1.0, 2.0, 3.0, 4.0]  # the caller's frame is left alone
+    assert at_reference_speed(scaled)[0].runtime_ms.equals(scaled.runtime_ms)  # idempotent
+    assert at_reference_speed(d.drop(columns="reference_ms"))[1] is None
+    p = Predictor(card={"reference_ms": 0.5})
+    assert p.speed(0.75) == 1.5 and p.speed(None) == 1.0
+    assert Predictor(card={}).speed(0.75) == 1.0
 
 
 def test_summary_by_hand():

@@ -1,0 +1,62 @@
+"""The modern layer kinds end to end: profiled on this CPU (the committed campaign), featured,
+fitted, and predicted in real networks, with the network calibration."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuralpower import Predictor, predict
+from neuralpower.data import load
+from neuralpower.features import MODELED_KINDS, features
+from neuralpower.nets import build
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMPAIGN = ROOT / "profiling" / "dev_cpu" / "amd_epyc_2t.csv"
+SHIPPED = ROOT / "models" / "amd_epyc_2t_cpu.predictor"
+
+
+@pytest.fixture(scope="module")
+def campaign():
+    return load(CAMPAIGN)
+
+
+def test_the_campaign_measured_every_kind(campaign):
+    counts = campaign.kind.value_counts()
+    assert set(MODELED_KINDS) <= set(counts.index)
+    for kind in MODELED_KINDS:
+        f = features(campaign[campaign.kind == kind], kind)
+        assert np.isfinite(f.to_numpy()).all() and (f.to_numpy() >= 0).all(), kind
+
+
+def test_every_kind_is_fitted_with_a_network_calibration(campaign):
+    # a few networks' worth of every kind, to keep the fit quick on two cores
+    nets = campaign.network.drop_duplicates().sample(150, random_state=0)
+    rows = campaign[campaign.network.isin(nets)]
+    p = Predictor.fit(rows, log=lambda m: None)
+    assert {k for k, t in p.models if t == "runtime_ms"} == set(rows.kind) & set(MODELED_KINDS)
+    net = p.card["network"]
+    assert net["networks"] == rows.network.nunique() and net["scale"] > 0
+    assert net["per_op_ms"] >= 0
+    assert net["rmspe_pct"] <= net["rmspe_layers_pct"] + 1e-9  # least squares cannot do worse
+    # applied to every modeled layer, so the totals stay the sum of the layers
+    pr = predict(build("torchvision:resnet18"), (1, 3, 224, 224), p)
+    assert pr.totals["runtime_ms"] == pytest.approx(pr.modeled.runtime_ms.sum())
+    raw = p.predict_rows(pr.modeled, "conv2d").runtime_ms
+    conv = pr.modeled[pr.modeled.kind == "conv2d"].runtime_ms
+    assert np.allclose(conv, net["scale"] * raw[conv.index] + net["per_op_ms"])
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v3_large", "efficientnet_b0",
+                                  "densenet121", "convnext_tiny", "vit_b_16"])
+def test_shipped_predictor_covers_modern_networks(name):
+    p = predict(build(f"torchvision:{name}"), (1, 3, 224, 224), Predictor.load(SHIPPED))
+    assert p.totals["unmodeled_macs"] <= 0.001 * p.totals["macs"]
+    assert p.totals["layers_unmodeled"] == 0
+    assert (p.modeled.runtime_ms > 0).all()
+
+
+def test_what_stays_unmodeled_is_reported_with_its_share_of_macs():
+    p = predict(build("torchvision:swin_t"), (1, 3, 224, 224), Predictor.load(SHIPPED))
+    un = p.unmodeled
+    assert {"roll", "constant_pad_nd"} <= set(un.kind)   # swin's window shifting
+    assert (un.macs_share_pct >= 0).all() and un["count"].sum() == p.totals["layers_unmodeled"]
