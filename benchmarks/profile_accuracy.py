@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from neuralpower import Predictor  # noqa: E402
-from neuralpower.data import load  # noqa: E402
+from neuralpower.data import at_reference_speed, load  # noqa: E402
 from neuralpower.profiling import Campaign  # noqa: E402
 from neuralpower.regression import rmspe  # noqa: E402
 
@@ -42,7 +42,7 @@ def main():
         took = time.perf_counter() - start
         print(f"campaign: {s['networks']} networks, {s['rows']} rows in {took:.0f} s "
               f"(budget {args.budget:.0f} s, {100 * (took / args.budget - 1):+.1f} %)")
-    rows = load(path)
+    rows, _ = at_reference_speed(load(path))  # all at the campaign's median speed
     rows = rows[rows.kind.isin(KINDS)].reset_index(drop=True)
     test = np.random.default_rng(0).random(len(rows)) < 0.2
     print(f"{len(rows)} rows of {', '.join(KINDS)}; {test.sum()} held out\n")

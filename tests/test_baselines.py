@@ -1,0 +1,115 @@
+"""Baselines (neuralpower.baselines) on real measurements, and the network benchmark's scoring."""
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from neuralpower import nets
+from neuralpower.baselines import MacLinear, fit_baselines, network_runtime
+from neuralpower.data import load
+from neuralpower.trace import trace
+
+ROOT = Path(__file__).resolve().parents[1]
+CSV = ROOT / "profiling" / "dev_cpu" / "amd_epyc_2t.csv"
+
+
+@pytest.fixture(scope="module")
+def split():
+    rows = load(CSV).sample(n=3000, random_state=0)
+    return rows.iloc[:2400], rows.iloc[2400:]
+
+
+@pytest.fixture(scope="module")
+def baselines(split):
+    return fit_baselines(split[0])
+
+
+def test_held_out_predictions_finite_and_non_negative(baselines, split):
+    test = split[1]
+    for name, b in baselines.items():
+        assert {"conv2d", "linear", "max_pool2d", "avg_pool2d"} <= set(b.kinds), name
+        rows = test[test.kind.isin(b.kinds)]
+        p = b.predict_table(rows)
+        assert len(rows) > 400 and np.isfinite(p).all() and (p >= 0).all(), name
+    # The per-kind models should beat the single MAC line on relative error.
+    rows = test[test.kind.isin(baselines["paleo"].kinds)]
+    ape = {n: np.median(np.abs(b.predict_table(rows) / rows.runtime_ms - 1))
+           for n, b in baselines.items()}
+    assert ape["nn_meter_rf"] < ape["mac_linear"] and ape["paleo"] < ape["mac_linear"], ape
+
+
+def test_paleo_coefficients_are_non_negative(baselines):
+    paleo = baselines["paleo"]
+    for kind, coef in paleo.coef_.items():
+        assert coef.shape == (3,) and (coef >= 0).all(), kind
+    for kind, rates in paleo.describe()["per_kind"].items():
+        assert rates["overhead_ms"] >= 0
+        assert all(r is None or r > 0 for r in (rates["gmacs_per_s"], rates["gbytes_per_s"]))
+
+
+def test_mac_linear_is_monotone_in_macs(split):
+    b = MacLinear().fit(split[0])
+    assert (b.coef_ >= 0).all() and b.coef_[1] > 0
+    conv = dict(kind="conv2d", batch=1, in_channels=64, in_h=56, in_w=56, out_h=56, out_w=56,
+                kernel_h=3, kernel_w=3, stride_h=1, stride_w=1, pad_h=1, pad_w=1)
+    table = pd.DataFrame([{**conv, "out_channels": c} for c in (8, 16, 64, 256, 1024)])
+    p = b.predict_table(table)
+    assert np.all(np.diff(p) > 0)
+    # a kind with no MACs feature of its own counts as 0 MACs: the intercept
+    pool = dict(conv, kind="avg_pool2d", out_channels=64)
+    assert b.predict_table(pd.DataFrame([pool]))[0] >= b.coef_[0]
+
+
+def test_predict_table_on_traced_resnet18(baselines):
+    table = trace(nets.build("torchvision:resnet18"), (1, 3, 64, 64))
+    for name, b in baselines.items():
+        p = b.predict_table(table)
+        modeled = table.kind.isin(b.kinds).to_numpy()
+        assert np.isfinite(p[modeled]).all() and (p[modeled] >= 0).all(), name
+        assert np.isnan(p[~modeled]).all(), name  # NaN exactly for the kinds without a model
+        assert "free" in set(table.kind[~modeled])
+        assert network_runtime(b, table) == pytest.approx(p[modeled].sum())
+        assert network_runtime(b, table) > 0
+
+
+def _benchmark():
+    path = ROOT / "benchmarks" / "network_accuracy.py"
+    spec = importlib.util.spec_from_file_location("network_accuracy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_scores_by_hand():
+    bench = _benchmark()
+    records = []
+    for net, measured, ours in [("a", 10.0, 10.5), ("b", 20.0, 17.0), ("c", 40.0, 43.0)]:
+        predicted = {m: measured for m in bench.METHODS} | {"neuralpower": ours}
+        records.append({"setting": "1x3x8x8", "group": "torchvision", "network": net,
+                        "measured": {"runtime_ms": measured}, "predicted_ms": predicted,
+                        "error_pct": {m: bench.error_pct(v, measured)
+                                      for m, v in predicted.items()}})
+    s = {r["method"]: r for r in bench.scores(records)}
+    ours = s["neuralpower"]  # errors +5, -15, +7.5 %; same order as measured
+    assert ours["n"] == 3 and math.isclose(ours["median_abs_error_pct"], 7.5)
+    assert math.isclose(ours["within_10_pct_share"], 2 / 3)
+    assert math.isclose(ours["kendall_tau"], 1.0)
+    assert ours["goals_met"] == {"median_abs_error_pct": False, "within_10_pct_share": False,
+                                 "kendall_tau": True}
+    assert all(s["paleo"]["goals_met"].values()) and s["paleo"]["median_abs_error_pct"] == 0
+    # a measurement taken while the machine was busy is flagged (and re-measured under --reuse)
+    quiet = {"runtime_ms": 10.0, "runtime_iqr_ms": 0.5, "other_cpu_pct": 1.0}
+    assert not bench.noisy(quiet)
+    assert bench.noisy(quiet | {"runtime_iqr_ms": 2.0})
+    assert bench.noisy(quiet | {"other_cpu_pct": 40})
+
+
+def test_benchmark_bad_setting_is_one_line_error(capsys):
+    bench = _benchmark()
+    rc = bench.main(["--predictor", "models/amd_epyc_2t_cpu.predictor", "--data", str(CSV),
+                     "--settings", "1x3xbad"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "1x3xbad" in err
