@@ -121,6 +121,9 @@ FEATURES = {
     "embedding": _embedding,
 }
 MODELED_KINDS = tuple(FEATURES)
+# A kind split off from another after predictors were fitted: where a predictor has no model of
+# its own for it, the older kind's model predicts it (as it did before the split).
+STAND_INS = {"depthwise_conv2d": "conv2d"}
 
 # Defaults the schema allows to be left empty.
 _DEFAULTS = {"dilation_h": 1, "dilation_w": 1, "groups": 1, "pad_h": 0, "pad_w": 0}

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from .features import CONTEXT_COLUMNS, SHAPE_COLUMNS
+from .features import CONTEXT_COLUMNS, SHAPE_COLUMNS, STAND_INS
 from .predictor import Predictor
 from .trace import trace
 
@@ -81,10 +81,11 @@ def predict_table(table: pd.DataFrame, predictor: Predictor) -> pd.DataFrame:
     kinds = table["kind"].to_numpy()
     shapes = table[[c for c in SHAPE_COLUMNS + CONTEXT_COLUMNS if c in table.columns]]  # what features() reads
     for kind in pd.unique(kinds):
-        if not predictor.has(kind, "runtime_ms"):
+        model = kind if predictor.has(kind, "runtime_ms") else STAND_INS.get(kind)
+        if model is None or not predictor.has(model, "runtime_ms"):
             continue
         at = np.flatnonzero(kinds == kind)
-        pred = predictor.predict_arrays(shapes.iloc[at], kind)
+        pred = predictor.predict_arrays(shapes.iloc[at], model)
         runtime[at], power[at], modeled[at] = pred["runtime_ms"], pred["power_w"], True
     runtime = predictor.runtime_of_layers(runtime)
     return table.assign(runtime_ms=runtime, power_w=power, energy_mj=power * runtime,

@@ -60,3 +60,11 @@ def test_what_stays_unmodeled_is_reported_with_its_share_of_macs():
     un = p.unmodeled
     assert {"roll", "constant_pad_nd"} <= set(un.kind)   # swin's window shifting
     assert (un.macs_share_pct >= 0).all() and un["count"].sum() == p.totals["layers_unmodeled"]
+
+
+def test_a_predictor_fitted_before_the_depthwise_split_still_predicts_depthwise_convs():
+    # the shipped T4 predictor has a conv2d model and none for depthwise_conv2d
+    p = predict(build("torchvision:mobilenet_v2"), (1, 3, 224, 224),
+                Predictor.load(ROOT / "models" / "t4.predictor"))
+    dw = p.layers[p.layers.kind == "depthwise_conv2d"]
+    assert len(dw) == 17 and dw.modeled.all() and (dw.runtime_ms > 0).all()
