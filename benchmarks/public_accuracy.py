@@ -26,7 +26,7 @@ from sklearn.model_selection import train_test_split
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neuralpower.features import FEATURES, TARGETS, features, fit_features  # noqa: E402
+from neuralpower.features import FEATURES, TARGETS, features  # noqa: E402
 from neuralpower.regression import FAMILIES, TRUSTED_TYPES, fit_regressor, rmspe  # noqa: E402
 
 PUBLIC = ROOT / "profiling" / "public"
@@ -76,7 +76,7 @@ def check_families(path: Path, n_rows: int = 600) -> list[dict]:
     kind = next(k for k in data["kind"].dropna().unique() if k in FEATURES)
     d = data[(data["kind"] == kind) & (pd.to_numeric(data["runtime_ms"], errors="coerce") > 0)]
     d = d.sample(min(n_rows, len(d)), random_state=0)
-    X, y = fit_features(d, kind), d["runtime_ms"].to_numpy(float)
+    X, y = features(d, kind), d["runtime_ms"].to_numpy(float)
     far = d.head(20).copy()
     for c in ("batch", "in_channels", "out_channels", "in_features", "out_features"):
         if c in far and far[c].notna().all():
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     for path in paths:
         data = pd.read_csv(path)
         for kind, target, train, test in splits(data):
-            model, info = fit_regressor(fit_features(train, kind), train[target].to_numpy(float))
+            model, info = fit_regressor(features(train, kind), train[target].to_numpy(float))
             X_test = features(test, kind)
             pred = model.predict(X_test)
             assert np.all(np.isfinite(pred)) and np.all(pred > 0)

@@ -23,16 +23,10 @@ from sklearn.ensemble import RandomForestRegressor
 
 from .data import at_reference_speed
 from .errors import NeuralPowerError
-from .features import CONTEXT_FEATURES, MODELED_KINDS, features
+from .features import MODELED_KINDS, features
 
 MIN_ROWS = 5        # fewer rows of a kind than this: no model for it
 BYTES_PER_ELEMENT = 4  # float32, as profiled
-
-
-def _kind_features(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
-    # The context features (what ran around a layer) are this project's own addition; the
-    # baselines see only the layer itself, as the published methods do.
-    return features(rows, kind).drop(columns=CONTEXT_FEATURES, errors="ignore")
 
 
 def _column(X: pd.DataFrame, name: str) -> np.ndarray:
@@ -64,7 +58,7 @@ def _kind_sets(data: pd.DataFrame):
         at = kinds == kind
         if at.sum() < MIN_ROWS:
             continue
-        X, y = _kind_features(data[at], kind), runtime[at]
+        X, y = features(data[at], kind), runtime[at]
         ok = np.isfinite(y) & (y > 0) & np.isfinite(X.to_numpy(float)).all(axis=1)
         if ok.sum() >= MIN_ROWS:
             yield kind, X[ok], y[ok]
@@ -103,7 +97,7 @@ class Baseline:
         kinds = table["kind"].astype(str).to_numpy()
         for kind in set(self.kinds) & set(kinds):
             at = np.flatnonzero(kinds == kind)
-            A = self._design(kind, _kind_features(table.iloc[at], kind))
+            A = self._design(kind, features(table.iloc[at], kind))
             ok = np.isfinite(A).all(axis=1)
             out[at[ok]] = self._predict(kind, A[ok])
         return out

@@ -22,12 +22,11 @@ SHAPE_COLUMNS = [
 TARGETS = ["runtime_ms", "power_w"]
 # Optional columns saying what ran around a layer inside its network (the tracer and the
 # profiler fill them): elements read and written by the op just before it, and by the whole
-# network per run. A layer timed in a network finds its code and data evicted by them; a layer
-# timed alone, back to back (the public data), finds them warm. Fitted only from data that has
-# them; capped where every cache is long full, so a large network does not extrapolate.
+# network per run. Recorded, not features: synthetic networks put small layers in small
+# networks, so models fitted on them extrapolated badly to a small layer in a large real network
+# (the 27 torchvision networks' median error was 75 % with them, 48 % without, on the same
+# measurements; benchmarks/network_accuracy.py).
 CONTEXT_COLUMNS = ["prev_elements", "net_elements"]
-CONTEXT_FEATURES = ["ctx_prev_elems", "ctx_net_elems"]
-CONTEXT_CAP = 2.0**24
 
 
 class _Columns(dict):
@@ -175,22 +174,7 @@ def features(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
         columns[c] = (np.full(len(rows), np.nan) if col is None
                       else col.to_numpy(dtype=float, na_value=np.nan))
     f = _feature_columns(columns, kind)
-    # Without context (a layer measured alone), the layer itself ran before and in between.
-    own = f.get("in_elems", 0) + f["out_elems"]
-    for column, name in zip(CONTEXT_COLUMNS, CONTEXT_FEATURES):
-        v = (pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-             if column in rows else np.full(len(rows), np.nan))
-        f[name] = np.clip(np.where(np.isnan(v), own, v), 1.0, CONTEXT_CAP)
     return pd.DataFrame(f, index=rows.index)
-
-
-def fit_features(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """The features a model is fitted on: :func:`features` without the context features. They
-    are recorded (trace and profiler) but not fitted: in synthetic networks, small layers sit
-    in small networks, so a model leaning on them extrapolates badly to a small layer in a large
-    real network (fitted with them, the 27 torchvision networks' median error was 75 %; without,
-    48 %, on the same measurements; benchmarks/network_accuracy.py)."""
-    return features(rows, kind).drop(columns=CONTEXT_FEATURES)
 
 
 def macs(rows, kind: str) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from .features import CONTEXT_COLUMNS, SHAPE_COLUMNS, STAND_INS
+from .features import SHAPE_COLUMNS, STAND_INS
 from .predictor import Predictor
 from .trace import trace
 
@@ -79,7 +79,7 @@ def predict_table(table: pd.DataFrame, predictor: Predictor) -> pd.DataFrame:
     runtime, power = np.full(len(table), np.nan), np.full(len(table), np.nan)
     modeled = np.zeros(len(table), dtype=bool)
     kinds = table["kind"].to_numpy()
-    shapes = table[[c for c in SHAPE_COLUMNS + CONTEXT_COLUMNS if c in table.columns]]  # what features() reads
+    shapes = table[[c for c in SHAPE_COLUMNS if c in table.columns]]  # what features() reads
     for kind in pd.unique(kinds):
         model = kind if predictor.has(kind, "runtime_ms") else STAND_INS.get(kind)
         if model is None or not predictor.has(model, "runtime_ms"):

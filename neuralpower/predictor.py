@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import NeuralPowerError
-from .features import MODELED_KINDS, TARGETS, features, fit_features
+from .features import MODELED_KINDS, TARGETS, features
 
 FORMAT = "neuralpower-predictor"
 FORMAT_VERSION = 1
@@ -68,7 +68,7 @@ class Predictor:
             rows = data[data.kind == kind]
             if rows.empty:
                 continue
-            X = fit_features(rows, kind)
+            X = features(rows, kind)
             entry = {"rows": len(rows), "feature_ranges": {
                 c: [float(X[c].min()), float(X[c].max())] for c in X.columns}, "targets": {}}
             for target in TARGETS:

@@ -2,6 +2,7 @@
 import json
 import pickle
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from neuralpower.predictor import FORMAT_VERSION
 from neuralpower.regression import TRUSTED_TYPES, fit_regressor, rmspe
 
 from .conftest import PUBLIC
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fit_covers_every_kind_and_target_with_data(cpu_predictor):
@@ -41,11 +44,11 @@ def test_score_on_held_out_rows(cpu_predictor, cpu_split):
 def test_relative_error_fit_beats_the_absolute_one_on_small_layers():
     """The reason for fitting relative error: layers spanning 3 decades of runtime."""
     from neuralpower.data import load
-    from neuralpower.features import features, fit_features
+    from neuralpower.features import features
 
     rows = load(PUBLIC / "neusight_t4_linear.csv").sample(n=1500, random_state=1)
     train, test = rows.iloc[:1200], rows.iloc[1200:]
-    model, _ = fit_regressor(fit_features(train, "linear"), train.runtime_ms.to_numpy())
+    model, _ = fit_regressor(features(train, "linear"), train.runtime_ms.to_numpy())
     ours = rmspe(test.runtime_ms.to_numpy(), model.predict(features(test, "linear")))
     assert ours < 60  # the paper's absolute-error recipe scores 1845 % on this file
 
@@ -198,18 +201,14 @@ def test_repeated_layers_get_the_numbers_they_get_alone(cpu_predictor, cpu_split
     assert np.allclose(together.to_numpy(), alone.to_numpy(), rtol=1e-12, atol=0)
 
 
-def test_context_features_are_fitted_only_from_data_that_has_them(cpu_predictor, cpu_split):
-    from neuralpower.features import CONTEXT_FEATURES, features
+def test_context_columns_are_recorded_but_never_a_feature(cpu_split):
+    from neuralpower.features import CONTEXT_COLUMNS, MODELED_KINDS, features
 
-    # The public rows were measured alone: no context, so no model uses it...
-    for model in cpu_predictor.models.values():
-        used = set(model.backbone.named_steps["features"].columns_)
-        assert used and not set(CONTEXT_FEATURES) & used
-    # ...and a row measured alone is featured as if it followed itself.
     rows = cpu_split[1][cpu_split[1].kind == "linear"].head(5)
-    f = features(rows, "linear")
-    own = (rows.batch * (rows.in_features + rows.out_features)).to_numpy()
-    assert np.allclose(f["ctx_prev_elems"], own) and np.allclose(f["ctx_net_elems"], own)
-    # Rows that carry context are featured with it.
-    f = features(rows.assign(prev_elements=7.0, net_elements=1e9), "linear")
-    assert (f["ctx_prev_elems"] == 7.0).all() and (f["ctx_net_elems"] == 2.0**24).all()
+    plain = features(rows, "linear")
+    with_context = features(rows.assign(prev_elements=7.0, net_elements=1e9), "linear")
+    assert plain.equals(with_context)
+    shipped = Predictor.load(ROOT / "models" / "amd_epyc_2t_cpu.predictor")
+    for (kind, _), model in shipped.models.items():
+        used = set(model.backbone.named_steps["features"].columns_)
+        assert used and not used & set(CONTEXT_COLUMNS) and kind in MODELED_KINDS

@@ -127,9 +127,9 @@ def time_whole(model: nn.Module, x, *, warmup: int = 3, min_repeats: int = 10,
 def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repeats: int = 5,
                  max_repeats: int = 50, target_s: float = 0.25,
                  capture_inputs: bool = False, reference: Reference | None = None) -> Timings:
-    """Time every child module of ``model`` (each running one op) inside the running network, and the
-    whole network. Repeats adapt to the network's speed: enough runs to fill ``target_s`` per
-    mode, within ``[min_repeats, max_repeats]``."""
+    """Time every child module of ``model`` (each running one op) inside the running network,
+    and the whole network. Repeats adapt to the network's speed: enough runs to fill
+    ``target_s`` per mode, within ``[min_repeats, max_repeats]``."""
     clock = _Clock(x.device)
     children = list(model.named_children())
     timings = Timings(layers={name: [] for name, _ in children})
