@@ -17,6 +17,7 @@ dropped.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from contextlib import ExitStack
 
@@ -73,7 +74,8 @@ def _conv(args, out):
     (kh, kw), (sh, sw) = tuple(w.shape[2:]), _pair(stride)
     (ph, pw), (dh, dw) = _pair(padding), _pair(dilation)
     depthwise = groups > 1 and groups == c
-    return dict(kind="depthwise_conv2d" if depthwise else "conv2d", batch=b, in_channels=c, in_h=h, in_w=wd, out_channels=oc,
+    return dict(kind="depthwise_conv2d" if depthwise else "conv2d", batch=b, in_channels=c,
+                in_h=h, in_w=wd, out_channels=oc,
                 out_h=oh, out_w=ow, kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw,
                 pad_h=ph, pad_w=pw, dilation_h=dh, dilation_w=dw, groups=int(groups))
 
@@ -162,38 +164,30 @@ def _tensor_op(kind, data=slice(0, 1), inner=lambda args, out: out.shape[-1] if 
     return handler
 
 
+def _dim(args, out) -> int:
+    return (args[1] if len(args) > 1 else 0) % max(out.dim(), 1)
+
+
+# Built once: the tracer calls a handler for every op of every network it traces.
+_batch_norm_op = _tensor_op("batch_norm", inner=lambda a, o: o[0, 0].numel() if o.dim() > 2 else 1)
+_softmax = _tensor_op("softmax", inner=lambda a, o: o.shape[a[1]] if o.dim() else 1)
+_cat_op = _tensor_op("cat", inner=lambda a, o: math.prod(o.shape[_dim(a, o):]))
+
+
 def _batch_norm(args, out):
     x = args[0]
-    row = _tensor_op("batch_norm", inner=lambda a, o: o[0, 0].numel() if o.dim() > 2 else 1)(args, out)
-    return {**row, "in_channels": x.shape[1] if x.dim() > 1 else 1}
-
-
-def _layer_norm(args, out):
-    return _tensor_op("layer_norm", inner=lambda a, o: max(_prod(a[1]), 1))(args, out)
-
-
-def _softmax(args, out):
-    return _tensor_op("softmax", inner=lambda a, o: o.shape[a[1]] if o.dim() else 1)(args, out)
+    return {**_batch_norm_op(args, out), "in_channels": x.shape[1] if x.dim() > 1 else 1}
 
 
 def _cat(args, out):
     tensors = [t for t in args[0] if isinstance(t, torch.Tensor) and t.numel()]
-    dim = (args[1] if len(args) > 1 else 0) % max(out.dim(), 1)
-    row = _tensor_op("cat", inner=lambda a, o: _prod(o.shape[dim:]))(args, out)
-    return {**row, "n_inputs": len(tensors)}
+    return {**_cat_op(args, out), "n_inputs": len(tensors)}
 
 
 def _embedding(args, out):
     weight, indices = args[0], args[1]
     return dict(kind="embedding", batch=indices.numel(), in_features=weight.shape[0],
                 out_features=weight.shape[1])
-
-
-def _prod(dims) -> int:
-    n = 1
-    for d in ([dims] if isinstance(dims, int) else dims):
-        n *= int(d)
-    return n
 
 
 # ATen op packet -> handler(args, out) returning the kind and its schema columns.
@@ -214,7 +208,7 @@ OP_HANDLERS = {
     aten.native_batch_norm: _batch_norm,
     aten._native_batch_norm_legit_no_training: _batch_norm,
     aten._native_batch_norm_legit: _batch_norm,
-    aten.native_layer_norm: _layer_norm,
+    aten.native_layer_norm: _tensor_op("layer_norm", inner=lambda a, o: math.prod(a[1])),
     aten._softmax: _softmax,
     aten._safe_softmax: _softmax,
     aten.cat: _cat,

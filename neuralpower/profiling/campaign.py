@@ -272,7 +272,8 @@ class Campaign:
     def _estimate(self, t) -> float:
         """Seconds the network traced as ``t`` will take to measure."""
         compute, streamed = synthetic.work(t)
-        net_s = compute.sum() / self.macs_per_s + streamed.sum() / self.pool_macs_per_s + 5e-5 * len(t)
+        net_s = (compute.sum() / self.macs_per_s + streamed.sum() / self.pool_macs_per_s
+                 + 5e-5 * len(t))
         repeats = min(50, max(5, math.ceil(REPEAT_S / max(net_s, 1e-6))))
         power_s = (self.power_window_s * (t.kind != "free").sum()
                    if self.meter.measures_power else 0.0)
