@@ -14,6 +14,9 @@ from .features import INPUT_COLUMNS, SHAPE_COLUMNS, TARGETS
 MAX_SIZE = 2**31
 MAX_RUNTIME_MS = 1e7
 MAX_POWER_W = 1e5
+# A row measured while the speed probe ran more than this many times off the campaign's median
+# is not used (see at_reference_speed).
+DISTURBED = 2.0
 
 
 def load(paths) -> pd.DataFrame:
@@ -98,8 +101,12 @@ def at_reference_speed(d: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
     """Runtimes brought to one speed of the device: a campaign records, beside each network, the
     time of a fixed probe run between its repeats (``reference_ms``, see
     ``profiling.timing.Reference``); each row's runtimes are scaled by the median probe time over
-    its own. Returns the scaled copy and that median (None, and ``d`` unchanged, for data with
-    no probe: public data, older campaigns)."""
+    its own. Rows whose probe ran more than ``DISTURBED`` times slower or faster than that
+    median are left out: the machine was disturbed then (another process, a stall), and the
+    probe and the layers need not have been slowed alike (on the development VM the probe once
+    ran 100 times slower while the network beside it ran at its usual speed). Returns the scaled
+    copy and that median (None, and ``d`` unchanged, for data with no probe: public data, older
+    campaigns)."""
     if "reference_ms" not in d.columns:
         return d, None
     ref = pd.to_numeric(d["reference_ms"], errors="coerce")
@@ -107,8 +114,9 @@ def at_reference_speed(d: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
     if ref.isna().all():
         return d, None
     nominal = float(ref.median())
-    factor = (nominal / ref).fillna(1.0)  # a row without a probe stays as measured
-    out = d.copy()
+    keep = ref.isna() | ref.between(nominal / DISTURBED, nominal * DISTURBED)
+    factor = (nominal / ref[keep]).fillna(1.0)  # a row without a probe stays as measured
+    out = d[keep].copy()
     for c in ("runtime_ms", "network_runtime_ms"):
         if c in out.columns:
             out[c] = pd.to_numeric(out[c], errors="coerce") * factor
