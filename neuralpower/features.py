@@ -20,6 +20,10 @@ SHAPE_COLUMNS = [
     "elements", "in_elements", "inner", "n_inputs", "rows",
 ]
 TARGETS = ["runtime_ms", "power_w"]
+# What a measurement is of: inference (a forward pass) or a training step's forward and backward
+# pass per layer (a campaign's ``runtime_ms`` is then their sum, beside ``forward_ms`` and
+# ``backward_ms``). Rows without a ``mode`` column are inference.
+MODES = ("inference", "train")
 # Optional columns saying what ran around a layer inside its network (the tracer and the
 # profiler fill them): elements read and written by the op just before it, and by the whole
 # network per run. Recorded, not features: synthetic networks put small layers in small

@@ -34,6 +34,7 @@ class Prediction:
     input_shape: list
     layers: pd.DataFrame
     totals: dict
+    mode: str = "inference"   # or "train": figures are a training step's forward + backward
 
     @property
     def modeled(self) -> pd.DataFrame:
@@ -126,4 +127,4 @@ def predict(model: nn.Module | pd.DataFrame, input_shape, predictor: Predictor |
     shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
     return Prediction(network=name, device=predictor.device, input_shape=[list(s) for s in shapes],
                       layers=table[table.kind != "free"].reset_index(drop=True),
-                      totals=totals(table))
+                      totals=totals(table), mode=predictor.mode)

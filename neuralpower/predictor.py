@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import NeuralPowerError
-from .features import MODELED_KINDS, TARGETS, features
+from .features import MODELED_KINDS, MODES, TARGETS, features
 
 FORMAT = "neuralpower-predictor"
 FORMAT_VERSION = 1
@@ -37,6 +37,11 @@ class Predictor:
     def device(self) -> str:
         return self.card.get("device", "unknown device")
 
+    @property
+    def mode(self) -> str:
+        """``inference`` (a forward pass per layer) or ``train`` (forward and backward)."""
+        return self.card.get("mode", "inference")
+
     def speed(self, reference_ms) -> float:
         """How much slower than this predictor's reference speed the device is when its speed
         probe takes ``reference_ms`` (1.0 when either side has no probe)."""
@@ -50,14 +55,18 @@ class Predictor:
     @classmethod
     def fit(cls, data: pd.DataFrame, log=print, seed: int = 0) -> "Predictor":
         """Fit every (kind, target) that has data; say which are skipped and why."""
-        from .data import at_reference_speed
+        from .data import DISTURBED, at_reference_speed
         from .regression import fit_regressor
 
         raw, (data, reference_ms) = data, at_reference_speed(data)
+        if len(data) < len(raw):
+            log(f"left out {len(raw) - len(data)} rows measured while the device ran more than "
+                f"{DISTURBED:g}x off its median speed (a disturbed machine)")
         devices = sorted(set(data.get("device", pd.Series(dtype=str)).dropna().astype(str)))
         if len(devices) > 1:
             raise NeuralPowerError(f"data from several devices ({'; '.join(devices)}): fit one "
                                    "predictor per device")
+        mode = _mode(data)
         unknown = sorted(set(data.kind) - set(MODELED_KINDS))
         if unknown:
             counts = data.kind.value_counts()
@@ -91,6 +100,7 @@ class Predictor:
         card = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "device": devices[0] if devices else "unknown device",
+            "mode": mode,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": _versions(),
             "data": _provenance(raw),
@@ -239,6 +249,20 @@ class Predictor:
         return cls(models, card)
 
 
+def _mode(data: pd.DataFrame) -> str:
+    """The one mode the rows were measured in (rows without a ``mode`` are inference)."""
+    modes = (sorted(set(data["mode"].fillna("inference").astype(str)))
+             if "mode" in data.columns else ["inference"])
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise NeuralPowerError(f"unknown mode {unknown[0]!r} in the data (expected "
+                               f"{' or '.join(MODES)})")
+    if len(modes) > 1:
+        raise NeuralPowerError("data of inference and training campaigns together: fit one "
+                               "predictor per mode")
+    return modes[0]
+
+
 def _check_format(card: dict, path: Path) -> None:
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise NeuralPowerError(f"{path}: not a neuralpower predictor (no {FORMAT} card)")
@@ -271,7 +295,9 @@ def _provenance(data: pd.DataFrame) -> list[dict]:
 
 def card_markdown(card: dict) -> str:
     """A human-readable model card."""
-    lines = [f"# Predictor: {card['device']}", "",
+    lines = [f"# Predictor: {card['device']}"
+             + (" (training: forward + backward per layer)" if card.get("mode") == "train" else ""),
+             "",
              f"Fitted {card['created']} with neuralpower {card['versions']['neuralpower']} "
              f"(torch {card['versions']['torch']}, scikit-learn {card['versions']['scikit-learn']}).",
              "", "## Data", "", "| file | rows | kinds |", "|---|---|---|"]

@@ -34,6 +34,7 @@ def prediction_json(p: Prediction, top: int = 5) -> dict:
     return {
         "network": p.network,
         "device": p.device,
+        "mode": p.mode,
         "input": ["x".join(map(str, s)) for s in p.input_shape],
         "totals": {k: _clean(v) for k, v in p.totals.items()},
         "layers": records(p.layers),
@@ -59,7 +60,9 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
     })
     fmt = {"MMACs": "{:.1f}".format, "runtime_ms": "{:.4f}".format, "power_w": "{:.1f}".format,
            "energy_mj": "{:.3f}".format, f"share_%({share_of})": "{:.1f}".format}
-    out = [f"{p.network} on {p.device}, input {', '.join('x'.join(map(str, s)) for s in p.input_shape)}",
+    step = ", one training step (forward + backward)" if p.mode == "train" else ""
+    out = [f"{p.network} on {p.device}, input "
+           f"{', '.join('x'.join(map(str, s)) for s in p.input_shape)}{step}",
            "", view.to_string(index=False, formatters=fmt, na_rep="–"), ""]
     power_note = "" if p.has_power else " (this predictor has no power model for this device)"
     out.append(f"Total: runtime {_fmt(t['runtime_ms'])} ms, power {_fmt(t['power_w'], '.1f')} W, "

@@ -32,17 +32,17 @@ import torch
 
 from .. import __version__
 from ..errors import NeuralPowerError
-from ..features import CONTEXT_COLUMNS, SHAPE_COLUMNS
+from ..features import CONTEXT_COLUMNS, MODES, SHAPE_COLUMNS
 from . import synthetic
 from .meters import MeterError, idle_power, open_meter
 from .timing import Reference, layer_power, spread, time_network
 
 FORMAT_VERSION = 1
 CSV_COLUMNS = [
-    "kind", *SHAPE_COLUMNS, "macs", *CONTEXT_COLUMNS, "runtime_ms", "runtime_iqr_ms", "runtime_min_ms", "repeats",
-    "power_w", "power_source", "power_window_s", "power_error", "device", "network", "layer",
-    "position", "network_runtime_ms", "network_runtime_iqr_ms", "reference_ms", "threads",
-    "dtype", "status",
+    "kind", *SHAPE_COLUMNS, "macs", *CONTEXT_COLUMNS, "runtime_ms", "runtime_iqr_ms",
+    "runtime_min_ms", "repeats", "mode", "forward_ms", "backward_ms", "power_w", "power_source",
+    "power_window_s", "power_error", "device", "network", "layer", "position",
+    "network_runtime_ms", "network_runtime_iqr_ms", "reference_ms", "threads", "dtype", "status",
     "error", "campaign_s",
 ]
 _HEADER = ",".join(CSV_COLUMNS) + "\n"
@@ -95,7 +95,7 @@ class Campaign:
 
     def __init__(self, output, device="cpu", kinds=synthetic.PROFILED_KINDS, seed: int = 0,
                  threads: int | None = None, power_window_s: float | None = None, meter=None,
-                 command: str | None = None, log=None):
+                 command: str | None = None, log=None, mode: str = "inference"):
         self.path = Path(output)
         self.device = parse_device(device) if isinstance(device, str) else device
         unknown = sorted(set(kinds) - set(synthetic.PROFILED_KINDS))
@@ -104,6 +104,10 @@ class Campaign:
                                    f"{', '.join(synthetic.PROFILED_KINDS)}")
         self.kinds = tuple(k for k in synthetic.PROFILED_KINDS if k in kinds)
         self.seed = int(seed)
+        if mode not in MODES:
+            raise NeuralPowerError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
+        self.mode = mode
+        self.train = mode == "train"
         if threads is not None and threads < 1:
             raise NeuralPowerError("--threads must be at least 1")
         self.threads = int(threads or torch.get_num_threads())
@@ -212,7 +216,7 @@ class Campaign:
         path = sidecar_path(self.path)
         settings = {"device": str(self.device), "kinds": list(self.kinds), "seed": self.seed,
                     "threads": self.threads, "dtype": "float32",
-                    "power_window_s": self.power_window_s}
+                    "power_window_s": self.power_window_s, "mode": self.mode}
         if path.exists():
             try:
                 meta = json.loads(path.read_text())
@@ -222,6 +226,7 @@ class Campaign:
             except (OSError, ValueError, KeyError, TypeError):
                 raise NeuralPowerError(f"{path}: unreadable campaign metadata; remove it and the "
                                        "CSV to start again, or write to another file") from None
+            old.setdefault("mode", "inference")  # campaigns before training mode
             changed = [k for k in settings if old.get(k) != settings[k]]
             if changed:
                 k = changed[0]
@@ -274,6 +279,7 @@ class Campaign:
         compute, streamed = synthetic.work(t)
         net_s = (compute.sum() / self.macs_per_s + streamed.sum() / self.pool_macs_per_s
                  + 5e-5 * len(t))
+        net_s *= 3 if self.train else 1  # a backward pass costs about two forward passes
         repeats = min(50, max(5, math.ceil(REPEAT_S / max(net_s, 1e-6))))
         power_s = (self.power_window_s * (t.kind != "free").sum()
                    if self.meter.measures_power else 0.0)
@@ -294,7 +300,7 @@ class Campaign:
         if not layers:
             return []
         base = {"device": device_name(self.device, self.threads), "network": net_id,
-                "threads": self.threads, "dtype": "float32",
+                "threads": self.threads, "dtype": "float32", "mode": self.mode,
                 "power_source": self.meter.source}
         rows = []
         try:
@@ -302,12 +308,13 @@ class Campaign:
             for m in model.modules():  # real values: uninitialised memory may hold denormals
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
+            model.train(self.train)  # batch norm uses the batch's statistics when training
             x = synthetic.example_input(spec, self.device)
             if self._reference is None:
                 self._reference = Reference(self.device)
             timings = time_network(model, x, target_s=REPEAT_S,
                                    capture_inputs=self.meter.measures_power,
-                                   reference=self._reference)
+                                   reference=self._reference, train=self.train)
             whole = spread(timings.network)
             children = dict(model.named_children())
             for position, name, op in layers:
@@ -319,7 +326,7 @@ class Campaign:
                     try:
                         watts, seconds = layer_power(children[name], timings.inputs[name],
                                                      self.meter, row["runtime_ms"],
-                                                     self.power_window_s)
+                                                     self.power_window_s, train=self.train)
                         row.update(power_w=watts, power_window_s=round(seconds, 3))
                     except MeterError as e:
                         row["power_error"] = _one_line(e)

@@ -8,6 +8,15 @@ the whole is measured under the same conditions.
 
 CPU: ``time.perf_counter_ns`` around the call. CUDA: CUDA events recorded on the stream, read
 after one synchronisation per run (no synchronisation inside the network, which would change it).
+
+Training (``train=True``): a run is a training step's forward and backward pass (the gradient
+of the output is ones; parameter gradients are reset to None between runs, as
+``zero_grad(set_to_none=True)`` does). A layer's backward time runs from the moment the gradient
+of its output is ready (a hook on the output tensor; module backward hooks would forbid in-place
+layers) to the next such moment of any layer (or to the end of the pass): autograd on one
+device runs the nodes one at a time in reverse creation order, so a layer's gradient work,
+weight gradients included, sits between the two marks. A layer whose output needs no gradient (nothing before it has
+parameters) has no backward pass, in profiling as in training.
 """
 from __future__ import annotations
 
@@ -26,9 +35,16 @@ class Timings:
     network: list[float] = field(default_factory=list)              # ms per whole run
     inputs: dict[str, tuple] = field(default_factory=dict)  # a layer's inputs, when asked
     reference_ms: float | None = None                               # see Reference
+    backward: dict[str, list[float]] = field(default_factory=dict)  # training: ms per run
 
     def summary(self, name: str) -> dict:
-        return spread(self.layers[name])
+        """The layer's runtime (forward + backward when training) with its spread; training
+        adds the medians of each pass, ``forward_ms`` and ``backward_ms``."""
+        if not self.backward:
+            return spread(self.layers[name])
+        fwd, bwd = np.asarray(self.layers[name]), np.asarray(self.backward[name])
+        return {**spread(fwd + bwd), "forward_ms": round(float(np.median(fwd)), 5),
+                "backward_ms": round(float(np.median(bwd)), 5)}
 
 
 def spread(times_ms) -> dict:
@@ -97,28 +113,43 @@ def _probe_every(repeats: int) -> int:
     return max(1, math.ceil(repeats / 8))   # about eight probes per measurement
 
 
-def _whole_run(model: nn.Module, x, clock: _Clock) -> float:
+def _whole_run(model: nn.Module, x, clock: _Clock, train: bool = False) -> float:
+    if train:
+        _zero_grad(model)
     start = clock.mark()
-    model(x)
+    out = model(x)
+    if train and out.requires_grad:
+        out.backward(torch.ones_like(out))
     end = clock.mark()
     clock.sync()
     return clock.ms(start, end)
 
 
+def _zero_grad(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.grad = None
+
+
+def _mode(train: bool):
+    """Autograd on for a training step; off (and cheaper) for inference."""
+    return torch.enable_grad() if train else torch.inference_mode()
+
+
 def time_whole(model: nn.Module, x, *, warmup: int = 3, min_repeats: int = 10,
                max_repeats: int = 1000, target_s: float = 1.0,
-               reference: Reference | None = None) -> list[float]:
+               reference: Reference | None = None, train: bool = False) -> list[float]:
     """Milliseconds of each of the repeated runs of the whole ``model`` (no hooks), after
     ``warmup`` runs; as many runs as fill ``target_s``, within the repeat bounds. With a
-    ``reference``, it is sampled between runs (read it with ``reference.take()``)."""
+    ``reference``, it is sampled between runs (read it with ``reference.take()``). With
+    ``train``, a run is a forward and backward pass."""
     clock = _Clock(x.device)
     times = []
-    with torch.inference_mode():
-        first = [_whole_run(model, x, clock) for _ in range(max(warmup, 1))][-1]
+    with _mode(train):
+        first = [_whole_run(model, x, clock, train) for _ in range(max(warmup, 1))][-1]
         repeats = min(max_repeats, max(min_repeats, math.ceil(target_s * 1e3 / max(first, 1e-3))))
         every = _probe_every(repeats)
         for i in range(repeats):
-            times.append(_whole_run(model, x, clock))
+            times.append(_whole_run(model, x, clock, train))
             if reference is not None and i % every == 0:
                 reference.sample()
     return times
@@ -126,29 +157,36 @@ def time_whole(model: nn.Module, x, *, warmup: int = 3, min_repeats: int = 10,
 
 def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repeats: int = 5,
                  max_repeats: int = 50, target_s: float = 0.25,
-                 capture_inputs: bool = False, reference: Reference | None = None) -> Timings:
+                 capture_inputs: bool = False, reference: Reference | None = None,
+                 train: bool = False) -> Timings:
     """Time every child module of ``model`` (each running one op) inside the running network,
     and the whole network. Repeats adapt to the network's speed: enough runs to fill
-    ``target_s`` per mode, within ``[min_repeats, max_repeats]``."""
+    ``target_s`` per mode, within ``[min_repeats, max_repeats]``. With ``train``, each run is
+    a forward and a backward pass, and each layer's backward is timed too (module docstring)."""
     clock = _Clock(x.device)
     children = list(model.named_children())
-    timings = Timings(layers={name: [] for name, _ in children})
+    timings = Timings(layers={name: [] for name, _ in children},
+                      backward={name: [] for name, _ in children} if train else {})
     marks: dict[str, list] = {}
+    backward_marks: list = []  # (name, mark) in the order autograd reached the layers
 
     def pre(name):
         def hook(module, inputs):
-            if capture_inputs:
-                timings.inputs[name] = tuple(t.detach().clone() for t in inputs)
+            if capture_inputs:  # (with the gradient flag they had in the network)
+                timings.inputs[name] = tuple(t.detach().clone().requires_grad_(t.requires_grad)
+                                             for t in inputs)
             marks[name] = [clock.mark()]
         return hook
 
     def post(name):
         def hook(module, inputs, output):
             marks[name].append(clock.mark())
+            if train and output.requires_grad:  # the layer's backward starts with this gradient
+                output.register_hook(lambda grad: backward_marks.append((name, clock.mark())))
         return hook
 
     def whole_run() -> float:
-        return _whole_run(model, x, clock)
+        return _whole_run(model, x, clock, train)
 
     def hooked_run():
         handles = []
@@ -156,16 +194,29 @@ def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repe
             for name, module in children:
                 handles.append(module.register_forward_pre_hook(pre(name)))
                 handles.append(module.register_forward_hook(post(name)))
-            model(x)
+            if train:
+                _zero_grad(model)
+            out = model(x)
+            if train and out.requires_grad:
+                out.backward(torch.ones_like(out))
+            end = clock.mark()
             clock.sync()
         finally:
             for h in handles:
                 h.remove()
-        for name, (start, end) in marks.items():
-            timings.layers[name].append(clock.ms(start, end))
+        for name, (start, stop) in marks.items():
+            timings.layers[name].append(clock.ms(start, stop))
+        if train:
+            spent = dict.fromkeys(timings.backward, 0.0)  # no backward pass: none spent
+            for (name, start), (_, stop) in zip(backward_marks,
+                                                 backward_marks[1:] + [(None, end)]):
+                spent[name] += clock.ms(start, stop)
+            for name, ms in spent.items():
+                timings.backward[name].append(ms)
         marks.clear()
+        backward_marks.clear()
 
-    with torch.inference_mode():
+    with _mode(train):
         first = [whole_run() for _ in range(max(warmup, 1))][-1]
         repeats = min(max_repeats, max(min_repeats, math.ceil(target_s * 1e3 / max(first, 1e-3))))
         every = _probe_every(repeats)
@@ -181,20 +232,32 @@ def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repe
 
 
 def layer_power(module: nn.Module, x, meter, runtime_ms: float,
-                window_s: float) -> tuple[float, float]:
+                window_s: float, train: bool = False) -> tuple[float, float]:
     """Mean device power while ``module`` runs back to back on ``x`` (a tensor, or the tuple of
     a layer's inputs) for at least ``window_s`` (a sensor needs a window far longer than one
-    layer). Returns (watts, seconds measured). Raises the meter's error when a read fails."""
+    layer); with ``train``, a forward and backward pass each time. Returns (watts, seconds
+    measured). Raises the meter's error when a read fails."""
     args = x if isinstance(x, tuple) else (x,)
     clock = _Clock(args[0].device)
     n = max(1, math.ceil(window_s * 1e3 / max(runtime_ms, 1e-3)))
-    with torch.inference_mode():
-        module(*args)  # the layer's own warm-up, outside the window
+
+    def step():
+        if not train:
+            return module(*args)
+        _zero_grad(module)
+        # a non-leaf copy of an input that needs a gradient, as in the network (an in-place
+        # layer may not write into a leaf)
+        out = module(*(a.clone() if a.requires_grad else a for a in args))
+        if out.requires_grad:
+            out.backward(torch.ones_like(out))
+
+    with _mode(train):
+        step()  # the layer's own warm-up, outside the window
         clock.sync()
         meter.start()
         start = time.perf_counter()
         for _ in range(n):
-            module(*args)
+            step()
         clock.sync()
         seconds = time.perf_counter() - start
         watts = meter.stop()
