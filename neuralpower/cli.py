@@ -7,6 +7,7 @@ import os
 import sys
 
 from .errors import NeuralPowerError
+from .training import DEFAULT_CARBON_G_PER_KWH, DEFAULT_PUE
 
 
 def _fit(args) -> None:
@@ -41,15 +42,64 @@ def _predict(args) -> None:
 
     if args.top < 0:
         raise NeuralPowerError("--top must be >= 0")
+    train = _training_args(args)
     predictor = Predictor.load(args.model)
     shapes = nets.parse_input(args.input)
+    if train:
+        if predictor.mode != "train":
+            raise NeuralPowerError(f"{args.model} predicts inference; --train needs a predictor "
+                                   "fitted on `neuralpower profile --mode train` data")
+        shapes[0] = (args.batch or shapes[0][0], *shapes[0][1:])  # a step is one batch
     model = nets.build(args.net)
     p = predict(model, shapes if len(shapes) > 1 else shapes[0], predictor, network=args.net)
     if p.totals["layers_modeled"] == 0:
         raise NeuralPowerError(f"{args.net}: no layer of a kind this predictor models "
                                f"({', '.join(sorted({k for k, _ in predictor.models}))})")
-    print(json.dumps(prediction_json(p, args.top), indent=2) if args.json
-          else prediction_text(p, args.top))
+    run = _training_run(args, p, predictor) if train else None
+    if args.json:
+        out = prediction_json(p, args.top)
+        if run:
+            out["training"] = run
+        print(json.dumps(out, indent=2))
+        return
+    print(prediction_text(p, args.top))
+    if run:
+        from .training import training_text
+
+        print("\n" + training_text(run, args.net, predictor.device))
+
+
+def _training_args(args) -> bool:
+    """Whether a training run is asked for, and its settings are complete."""
+    given = [f for f in ("epochs", "dataset_size", "batch") if getattr(args, f) is not None]
+    if not args.train:
+        if given:
+            raise NeuralPowerError(f"--{given[0].replace('_', '-')} is for a training run: add "
+                                   "--train")
+        return False
+    missing = [f"--{f.replace('_', '-')}" for f in ("epochs", "dataset_size")
+               if getattr(args, f) is None]
+    if missing:
+        raise NeuralPowerError(f"--train needs {' and '.join(missing)}")
+    for f in given:
+        if not getattr(args, f) > 0:
+            raise NeuralPowerError(f"--{f.replace('_', '-')} must be positive")
+    return True
+
+
+def _training_run(args, p, predictor) -> dict:
+    from .training import training_run
+
+    t = p.totals
+    energy, source = t["energy_mj"], f"predicted ({predictor.device})"
+    if energy is None and args.power is not None:
+        if not args.power > 0:
+            raise NeuralPowerError("--power must be a positive number of watts")
+        energy, source = args.power * t["runtime_ms"], f"assumed {args.power:g} W (stated)"
+    return training_run(t["runtime_ms"], energy, args.epochs, args.dataset_size,
+                        p.input_shape[0][0], pue=args.pue,
+                        carbon_g_per_kwh=args.carbon_intensity, price_per_kwh=args.price,
+                        energy_source=source)
 
 
 def _profile(args) -> None:
@@ -58,7 +108,7 @@ def _profile(args) -> None:
     kinds = ([k.strip() for group in args.kinds for k in group.split(",") if k.strip()]
              or PROFILED_KINDS)
     campaign = Campaign(args.output, device=args.device, kinds=kinds, seed=args.seed,
-                        threads=args.threads, power_window_s=args.power_window,
+                        threads=args.threads, power_window_s=args.power_window, mode=args.mode,
                         command=" ".join(["neuralpower", *sys.argv[1:]]))
     s = campaign.run(budget_s=args.budget, progress=not args.quiet)
     print(f"{s['ended']}: {s['networks']} networks, {s['rows']} rows ({s['failed']} failed "
@@ -122,6 +172,67 @@ def _validate(args) -> None:
         print(f"wrote {args.plot}")
 
 
+def _rank(args) -> None:
+    from . import nets
+    from .predictor import Predictor
+    from .rank import DEFAULT_ALPHAS, parse_entry, plot_rank, rank_networks, rank_text
+
+    entries = [parse_entry(e) for e in args.nets]
+    alphas = args.alpha or list(DEFAULT_ALPHAS)
+    predictor = Predictor.load(args.model)
+    shapes = nets.parse_input(args.input)
+    result = rank_networks(predictor, entries, alphas=alphas, input_shape=shapes[0],
+                           power_w=args.power)
+    if args.plot:
+        plot_rank(result, args.plot)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(rank_text(result))
+    if args.plot:
+        print(f"wrote {args.plot}")
+
+
+def _report(args) -> None:
+    from . import nets
+    from .hotspots import hotspot_text, html_report, plot_hotspots
+    from .predict import predict
+    from .predictor import Predictor
+
+    if args.top < 1 or args.depth < 1:
+        raise NeuralPowerError("--top and --depth must be at least 1")
+    predictor = Predictor.load(args.model)
+    shapes = nets.parse_input(args.input)
+    p = predict(nets.build(args.net), shapes if len(shapes) > 1 else shapes[0], predictor,
+                network=args.net)
+    if p.totals["layers_modeled"] == 0:
+        raise NeuralPowerError(f"{args.net}: no layer of a kind this predictor models")
+    out = _output_dir(args.output)
+    stem = "".join(c if c.isalnum() else "_" for c in args.net.split(":")[-1])
+    png, html = out / f"{stem}_hotspots.png", out / f"{stem}.html"
+    plot_hotspots(p, png, top=max(args.top, 10), depth=args.depth)
+    html_report(p, html, top=args.top, depth=args.depth)
+    print(hotspot_text(p, top=args.top, depth=args.depth))
+    print(f"\nwrote {png} and {html}")
+
+
+def _output_dir(path):
+    from pathlib import Path
+
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NeuralPowerError(f"{out}: cannot write here ({e.strerror})") from None
+    return out
+
+
+def _demo(args) -> None:
+    from .demo import main_args
+
+    main_args(args)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="neuralpower", description="Predict the runtime, power "
                                  "and energy of a neural network, layer by layer.")
@@ -137,6 +248,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
     p.add_argument("--power-window", type=float, help="seconds a layer runs back to back for "
                    "one power reading (default: 0.3 or the sensor's minimum)")
+    p.add_argument("--mode", choices=["inference", "train"], default="inference",
+                   help="measure inference (forward) or a training step (forward + backward) "
+                   "of each layer (default inference)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_profile)
 
@@ -178,7 +292,67 @@ def parser() -> argparse.ArgumentParser:
                    "(comma-separate several inputs)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--top", type=int, default=5, help="how many hotspot layers to list")
+    t = p.add_argument_group("training run (needs a predictor fitted on --mode train data)")
+    t.add_argument("--train", action="store_true", help="predict a training run: per step, "
+                   "per epoch and in total, with energy, carbon and cost")
+    t.add_argument("--epochs", type=float, help="epochs of the run")
+    t.add_argument("--dataset-size", type=int, help="training samples per epoch")
+    t.add_argument("--batch", type=int, help="batch size of a step (default: --input's batch)")
+    t.add_argument("--pue", type=float, default=DEFAULT_PUE, help="data centre PUE (default "
+                   f"{DEFAULT_PUE}, Strubell et al. 2019)")
+    t.add_argument("--carbon-intensity", type=float, default=DEFAULT_CARBON_G_PER_KWH,
+                   metavar="G_PER_KWH", help="grid carbon intensity in gCO2e/kWh (default "
+                   f"{DEFAULT_CARBON_G_PER_KWH:.1f}, the U.S. average of Strubell et al. 2019; "
+                   "give your region's)")
+    t.add_argument("--price", type=float, metavar="PER_KWH", help="electricity price per kWh, "
+                   "for the cost")
+    t.add_argument("--power", type=float, metavar="W", help="a device power to assume where "
+                   "the predictor has no power model (shown as stated, never as predicted)")
     p.set_defaults(run=_predict)
+
+    p = sub.add_parser("rank", help="rank networks by Energy-Precision Ratio "
+                       "(top-1 error ** alpha * energy)")
+    p.add_argument("model", help="predictor file")
+    p.add_argument("nets", nargs="+", metavar="NET[=TOP1_ERROR]", help="networks, as for "
+                   "predict, each with its top-1 error as a fraction (0.302) or percentage "
+                   "(30.2%%); torchvision networks default to their documented ImageNet error")
+    p.add_argument("--alpha", type=float, action="append", metavar="A", help="weight of "
+                   "accuracy against energy; repeat for several (default 0, 1, 2, 5)")
+    p.add_argument("--input", default="1x3x224x224", help="input shape (default 1x3x224x224)")
+    p.add_argument("--power", type=float, metavar="W", help="a device power to assume where "
+                   "the predictor has no power model (shown as stated, never as predicted)")
+    p.add_argument("--plot", default="ranking.png", help="error-against-energy PNG with the "
+                   "Pareto front (default ranking.png; '' for none)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_rank)
+
+    p = sub.add_parser("report", help="hotspot report of a network: by block, by kind, top "
+                       "layers; PNG chart and HTML page")
+    p.add_argument("model", help="predictor file")
+    p.add_argument("net", help="torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION")
+    p.add_argument("--input", default="1x3x224x224", help="input shape (default 1x3x224x224)")
+    p.add_argument("--top", type=int, default=5, help="top layers to list (default 5)")
+    p.add_argument("--depth", type=int, default=1, help="module path components that make a "
+                   "block (default 1: layer1, layer2, ...)")
+    p.add_argument("-o", "--output", default="reports", help="folder for the PNG and HTML "
+                   "(default reports)")
+    p.set_defaults(run=_report)
+
+    p = sub.add_parser("demo", help="profile this device, fit, validate, report and rank, "
+                       "end to end, in a few minutes")
+    p.add_argument("-o", "--output", default="reports", help="folder for everything written "
+                   "(default reports)")
+    p.add_argument("--budget", type=float, default=180.0, help="seconds of profiling "
+                   "(default 180)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--nets", nargs="+", default=None, metavar="NET",
+                   help="networks to validate and rank (default: five torchvision networks)")
+    p.add_argument("--input", default="1x3x224x224", help="input shape (default 1x3x224x224)")
+    p.add_argument("--power", type=float, metavar="W", help="this device's power, stated, for "
+                   "energy where it has no sensor")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_demo)
     return ap
 
 

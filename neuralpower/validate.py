@@ -63,6 +63,7 @@ def plot(result: dict, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     pts = [(r["measured"]["runtime_ms"], r["predicted"]["runtime_ms"], r["network"])
            for r in result["networks"] if r["error_pct"]["runtime_ms"] is not None]
@@ -81,6 +82,11 @@ def plot(result: dict, path) -> None:
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 6, not 6x10^0
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(plain)
+            axis.set_minor_formatter(plain)
+        ax.tick_params(which="minor", labelsize=7)
         ax.legend(loc="upper left")
     s = result["summary"].get("runtime_ms", {})
     ax.set_title(f"{result['device']}: runtime, predicted vs measured\n"
