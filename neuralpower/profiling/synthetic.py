@@ -439,18 +439,31 @@ def example_input(spec: dict, device) -> torch.Tensor:
 
 class Graph(nn.Module):
     """Layers run in order; each reads the tensors its spec names (default: the previous one).
-    Each child runs one op, so hooks on the children time every op of the network."""
+    Each child runs one op, so hooks on the children time every op of the network.
+
+    A tensor is dropped as soon as no later layer reads it, as in a real network's forward: the
+    allocator then hands the next layer memory that is already mapped and in cache. Keeping
+    every output alive made each op write to fresh memory, and the layers of real networks ran
+    1.3 to 1.9 times faster than the same layers here (mobilenet_v2, resnet50)."""
 
     def __init__(self, layers, inputs):
         super().__init__()
         for i, m in enumerate(layers):
             self.add_module(str(i), m)
         self.inputs = inputs
+        last = {}  # tensor index (0: the input, k: layer k-1's output) -> its last reader
+        for i, reads in enumerate(inputs):
+            for j in reads:
+                last[j] = i
+        self.free_after = [[j for j in set(reads) if last[j] == i]
+                           for i, reads in enumerate(inputs)]
 
     def forward(self, x):
         outs = [x]
-        for m, reads in zip(self.children(), self.inputs):
+        for i, (m, reads) in enumerate(zip(self.children(), self.inputs)):
             outs.append(m(*(outs[j] for j in reads)))
+            for j in self.free_after[i]:
+                outs[j] = None
         return outs[-1]
 
 
