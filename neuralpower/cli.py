@@ -124,17 +124,19 @@ def _measure(args) -> None:
     device = parse_device(args.device)
     shapes = nets.parse_input(args.input)
     model = nets.build(args.net, device=device)
-    m = measure(model, shapes if len(shapes) > 1 else shapes[0], device, threads=args.threads)
+    m = measure(model, shapes if len(shapes) > 1 else shapes[0], device, threads=args.threads,
+                train=args.train)
     out = {"network": args.net, "device": m["device"], "input": args.input,
            "totals": {k: m[k] for k in ("runtime_ms", "power_w", "energy_mj")},
            **{k: m[k] for k in ("runtime_iqr_ms", "runtime_min_ms", "repeats", "reference_ms",
-                                "power_source", "threads")}}
+                                "power_source", "threads", "mode")}}
     if args.json:
         print(json.dumps(out, indent=2))
         return
     power = "not measured" if m["power_w"] is None else f"{m['power_w']:.1f} W"
     energy = "not measured" if m["energy_mj"] is None else f"{m['energy_mj']:.1f} mJ"
-    print(f"{args.net} on {m['device']}, input {args.input}\n"
+    step = ", one training step (forward + backward)" if args.train else ""
+    print(f"{args.net} on {m['device']}, input {args.input}{step}\n"
           f"  runtime  {m['runtime_ms']:.3f} ms median of {m['repeats']} runs "
           f"(IQR {m['runtime_iqr_ms']:.3f} ms, min {m['runtime_min_ms']:.3f} ms)\n"
           f"  speed    reference probe {m['reference_ms']:.3f} ms meanwhile (the device's speed)\n"
@@ -259,6 +261,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--input", default="1x3x224x224", help="input shape, e.g. 1x3x224x224")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
+    p.add_argument("--train", action="store_true", help="measure a training step (forward + "
+                   "backward, training mode) instead of inference")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_measure)
 

@@ -105,7 +105,8 @@ def _embedding(d: _Columns) -> dict:
 
 # Kinds that stream tensors; each is its own kind because their cost per element differs
 # (gelu's erf against relu's max), and each is profiled as a layer of its own.
-ACTIVATIONS = ("relu", "gelu", "silu", "hardswish", "sigmoid", "hardsigmoid", "tanh")
+ACTIVATIONS = ("relu", "gelu", "silu", "hardswish", "sigmoid", "hardsigmoid", "tanh",
+               "hardtanh")  # hardtanh: ReLU6 (MobileNetV2)
 ELEMENTWISE = ("add", "mul")
 # kind -> feature builder. A kind with an entry here can be fitted and predicted.
 FEATURES = {

@@ -19,8 +19,10 @@ from .profiling.timing import Reference, layer_power, spread, time_whole
 
 
 def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None = None,
-            meter=None, target_s: float = 1.0, power_window_s: float | None = None) -> dict:
-    """Measured totals of ``model`` (built on ``device``) for an input of ``input_shape``:
+            meter=None, target_s: float = 1.0, power_window_s: float | None = None,
+            train: bool = False) -> dict:
+    """Measured totals of ``model`` (built on ``device``) for an input of ``input_shape``
+    (with ``train``, of a training step: forward and backward, in training mode):
     ``{"device", "runtime_ms", "runtime_iqr_ms", "runtime_min_ms", "repeats", "reference_ms",
     "power_w", "energy_mj", "power_source", "threads"}``; power and energy are None when not
     measured; ``reference_ms`` is the device's speed meanwhile (``timing.Reference``)."""
@@ -33,11 +35,12 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
     try:
         shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
         inputs = [torch.randn(*s, device=device) for s in shapes]
-        model = model.eval()
+        model = model.train(train)
         run = _Bound(model, inputs)
         try:
             reference = Reference(device)
-            times = spread(time_whole(run, inputs[0], target_s=target_s, reference=reference))
+            times = spread(time_whole(run, inputs[0], target_s=target_s, reference=reference,
+                                      train=train))
         except (RuntimeError, ValueError, TypeError, IndexError) as e:  # shapes, memory
             text = str(e).strip().splitlines()
             raise NeuralPowerError(f"cannot run {type(model).__name__} with input "
@@ -46,7 +49,8 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
         if meter.measures_power:
             window = power_window_s or max(1.0, meter.min_window_s)
             try:
-                watts, _ = layer_power(run, inputs[0], meter, times["runtime_ms"], window)
+                watts, _ = layer_power(run, inputs[0], meter, times["runtime_ms"], window,
+                                       train=train)
                 power = watts if math.isfinite(watts) else None
             except MeterError as e:
                 source = f"{meter.source} (read failed: {e})"
@@ -58,7 +62,8 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
     return {"device": device_name(device, threads), **times,
             "reference_ms": reference.take(), "power_w": power,
             "energy_mj": None if power is None else power * times["runtime_ms"],
-            "power_source": source, "threads": threads}
+            "power_source": source, "threads": threads,
+            "mode": "train" if train else "inference"}
 
 
 def _fmt(shapes) -> str:

@@ -37,7 +37,8 @@ def training_run(step_runtime_ms: float, step_energy_mj: float | None, epochs: f
     """Totals of a training run from one step's runtime (ms) and device energy (mJ; None when
     no power figure exists: then only time is given). Units are in the keys: ``hours``,
     ``energy_kwh`` (device), ``kwh_pue`` (at the socket), ``co2e_kg``, ``cost`` (in the
-    currency of ``price_per_kwh``), ``power_w`` (mean device power)."""
+    currency of ``price_per_kwh``), ``power_w`` (mean device power); ``epoch_hours`` and
+    ``epoch_kwh_pue`` per epoch."""
     _check("epochs", epochs, positive=True)
     _check("--dataset-size", dataset_size, positive=True)
     _check("--batch", batch, positive=True)
@@ -54,13 +55,15 @@ def training_run(step_runtime_ms: float, step_energy_mj: float | None, epochs: f
            "steps_per_epoch": steps_per_epoch, "steps": steps,
            "step_runtime_ms": step_runtime_ms, "step_energy_mj": step_energy_mj,
            "hours": steps * step_runtime_ms / 3.6e6,
+           "epoch_hours": steps_per_epoch * step_runtime_ms / 3.6e6,
            "pue": pue, "carbon_g_per_kwh": carbon_g_per_kwh, "price_per_kwh": price_per_kwh,
            "energy_source": energy_source, "power_w": None, "energy_kwh": None,
-           "kwh_pue": None, "co2e_kg": None, "cost": None}
+           "kwh_pue": None, "epoch_kwh_pue": None, "co2e_kg": None, "cost": None}
     if step_energy_mj is not None:
         energy_kwh = steps * step_energy_mj / MJ_PER_KWH
         out.update(power_w=step_energy_mj / step_runtime_ms, energy_kwh=energy_kwh,
                    kwh_pue=energy_kwh * pue, co2e_kg=energy_kwh * pue * carbon_g_per_kwh / 1e3,
+                   epoch_kwh_pue=steps_per_epoch * step_energy_mj / MJ_PER_KWH * pue,
                    cost=None if price_per_kwh is None else energy_kwh * pue * price_per_kwh)
     return out
 
@@ -83,7 +86,10 @@ def training_text(run: dict, network: str, device: str) -> str:
              f"one step (forward + backward of every layer; the optimizer step is not included): "
              f"{run['step_runtime_ms']:.2f} ms"
              + ("" if run["step_energy_mj"] is None else
-                f", {run['power_w']:.1f} W, {run['step_energy_mj'] / 1e3:.3f} J"), ""]
+                f", {run['power_w']:.1f} W, {run['step_energy_mj'] / 1e3:.3f} J"),
+             f"one epoch: {run['epoch_hours']:.3g} hours"
+             + ("" if run["epoch_kwh_pue"] is None else f", {run['epoch_kwh_pue']:.3g} kWh·PUE"),
+             ""]
     header = ["Model", "Hardware", "Power (W)", "Hours", "kWh·PUE", "CO2e (kg)", "Cost"]
     row = [network, device, num(run["power_w"], ".1f"), num(run["hours"], ".3g"),
            num(run["kwh_pue"], ".3g"), num(run["co2e_kg"], ".3g"),

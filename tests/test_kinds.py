@@ -11,8 +11,8 @@ from neuralpower.features import MODELED_KINDS, features
 from neuralpower.nets import build
 
 ROOT = Path(__file__).resolve().parents[1]
-CAMPAIGN = ROOT / "profiling" / "dev_cpu" / "amd_epyc_2t.csv"
-SHIPPED = ROOT / "models" / "amd_epyc_2t_cpu.predictor"
+CAMPAIGN = ROOT / "profiling" / "dev_cpu" / "intel_xeon_2t.csv"
+SHIPPED = ROOT / "models" / "intel_xeon_2t_cpu.predictor"
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,8 @@ def test_every_kind_is_fitted_with_a_network_calibration(campaign):
     assert np.allclose(conv, net["scale"] * raw[conv.index] + net["per_op_ms"])
 
 
-@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v3_large", "efficientnet_b0",
-                                  "densenet121", "convnext_tiny", "vit_b_16"])
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "mobilenet_v3_large",
+                                  "efficientnet_b0", "densenet121", "convnext_tiny", "vit_b_16"])
 def test_shipped_predictor_covers_modern_networks(name):
     p = predict(build(f"torchvision:{name}"), (1, 3, 224, 224), Predictor.load(SHIPPED))
     assert p.totals["unmodeled_macs"] <= 0.001 * p.totals["macs"]

@@ -36,6 +36,9 @@ def test_training_run_arithmetic_by_hand():
     assert math.isclose(r["co2e_kg"], 22.5225)
     assert math.isclose(r["cost"], 11.26125)
     assert math.isclose(r["power_w"], 150.0)
+    # one epoch: 5,005 steps = 2.78 h, 5,005 * 300 J * 1.5 / 3.6e6 = 0.625625 kWh·PUE
+    assert math.isclose(r["epoch_hours"], 5005 * 2 / 3600)
+    assert math.isclose(r["epoch_kwh_pue"], 0.625625)
     text = training_text(r, "torchvision:resnet50", "some GPU")
     for header in ("Power (W)", "Hours", "kWh·PUE", "CO2e (kg)", "Cost"):
         assert header in text
@@ -149,3 +152,20 @@ def test_training_options_errors_are_one_line(args, message):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and message in r.stderr
+
+
+def test_measure_a_real_training_step():
+    from neuralpower.measure import measure
+    from neuralpower.nets import build
+
+    shape = (4, 3, 64, 64)
+    step = measure(build("torchvision:resnet18", device="cpu"), shape, train=True, target_s=0.3)
+    infer = measure(build("torchvision:resnet18", device="cpu"), shape, target_s=0.3)
+    assert step["mode"] == "train" and infer["mode"] == "inference"
+    assert step["runtime_ms"] > 1.5 * infer["runtime_ms"]   # backward costs about twice forward
+    r = subprocess.run([sys.executable, "-m", "neuralpower", "measure", "torchvision:resnet18",
+                        "--input", "2x3x64x64", "--train", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["mode"] == "train" and out["totals"]["runtime_ms"] > 0

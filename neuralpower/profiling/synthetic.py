@@ -87,8 +87,8 @@ def _pick(u: float, choices):
 _KERNELS = [(1, 3), (3, 4), (5, 1), (7, 1), (11, .3), (2, .3), (4, .2), (6, .2), (9, .2)]
 _STRIDES = [(1, 6), (2, 3), (3, .5), (4, .5)]
 _ACTIVATIONS = [("relu", 3), ("gelu", 1.5), ("silu", 1.5), ("hardswish", 1), ("sigmoid", 1),
-                ("hardsigmoid", .7), ("tanh", .3)]
-_INPLACE = ("relu", "hardswish", "silu")  # torchvision runs these in place
+                ("hardsigmoid", .7), ("tanh", .3), ("hardtanh", 1)]
+_INPLACE = ("relu", "hardswish", "silu", "hardtanh")  # torchvision runs these in place
 
 
 class _Net:
@@ -521,7 +521,7 @@ class _Mix(nn.Module):
 
 
 _ACTIVATION_MODULES = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU,
-                       "hardswish": nn.Hardswish, "sigmoid": nn.Sigmoid,
+                       "hardswish": nn.Hardswish, "sigmoid": nn.Sigmoid, "hardtanh": nn.ReLU6,
                        "hardsigmoid": nn.Hardsigmoid, "tanh": nn.Tanh}
 
 
