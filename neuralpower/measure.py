@@ -15,7 +15,7 @@ from torch import nn
 from .errors import NeuralPowerError
 from .profiling.campaign import device_name, parse_device
 from .profiling.meters import MeterError, open_meter
-from .profiling.timing import Reference, layer_power, spread, time_whole
+from .profiling.timing import Reference, layer_power, spread, steady_allocator, time_whole
 
 
 def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None = None,
@@ -28,6 +28,7 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
     measured; ``reference_ms`` is the device's speed meanwhile (``timing.Reference``)."""
     device = parse_device(device) if isinstance(device, str) else device
     threads = int(threads or torch.get_num_threads())
+    steady_allocator()  # as the profiler does: no page faults that a long-lived process avoids
     if device.type == "cpu":
         torch.set_num_threads(threads)
     own_meter = meter is None

@@ -35,7 +35,7 @@ from ..errors import NeuralPowerError
 from ..features import CONTEXT_COLUMNS, MODES, SHAPE_COLUMNS
 from . import synthetic
 from .meters import MeterError, idle_power, open_meter
-from .timing import Reference, layer_power, spread, time_network
+from .timing import Reference, layer_power, spread, steady_allocator, time_network
 
 FORMAT_VERSION = 1
 CSV_COLUMNS = [
@@ -124,6 +124,7 @@ class Campaign:
         if not budget_s > 0:
             raise NeuralPowerError("--budget must be a positive number of seconds")
         started = time.perf_counter()
+        self.allocator = steady_allocator()
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads)
         try:
@@ -243,7 +244,8 @@ class Campaign:
             meta = {"format": "neuralpower-profile", "format_version": FORMAT_VERSION,
                     "settings": settings, "calibration": {"macs_per_s": self.macs_per_s,
                                                    "pool_macs_per_s": self.pool_macs_per_s}, "device": self._describe_device(),
-                    "software": _software(), "power": self.meter.describe(), "runs": []}
+                    "software": {**_software(), "allocator": self.allocator},
+                    "power": self.meter.describe(), "runs": []}
             if self.meter.measures_power:
                 self.log("measuring idle power (3 s)")
                 meta["power"]["idle_power_w"] = round(idle_power(self.meter, 3.0), 3)

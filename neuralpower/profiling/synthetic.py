@@ -66,10 +66,16 @@ def _log_uniform(u: float, low: float, high: float) -> int:
 
 
 def _width(u: float, low: int, high: int) -> int:
-    """Channels or features: log-uniform; from 16 up, a multiple of 8, as in real networks
+    """Channels or features: log-uniform; from 8 up, a multiple of 8, as in real networks
     (vectorised kernels are tuned for them, so odd widths would measure a rare slow path)."""
     w = _log_uniform(u, low, high)
-    return w if w < 16 else max(16, min(high, round(w / 8) * 8))
+    return w if w < 8 else max(8, min(high, round(w / 8) * 8))
+
+
+def _image_channels(u: float) -> int:
+    """A CNN's input: an image (3 channels, as every real network's first layer sees) or a
+    feature map from inside a network."""
+    return 3 if u < 0.2 else _width((u - 0.2) / 0.8, 8, 2048)
 
 
 def _pick(u: float, choices):
@@ -137,7 +143,7 @@ def sample(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits(
     kind = _pick(u[0], types)
     if kind == "cnn":
         batch = _log_uniform(u[1], 1, limits.max_batch)
-        channels = _width(u[2], 3, 2048)
+        channels = _image_channels(u[2])
         size = max(7, min(_log_uniform(u[3], 7, 224), math.isqrt(limits.max_elements // channels)))
         net = _Net([1, channels, size, size], kinds, limits)
         _cnn(net, layer_u)
@@ -263,7 +269,7 @@ def _conv(v, c, h, limits, depthwise=False, out=None, same=False):
     stride = 1 if same else min(_pick(v[3], _STRIDES), max(1, (h + 2 * padding - reach) // 2 + 1))
     if depthwise:
         stride = min(stride, 2)
-    groups, out = (c, c) if depthwise else (1, out or _width(v[1], 3, 2048))
+    groups, out = (c, c) if depthwise else (1, out or _width(v[1], 8, 2048))
     if not depthwise and v[5] < 0.15 and not same:                       # grouped
         g = _pick(v[5] / 0.15, [(2, 1), (4, 1), (8, 1), (32, 1)])
         if c % g == 0 and c > g:
@@ -274,9 +280,10 @@ def _conv(v, c, h, limits, depthwise=False, out=None, same=False):
     while _conv_macs(layer, c, h) > limits.max_macs and layer["out_channels"] > 3:
         if groups == c and c > 1 or same and out == c:
             return None                   # a depthwise or residual conv cannot narrow
-        layer["out_channels"] = max(3, layer["out_channels"] // 2 // groups * groups)
-        if layer["out_channels"] < groups:
+        narrower = layer["out_channels"] // 2 // groups * groups  # a multiple of the groups
+        if narrower < max(3, groups):
             return None
+        layer["out_channels"] = narrower
     return layer if _conv_macs(layer, c, h) <= limits.max_macs else None
 
 

@@ -20,6 +20,8 @@ parameters) has no backward pass, in profiling as in training.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,6 +29,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+
+
+def steady_allocator() -> str | None:
+    """Make the C allocator behave as in a long-running process: glibc's malloc serves blocks
+    up to 32 MiB from its heap and keeps freed heap memory instead of returning it to the
+    system. Otherwise a fresh process maps new pages for many tensors on every run and pays a
+    page fault per 4 KiB written: on the development VM, 2,600 faults per MobileNetV2 run and
+    15 ms instead of 12 ms, varying with what the process allocated before (a long-running
+    process gets near this state by itself: glibc raises its mapping threshold as large blocks
+    are freed). Returns a description of what was set, or None where there is no glibc."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    if mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 1 << 30):
+        return "glibc malloc: mmap threshold 32 MiB, trim threshold 1 GiB"
+    return None
 
 
 @dataclass
