@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from neuralpower import data as measurements  # noqa: E402
 from neuralpower import nets  # noqa: E402
 from neuralpower.baselines import fit_baselines, network_runtime  # noqa: E402
+from neuralpower.calibrate import Observed, apply, fit_calibration  # noqa: E402
 from neuralpower.errors import NeuralPowerError  # noqa: E402
 from neuralpower.measure import measure  # noqa: E402
 from neuralpower.predict import predict  # noqa: E402
@@ -71,6 +72,7 @@ TIMM = [
 ]
 SETTINGS = ["1x3x224x224", "8x3x224x224", "1x3x160x160"]
 METHODS = ("neuralpower", "mac_linear", "paleo", "nn_meter_rf")
+CALIBRATED = "np_calibrated"  # neuralpower calibrated on the run's other torchvision networks
 NOISY_IQR_PCT = 10.0  # wider than the +-10 % goal band: the measurement cannot judge it
 BUSY_OTHER_CPU_PCT = 10.0  # CPU used by other processes while measuring, % of all cores
 # The issue's goals: (summary key, threshold, True if higher is better)
@@ -95,7 +97,7 @@ def scores(records: list[dict]) -> list[dict]:
     keys = dict.fromkeys((r["setting"], r["group"]) for r in records)
     for setting, group in keys:
         rows = [r for r in records if r["setting"] == setting and r["group"] == group]
-        for method in METHODS:
+        for method in _methods(rows):
             as_validate = [{  # the shape validate.summary reads; power is out of scope here
                 "predicted": {"runtime_ms": r["predicted_ms"][method], "power_w": None,
                               "energy_mj": None},
@@ -130,11 +132,16 @@ def _err(v) -> str:
     return "–" if v is None else f"{v:+.1f} %"
 
 
+def _methods(records: list[dict]) -> list[str]:
+    return [m for m in (*METHODS, CALIBRATED) if records and m in records[0]["predicted_ms"]]
+
+
 def network_table(records: list[dict]) -> str:
-    header = ["network", "group", "measured ms", "speed", *(f"{m} ms (err)" for m in METHODS),
+    methods = _methods(records)
+    header = ["network", "group", "measured ms", "speed", *(f"{m} ms (err)" for m in methods),
               "IQR % of median", "others' CPU %", "unmodeled MACs %", "measured"]
     rows = [[r["network"], r["group"], _ms(r["measured"]["runtime_ms"]), f"{r['speed']:.2f}",
-             *(f"{_ms(r['predicted_ms'][m])} ({_err(r['error_pct'][m])})" for m in METHODS),
+             *(f"{_ms(r['predicted_ms'][m])} ({_err(r['error_pct'][m])})" for m in methods),
              f"{iqr_pct(r['measured']):.0f}", _pct(r["measured"].get("other_cpu_pct"))
              + (" ⚠" if noisy(r["measured"]) else ""),
              f"{r['unmodeled_macs_pct']:.1f}", "reused" if r["reused"] else "this run"]
@@ -228,7 +235,8 @@ def run(args) -> dict:
     if not groups or not settings:
         raise NeuralPowerError("nothing to do: no networks or no settings")
     reuse = load_reuse(args.reuse)
-    predictor = Predictor.load(args.predictor)
+    # the uncalibrated predictor: a calibration is scored as its own method (--calibrate)
+    predictor = Predictor.load(args.predictor).with_calibration(None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         models = {name: nets.build(name) for name in groups}  # every name resolves up front
@@ -252,22 +260,51 @@ def run(args) -> dict:
 
     jobs = [(s, name) for s in settings for name in groups]
     bar = tqdm(jobs, desc="trace + predict + measure", file=sys.stderr)
+    layers = {}  # (setting, network) -> (kinds, runtimes) of the modeled layers, for calibration
     for setting, name in bar:
         bar.set_postfix_str(f"{setting} {name}")
         entry = {"setting": setting, "group": groups[name], "network": name}
         try:
             one_network(entry, models[name], settings[setting], predictor, baselines,
                         reuse.get((setting, name, device, threads)), threads, args.target_s,
-                        result)
+                        result, layers)
         finally:  # after every network, even a failed or interrupted one
             result["summary"] = scores(result["networks"])
             if args.json:
                 write_json(args.json, result)
+    if args.calibrate:
+        add_calibrated(result["networks"], layers)
+        result["summary"] = scores(result["networks"])
+        if args.json:
+            write_json(args.json, result)
     return result
 
 
+def add_calibrated(records: list[dict], layers: dict) -> None:
+    """The ``np_calibrated`` method: neuralpower with ``neuralpower.calibrate`` fitted on the
+    measured torchvision networks of this run, each torchvision network left out of its own
+    calibration (all its settings together), the timm networks predicted by the calibration of
+    all torchvision ones: held out, as they are from development."""
+    def observed(r):
+        kinds, runtime = layers[(r["setting"], r["network"])]
+        return Observed(r["network"], kinds, runtime, r["measured"]["runtime_ms"], r["speed"],
+                        r["setting"])
+
+    torchvision = [r for r in records if r["group"] == "torchvision"]
+    fitted = {}
+    for r in records:
+        key = r["network"] if r["group"] == "torchvision" else None
+        if key not in fitted:
+            train = [observed(o) for o in torchvision if o["network"] != key]
+            fitted[key] = fit_calibration(train)
+        kinds, runtime = layers[(r["setting"], r["network"])]
+        r["predicted_ms"][CALIBRATED] = float(apply(fitted[key], kinds, runtime).sum()) * r["speed"]
+        r["error_pct"][CALIBRATED] = error_pct(r["predicted_ms"][CALIBRATED],
+                                               r["measured"]["runtime_ms"])
+
+
 def one_network(entry, meta_model, shape, predictor, baselines, measured, threads, target_s,
-                result) -> None:
+                result, layers) -> None:
     """Trace, predict with every method, measure unless ``measured`` is given; append the
     record (or the failure) to ``result``."""
     name = entry["network"]
@@ -277,6 +314,7 @@ def one_network(entry, meta_model, shape, predictor, baselines, measured, thread
         result["failed"].append({**entry, "stage": "trace", "error": one_line(e)})
         return
     p = predict(table, shape, predictor, network=name)
+    layers[(entry["setting"], name)] = (p.modeled.kind.to_numpy(), p.modeled.runtime_ms.to_numpy())
     predicted = {"neuralpower": float(p.totals["runtime_ms"]),
                  **{n: network_runtime(b, table) for n, b in baselines.items()}}
     reused = measured is not None
@@ -351,6 +389,9 @@ def main(argv=None) -> int:
                     help="seconds of repeats per measurement (default 1.0)")
     ap.add_argument("--json", type=Path, help="write all numbers here (after every network)")
     ap.add_argument("--reuse", type=Path, help="take measurements from this earlier --json")
+    ap.add_argument("--calibrate", action="store_true", help="also score neuralpower calibrated "
+                    "on the run's torchvision networks (np_calibrated: each left out of its own "
+                    "calibration; timm held out)")
     args = ap.parse_args(argv)
     try:
         result = run(args)

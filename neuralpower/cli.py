@@ -229,6 +229,29 @@ def _output_dir(path):
     return out
 
 
+def _calibrate(args) -> None:
+    from tqdm.auto import tqdm
+
+    from . import nets
+    from .calibrate import calibration_text, fit_calibration, measure_networks
+    from .predictor import Predictor
+    from .profiling.campaign import parse_device
+
+    predictor = Predictor.load(args.model)
+    shapes = [nets.parse_input(s)[0] for s in args.inputs]
+    device = parse_device(args.device)
+    if len(set(args.nets)) < 3:
+        raise NeuralPowerError("calibrate needs at least 3 different networks")
+    for net in args.nets:  # every name resolves before anything is measured
+        nets.build(net)
+    observed = measure_networks(predictor, args.nets, shapes, device, threads=args.threads,
+                                progress=lambda xs: tqdm(xs, desc="predict + measure"))
+    cal = fit_calibration(observed)
+    predictor.with_calibration(cal).save(args.output)
+    print(calibration_text(cal))
+    print(f"wrote {args.output}")
+
+
 def _demo(args) -> None:
     from .demo import main_args
 
@@ -341,6 +364,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="reports", help="folder for the PNG and HTML "
                    "(default reports)")
     p.set_defaults(run=_report)
+
+    p = sub.add_parser("calibrate", help="measure real networks here and correct the "
+                       "predictor's layer runtimes to match them")
+    p.add_argument("model", help="predictor file (of this device)")
+    p.add_argument("nets", nargs="+", metavar="NET", help="at least 3 networks, as for predict")
+    p.add_argument("-o", "--output", required=True, help="calibrated predictor file to write")
+    p.add_argument("--inputs", nargs="+", default=["1x3x224x224"], metavar="SHAPE",
+                   help="input shapes to measure each network at (default 1x3x224x224)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
+    p.set_defaults(run=_calibrate)
 
     p = sub.add_parser("demo", help="profile this device, fit, validate, report and rank, "
                        "end to end, in a few minutes")

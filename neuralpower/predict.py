@@ -88,7 +88,7 @@ def predict_table(table: pd.DataFrame, predictor: Predictor) -> pd.DataFrame:
         at = np.flatnonzero(kinds == kind)
         pred = predictor.predict_arrays(shapes.iloc[at], model)
         runtime[at], power[at], modeled[at] = pred["runtime_ms"], pred["power_w"], True
-    runtime = predictor.runtime_of_layers(runtime)
+    runtime = predictor.runtime_of_layers(runtime, kinds)
     return table.assign(runtime_ms=runtime, power_w=power, energy_mj=power * runtime,
                         modeled=modeled)
 

@@ -150,11 +150,25 @@ class Predictor:
                 "rmspe_layers_pct": rmspe(g.whole, g.layers),
                 "rmspe_pct": rmspe(g.whole, scale * g.layers + per_op * g.ops)}
 
-    def runtime_of_layers(self, runtime_ms: np.ndarray) -> np.ndarray:
+    def runtime_of_layers(self, runtime_ms: np.ndarray, kinds=None) -> np.ndarray:
         """Layer runtimes as they add up in a running network: the models' figures with the
-        network calibration of :meth:`_fit_network` applied (unchanged without one)."""
+        network calibration of :meth:`_fit_network` applied, then the calibration on measured
+        real networks (``neuralpower calibrate``; needs the layers' ``kinds``), where the card
+        has them."""
+        from .calibrate import apply
+
         net = self.card.get("network")
-        return runtime_ms if not net else net["scale"] * runtime_ms + net["per_op_ms"]
+        runtime_ms = runtime_ms if not net else net["scale"] * runtime_ms + net["per_op_ms"]
+        return runtime_ms if kinds is None else apply(self.card.get("calibration"), kinds,
+                                                       runtime_ms)
+
+    def with_calibration(self, calibration: dict | None) -> "Predictor":
+        """The same models with ``calibration`` (from ``calibrate.fit_calibration``) in the card,
+        or with none."""
+        card = {k: v for k, v in self.card.items() if k != "calibration"}
+        if calibration:
+            card["calibration"] = calibration
+        return Predictor(self.models, card)
 
     # ---------------------------------------------------------------- prediction
     def predict_rows(self, rows: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -312,6 +326,16 @@ def card_markdown(card: dict) -> str:
             lines.append(f"| {kind} | {target} | {info['n_rows']} | {info['rmspe_pct']:.1f} | "
                          f"{info['mape_pct']:.1f} | {info['median_ape_pct']:.1f} | "
                          f"{info['family']}, degree {info['degree']}, {info['n_terms']} terms |")
+    cal = card.get("calibration")
+    if cal:
+        lines += ["", "## Calibration on measured real networks", "",
+                  f"{cal['measurements']} measurements of {len(cal['networks'])} networks "
+                  f"({', '.join(cal['networks'])}); median |error| of the totals "
+                  f"{cal['uncalibrated_median_abs_error_pct']:.1f} % before, "
+                  f"{cal['cross_validated_median_abs_error_pct']:.1f} % after (leave one network "
+                  f"out); lambda {cal['lambda']:g}.", "",
+                  "| kind | a | b |", "|---|---|---|"]
+        lines += [f"| {k} | {c['a']:+.3f} | {c['b']:+.3f} |" for k, c in cal["kinds"].items()]
     lines += ["", "## Feature ranges seen (predictions outside them extrapolate)", ""]
     for kind, entry in card["kinds"].items():
         ranges = ", ".join(f"{c} {lo:g}–{hi:g}" for c, (lo, hi) in entry["feature_ranges"].items())
