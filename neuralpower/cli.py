@@ -29,8 +29,8 @@ def _score(args) -> None:
     from .predictor import Predictor
     from .report import scores_text
 
-    predictor = Predictor.load(args.model)
-    scores = predictor.score(data.load(args.data))
+    rows = data.load(args.data)
+    scores = Predictor.load(args.model).score(rows)
     print(json.dumps(scores, indent=2) if args.json else scores_text(scores))
 
 
@@ -40,17 +40,15 @@ def _predict(args) -> None:
     from .predictor import Predictor
     from .report import prediction_json, prediction_text
 
-    if args.top < 0:
-        raise NeuralPowerError("--top must be >= 0")
     train = _training_args(args)
-    predictor = Predictor.load(args.model)
     shapes = nets.parse_input(args.input)
+    model = nets.build(args.net)
+    predictor = Predictor.load(args.model)
     if train:
         if predictor.mode != "train":
             raise NeuralPowerError(f"{args.model} predicts inference; --train needs a predictor "
                                    "fitted on `neuralpower profile --mode train` data")
         shapes[0] = (args.batch or shapes[0][0], *shapes[0][1:])  # a step is one batch
-    model = nets.build(args.net)
     p = predict(model, shapes if len(shapes) > 1 else shapes[0], predictor, network=args.net)
     if p.totals["layers_modeled"] == 0:
         raise NeuralPowerError(f"{args.net}: no layer of a kind this predictor models "
@@ -81,9 +79,6 @@ def _training_args(args) -> bool:
                if getattr(args, f) is None]
     if missing:
         raise NeuralPowerError(f"--train needs {' and '.join(missing)}")
-    for f in given:
-        if not getattr(args, f) > 0:
-            raise NeuralPowerError(f"--{f.replace('_', '-')} must be positive")
     return True
 
 
@@ -93,8 +88,6 @@ def _training_run(args, p, predictor) -> dict:
     t = p.totals
     energy, source = t["energy_mj"], f"predicted ({predictor.device})"
     if energy is None and args.power is not None:
-        if not args.power > 0:
-            raise NeuralPowerError("--power must be a positive number of watts")
         energy, source = args.power * t["runtime_ms"], f"assumed {args.power:g} W (stated)"
     return training_run(t["runtime_ms"], energy, args.epochs, args.dataset_size,
                         p.input_shape[0][0], pue=args.pue,
@@ -151,11 +144,11 @@ def _validate(args) -> None:
     from .profiling.campaign import parse_device
     from .validate import plot, validate
 
-    predictor = Predictor.load(args.model)
     shapes = nets.parse_input(args.input)
     device = parse_device(args.device)
-    for net in args.nets:  # every name resolves before anything is measured
-        nets.build(net)
+    for net in args.nets:  # every network resolves and traces before anything is measured
+        nets.check(net, shapes)
+    predictor = Predictor.load(args.model)
     result = validate(predictor, args.nets, shapes if len(shapes) > 1 else shapes[0], device,
                       threads=args.threads,
                       progress=lambda xs: tqdm(xs, desc="predict + measure", disable=args.json))
@@ -181,8 +174,10 @@ def _rank(args) -> None:
 
     entries = [parse_entry(e) for e in args.nets]
     alphas = args.alpha or list(DEFAULT_ALPHAS)
-    predictor = Predictor.load(args.model)
     shapes = nets.parse_input(args.input)
+    for net, _ in entries:
+        nets.build(net)
+    predictor = Predictor.load(args.model)
     result = rank_networks(predictor, entries, alphas=alphas, input_shape=shapes[0],
                            power_w=args.power)
     if args.plot:
@@ -203,9 +198,9 @@ def _report(args) -> None:
 
     if args.top < 1 or args.depth < 1:
         raise NeuralPowerError("--top and --depth must be at least 1")
-    predictor = Predictor.load(args.model)
     shapes = nets.parse_input(args.input)
-    p = predict(nets.build(args.net), shapes if len(shapes) > 1 else shapes[0], predictor,
+    model = nets.build(args.net)
+    p = predict(model, shapes if len(shapes) > 1 else shapes[0], Predictor.load(args.model),
                 network=args.net)
     if p.totals["layers_modeled"] == 0:
         raise NeuralPowerError(f"{args.net}: no layer of a kind this predictor models")
@@ -237,13 +232,14 @@ def _calibrate(args) -> None:
     from .predictor import Predictor
     from .profiling.campaign import parse_device
 
-    predictor = Predictor.load(args.model)
     shapes = [nets.parse_input(s)[0] for s in args.inputs]
     device = parse_device(args.device)
     if len(set(args.nets)) < 3:
         raise NeuralPowerError("calibrate needs at least 3 different networks")
-    for net in args.nets:  # every name resolves before anything is measured
-        nets.build(net)
+    for net in args.nets:  # every network resolves and traces before anything is measured
+        for shape in shapes:
+            nets.check(net, [shape])
+    predictor = Predictor.load(args.model)
     observed = measure_networks(predictor, args.nets, shapes, device, threads=args.threads,
                                 progress=lambda xs: tqdm(xs, desc="predict + measure"))
     cal = fit_calibration(observed)
@@ -258,8 +254,38 @@ def _demo(args) -> None:
     main_args(args)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line too (argparse prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# Numeric options and what they must be: checked once, for every command that has them.
+_POSITIVE = ("budget", "power", "power_window", "epochs", "dataset_size", "batch")
+_NON_NEGATIVE = ("carbon_intensity", "price")
+
+
+def _check_numbers(args) -> None:
+    import math
+
+    for name in _POSITIVE + _NON_NEGATIVE:
+        v = getattr(args, name, None)
+        if v is None:
+            continue
+        ok = math.isfinite(v) and (v > 0 if name in _POSITIVE else v >= 0)
+        if not ok:
+            need = "positive" if name in _POSITIVE else "zero or positive"
+            raise NeuralPowerError(f"--{name.replace('_', '-')} must be a {need} number, "
+                                   f"got {v:g}")
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        raise NeuralPowerError("--threads must be at least 1")
+    if getattr(args, "top", 0) < 0:
+        raise NeuralPowerError("--top must be >= 0")
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="neuralpower", description="Predict the runtime, power "
+    ap = _Parser(prog="neuralpower", description="Predict the runtime, power "
                                  "and energy of a neural network, layer by layer.")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -397,6 +423,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
+        _check_numbers(args)
         args.run(args)
     except NeuralPowerError as e:
         print(f"neuralpower {args.command}: error: {e}", file=sys.stderr)

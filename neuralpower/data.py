@@ -1,6 +1,7 @@
 """Read measurement CSVs (DESIGN.md schema) and refuse what cannot be trusted, on one line."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,12 @@ DISTURBED = 2.0
 def load(paths) -> pd.DataFrame:
     """Rows of one or more measurement CSVs, checked, with a ``source_file`` column added."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    seen = set()
+    for p in paths:
+        key = Path(p).resolve()
+        if key in seen:
+            raise NeuralPowerError(f"measurement file {str(p)!r} is given twice")
+        seen.add(key)
     frames = [_read_one(Path(p)) for p in paths]
     return pd.concat(frames, ignore_index=True)
 
@@ -30,10 +37,13 @@ def _read_one(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise NeuralPowerError(f"measurement file {str(path)!r} not found")
     try:
-        d = pd.read_csv(path, low_memory=False)
+        with warnings.catch_warnings():
+            # a line with more fields than the header: pandas would shift it into an index
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            d = pd.read_csv(path, low_memory=False, index_col=False)
     except pd.errors.EmptyDataError:
         raise NeuralPowerError(f"{path}: file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+    except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError) as e:
         raise NeuralPowerError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
     if d.empty:
         raise NeuralPowerError(f"{path}: no data rows")
@@ -41,13 +51,25 @@ def _read_one(path: Path) -> pd.DataFrame:
     if missing:
         raise NeuralPowerError(f"{path}: missing column(s) {', '.join(missing)}; see the "
                                "measurement CSV schema in DESIGN.md")
+    _check_duplicates(d, path)
     if "status" in d.columns:  # the profiler marks failed configurations; they carry no target
-        d = d[d["status"].fillna("ok").eq("ok")]
-    d["kind"] = d["kind"].astype(str).str.strip()
+        status = d["status"]
+        d = d[status.isna() | status.astype(str).str.strip().eq("ok")]
+    kind = d["kind"].where(d["kind"].notna(), "").astype(str).str.strip()
+    if kind.eq("").any():
+        raise NeuralPowerError(f"{path}: line {_line(kind.eq(''))}: row has no kind")
+    d = d.assign(kind=kind)
     for c in TARGETS:
         d[c] = _numeric(d, c, path) if c in d.columns else np.nan
         _check_range(d, c, path, low_exclusive=0.0,
                      high=MAX_RUNTIME_MS if c == "runtime_ms" else MAX_POWER_W)
+    no_runtime = d["runtime_ms"].isna()  # power may be missing (no sensor); runtime may not
+    if no_runtime.any():
+        raise NeuralPowerError(f"{path}: line {_line(no_runtime)}: "
+                               f"{d.loc[no_runtime, 'kind'].iloc[0]} row has no runtime_ms")
+    for c in SHAPE_COLUMNS:  # numbers in every row (text anywhere is a broken file)
+        if c in d.columns:
+            d[c] = _numeric(d, c, path)
     for kind, cols in INPUT_COLUMNS.items():
         rows = d["kind"] == kind
         if not rows.any():
@@ -57,25 +79,35 @@ def _read_one(path: Path) -> pd.DataFrame:
             raise NeuralPowerError(f"{path}: {kind} rows need column(s) {', '.join(absent)}")
         for c in cols + [c for c in ("pad_h", "pad_w", "groups", "dilation_h", "dilation_w")
                          if c in d.columns]:
-            values = _numeric(d.loc[rows], c, path)
-            bad = values.isna() & (c in cols)
+            values = d.loc[rows, c]
+            if c in cols and values.isna().any():
+                raise NeuralPowerError(f"{path}: line {_line(values.isna())}: {kind} row has no {c}")
+            low = 0 if c.startswith("pad") else 1  # sizes >= 1, padding >= 0
+            bad = values.notna() & ((values < low) | (values > MAX_SIZE) | (values % 1 != 0))
             if bad.any():
-                raise NeuralPowerError(f"{path}: line {_line(bad)}: {kind} row has no {c}")
-            low = -1 if c.startswith("pad") else 0  # sizes > 0, padding >= 0
-            out_of_range = (values <= low) | (values > MAX_SIZE)
-            if out_of_range.any():
-                line = _line(out_of_range)
-                raise NeuralPowerError(f"{path}: line {line}: {c} = {values[out_of_range].iloc[0]:g} "
-                                       "is out of range")
-            d.loc[rows, c] = values
-    for c in SHAPE_COLUMNS:
-        if c in d.columns:
-            d[c] = pd.to_numeric(d[c], errors="coerce")
+                v = values[bad].iloc[0]
+                why = "is not a whole number" if low <= v <= MAX_SIZE else "is out of range"
+                raise NeuralPowerError(f"{path}: line {_line(bad)}: {c} = {v:g} {why}")
     d["source_file"] = path.name
     return d
 
 
+def _check_duplicates(d: pd.DataFrame, path: Path) -> None:
+    """Refuse a row repeated exactly, measured values and all: real repeats differ in their
+    timings, so an exact copy is a file concatenated twice or rows written twice, and it would
+    weigh those layers double in the fit."""
+    rows = pd.util.hash_pandas_object(d, index=False)  # one hash per row, NaN == NaN
+    dup = rows.duplicated()
+    if dup.any():
+        again = rows.index[dup.to_numpy()][0]
+        first = rows.index[(rows == rows[again]).to_numpy()][0]
+        raise NeuralPowerError(f"{path}: line {again + 2} repeats line {first + 2} exactly (a "
+                               "file concatenated twice, or rows written twice?)")
+
+
 def _numeric(d: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    if pd.api.types.is_bool_dtype(d[column]):  # pandas reads a column of True/False as bool
+        raise NeuralPowerError(f"{path}: line 2: {column} = {d[column].iloc[0]!r} is not a number")
     values = pd.to_numeric(d[column], errors="coerce")
     text = values.isna() & d[column].notna() & d[column].astype(str).str.strip().ne("")
     if text.any():

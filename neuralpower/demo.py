@@ -45,8 +45,8 @@ def run_demo(out_dir="reports", *, budget_s: float = 180.0, device: str = "cpu",
     if power_w is not None and not power_w > 0:
         raise NeuralPowerError("--power must be a positive number of watts")
     dev = parse_device(device)
-    for net in nets:  # every name resolves before minutes are spent profiling
-        netlib.build(net)
+    for net in nets:  # every network resolves and traces before minutes are spent profiling
+        netlib.check(net, [input_shape])
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -173,7 +173,7 @@ def features(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
     columns = {}
     for c in SHAPE_COLUMNS:
         col = rows[c] if c in rows else None
-        if col is not None and col.dtype == object:  # text from a CSV: parse, bad values -> NaN
+        if col is not None and not pd.api.types.is_numeric_dtype(col):  # text: bad -> NaN
             col = pd.to_numeric(col, errors="coerce")
         # float before any product: int64 MACs of a large layer would overflow
         columns[c] = (np.full(len(rows), np.nan) if col is None

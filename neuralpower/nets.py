@@ -6,6 +6,7 @@ function returns an ``nn.Module``. Weights are never downloaded: structure is en
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 import sys
 import warnings
@@ -104,10 +105,27 @@ def _from_file(path: Path, function: str) -> nn.Module:
     fn = getattr(module, function, None)
     if not callable(fn):
         raise NeuralPowerError(f"{str(path)!r} has no function {function!r}")
-    return fn()
+    try:
+        return fn()
+    except NotImplementedError:  # build() retries with parameters on meta
+        raise
+    except Exception as e:
+        raise NeuralPowerError(f"network '{path}:{function}' failed: {type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def check(net: str, shapes) -> None:
+    """Resolve ``net`` and trace it at each input shape (on meta: fast, nothing allocated), so a
+    bad name or shape is refused before any long measurement starts."""
+    from .trace import trace
+
+    model = build(net)
+    trace(model, shapes if len(shapes) > 1 else shapes[0])
 
 
 _SHAPE = re.compile(r"^\d+(x\d+)*$")
+# Elements of one input tensor beyond which a shape is a typo, not a workload (8 GiB of fp32).
+MAX_INPUT_ELEMENTS = 2**31
 
 
 def parse_input(text: str) -> list[tuple[int, ...]]:
@@ -121,5 +139,8 @@ def parse_input(text: str) -> list[tuple[int, ...]]:
         shape = tuple(int(v) for v in part.split("x"))
         if 0 in shape:
             raise NeuralPowerError(f"input shape {text!r}: sizes must be positive")
+        if math.prod(shape) > MAX_INPUT_ELEMENTS:
+            raise NeuralPowerError(f"input shape {text!r}: {math.prod(shape):.3g} elements is too "
+                                   f"large (at most {MAX_INPUT_ELEMENTS:.3g} per input)")
         shapes.append(shape)
     return shapes

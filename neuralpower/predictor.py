@@ -238,6 +238,7 @@ class Predictor:
             with zipfile.ZipFile(path) as z:
                 card = json.loads(z.read("card.json"))
                 _check_format(card, path)
+                _check_card(card, path)
                 models = {}
                 for name in z.namelist():
                     if not (name.startswith("models/") and name.endswith(".skops")):
@@ -285,6 +286,33 @@ def _check_format(card: dict, path: Path) -> None:
         raise NeuralPowerError(f"{path}: predictor format version {version}, this neuralpower "
                                f"({__version__}) reads version {FORMAT_VERSION}: refit it with "
                                "`neuralpower fit`")
+
+
+def _check_card(card: dict, path: Path) -> None:
+    """The card's fields that predictions read: an edited card is refused here, on one line,
+    not later in the middle of a prediction."""
+    def numbers(values, n=None):
+        return (isinstance(values, list) and (n is None or len(values) == n)
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values))
+
+    kinds = card.get("kinds")
+    if not isinstance(kinds, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("feature_ranges"), dict)
+            and all(numbers(r, 2) for r in e["feature_ranges"].values()) for e in kinds.values()):
+        raise NeuralPowerError(f"{path}: card has no valid kinds and feature ranges (edited?)")
+    net = card.get("network")
+    if net is not None and not (isinstance(net, dict)
+                                and numbers([net.get("scale"), net.get("per_op_ms")])):
+        raise NeuralPowerError(f"{path}: card has no valid network calibration (edited?)")
+    cal = card.get("calibration")
+    if cal is not None and not (
+            isinstance(cal, dict) and numbers([cal.get("ref_ms")]) and isinstance(cal.get("kinds"), dict)
+            and all(isinstance(c, dict) and numbers([c.get("a"), c.get("b")])
+                    and numbers(c.get("z_range"), 2) for c in cal["kinds"].values())):
+        raise NeuralPowerError(f"{path}: card has no valid calibration (edited?)")
+    ref = card.get("reference_ms")
+    if ref is not None and not numbers([ref]):
+        raise NeuralPowerError(f"{path}: card has no valid reference_ms (edited?)")
 
 
 def _versions() -> dict:

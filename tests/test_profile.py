@@ -1,11 +1,9 @@
 """Profiling campaigns, for real on this machine's CPU: synthetic networks, in-network timing,
-the CSV they write, resuming after SIGKILL, the lock, failed configurations."""
+the CSV they write, the lock, failed configurations (faults: tests/test_faults.py)."""
 import fcntl
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -17,13 +15,6 @@ from neuralpower.profiling import CSV_COLUMNS, Campaign, sidecar_path
 from neuralpower.profiling.synthetic import (PROFILED_KINDS, Limits, build, elements,
                                              example_input, sample, trace_spec, work)
 from neuralpower.profiling.timing import time_network
-
-
-def _layers(spec):
-    """Child modules of a spec's network that run exactly one op: the rows it should give."""
-    t = trace_spec(spec)
-    real = t[t.kind != "free"]
-    return {m for m, ops in real.groupby("module") if len(ops) == 1}
 
 
 def test_synthetic_specs_are_seeded_valid_and_within_limits():
@@ -134,56 +125,13 @@ def test_the_gap_between_layers_and_the_whole_network_is_in_the_data(campaign_cs
     assert ratio.between(0.2, 5).all()
 
 
+# Resuming after SIGKILL (several kills at random points, a torn line): tests/test_faults.py.
+
+
 def _run_cli(out, budget, **kw):
     return subprocess.Popen([sys.executable, "-m", "neuralpower", "profile", "-o", str(out),
                              "--budget", str(budget), "--quiet"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
-
-
-def _rows_in(path) -> int:
-    try:
-        return max(0, sum(1 for _ in open(path)) - 1)
-    except FileNotFoundError:
-        return 0
-
-
-def test_resume_after_sigkill_loses_nothing_and_duplicates_nothing(tmp_path):
-    out = tmp_path / "killed.csv"
-    before = None
-    for kill in range(2):
-        proc = _run_cli(out, 120)
-        target = _rows_in(out) + 15
-        deadline = time.time() + 90
-        while _rows_in(out) < target and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        time.sleep(0.1 * kill)  # somewhere inside the next network
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert proc.returncode == -signal.SIGKILL
-        now = pd.read_csv(out)
-        if before is not None:  # what a kill left is never lost by the next run
-            kept = before.merge(now, how="left", indicator=True)
-            assert (kept._merge == "both").all()
-        before = now
-    # A write torn in the middle of a line (the worst a kill can do) is cut off on resume.
-    text = out.read_text()
-    out.write_text(text[: len(text) - 25])
-    proc = _run_cli(out, 6)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert "partial last line" in err
-    d = pd.read_csv(out, dtype={"layer": str})
-    assert not d.duplicated(["network", "layer"]).any()
-    assert len(d) > len(before)
-    # No row is missing: every network in the file has every layer its spec has.
-    meta = json.loads(sidecar_path(out).read_text())
-    limits = Limits(**meta["settings"]["limits"])
-    assert [r["ended"] for r in meta["runs"][-1:]] == ["budget"]
-    for net, rows in d.groupby("network"):
-        index = int(net.split("-")[1])
-        assert set(rows.layer) == _layers(sample(0, index, limits=limits)), net
-    indices = sorted(int(n.split("-")[1]) for n in d.network.unique())
-    assert indices == list(range(len(indices)))
 
 
 def test_a_second_campaign_on_the_same_file_refuses(tmp_path):

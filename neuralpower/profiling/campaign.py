@@ -11,6 +11,10 @@ Crash-safe by construction:
   only the layers a torn write lost, and goes on: nothing measured twice, nothing lost.
 - A network that fails (out of memory, an error of the backend) is written as ``failed`` rows,
   so it is skipped on resume and never retried in a loop.
+- A power read that fails (``MeterError``) leaves that row's ``power_w`` empty and says why in
+  ``power_error``; the row keeps its runtime (status ``ok``) and the campaign goes on.
+- A write that fails (a full disk) is cut back to the last complete network and ends the
+  campaign with one line: the file stays valid, and the same command resumes it.
 """
 from __future__ import annotations
 
@@ -129,7 +133,7 @@ class Campaign:
             torch.set_num_threads(self.threads)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            f = open(self.path, "a+", newline="")
+            f = open(self.path, "a+", newline="", encoding="utf-8")
         except OSError as e:
             raise NeuralPowerError(f"{self.path}: cannot write here ({e.strerror})") from None
         with f:
@@ -143,8 +147,10 @@ class Campaign:
             if not self.meter.measures_power:
                 self.log(f"power: not measured on {self.device} "
                          f"({self.meter.describe().get('reason', 'no sensor')}); runtime only")
-            summary = {"networks": 0, "rows": 0, "failed": 0, "ended": "budget"}
+            summary = {"networks": 0, "rows": 0, "failed": 0, "power_errors": 0,
+                       "ended": "budget"}
             bar = _bar(budget_s, progress)
+            failing = True  # until the loop ends normally: then a sidecar error is the news
             try:
                 for net_id, spec in specs if specs is not None else self._specs():
                     if net_id in done and net_id not in partial:
@@ -163,21 +169,41 @@ class Campaign:
                     summary["networks"] += 1
                     summary["rows"] += len(rows)
                     summary["failed"] += any(r["status"] != "ok" for r in rows)
+                    self._note_power_errors(rows, summary)
                     bar.update(min(budget_s, time.perf_counter() - started) - bar.n)
                     bar.set_postfix(networks=summary["networks"], rows=summary["rows"],
                                     failed=summary["failed"], refresh=False)
                 else:
                     summary["ended"] = "all networks measured"
+                failing = False
             except KeyboardInterrupt:
                 summary["ended"] = "interrupted"
+                raise
+            except NeuralPowerError as e:
+                summary["ended"] = f"error: {e}"
                 raise
             finally:
                 bar.close()
                 summary["seconds"] = round(time.perf_counter() - started, 1)
                 meta["runs"][-1].update(summary)
-                _write_json(sidecar_path(self.path), meta)
-                self.meter.close()
+                try:
+                    _write_json(sidecar_path(self.path), meta)
+                except NeuralPowerError:
+                    # On a full disk the run record cannot be saved either; the old sidecar is
+                    # intact and still resumes, and the error in flight is the one to tell.
+                    if not failing:
+                        raise
+                finally:
+                    self.meter.close()
         return summary
+
+    def _note_power_errors(self, rows: list[dict], summary: dict) -> None:
+        """Count rows whose power read failed; tell the user at the first one."""
+        errors = [r["power_error"] for r in rows if r.get("power_error")]
+        if errors and not summary["power_errors"]:
+            self.log(f"power: a sensor read failed ({errors[0]}); such rows keep their runtime, "
+                     "with power_w empty and the reason in power_error")
+        summary["power_errors"] += len(errors)
 
     def _specs(self):
         for index in count():
@@ -192,9 +218,7 @@ class Campaign:
         f.seek(0)
         text = f.read()
         if not text:
-            f.write(_HEADER)
-            f.flush()
-            os.fsync(f.fileno())
+            _write_whole(f, _HEADER)
             return {}, set(), 0.0
         if not text.startswith(_HEADER):
             raise NeuralPowerError(f"{self.path}: not a campaign file of this version (its header "
@@ -248,7 +272,11 @@ class Campaign:
                     "power": self.meter.describe(), "runs": []}
             if self.meter.measures_power:
                 self.log("measuring idle power (3 s)")
-                meta["power"]["idle_power_w"] = round(idle_power(self.meter, 3.0), 3)
+                try:
+                    meta["power"]["idle_power_w"] = round(idle_power(self.meter, 3.0), 3)
+                except MeterError as e:  # a missing idle figure costs nothing measured
+                    meta["power"]["idle_power_error"] = _one_line(e)
+                    self.log(f"power: idle power not measured ({_one_line(e)})")
         meta["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                              "command": self.command, "budget_s": budget_s, "ended": "running"})
         _write_json(path, meta)
@@ -366,22 +394,46 @@ def _append(f, rows: list[dict]) -> None:
     buf = io.StringIO()
     table = pd.DataFrame(rows, dtype=object).reindex(columns=CSV_COLUMNS)  # ints stay ints
     table.to_csv(buf, header=False, index=False, lineterminator="\n")
+    _write_whole(f, buf.getvalue())
+
+
+def _write_whole(f, text: str) -> None:
+    """Append ``text`` to the campaign file ``f`` (opened for append) and fsync it, or leave the
+    file as it was: a failed write (a full disk) may have written part of a line, so the file is
+    cut back to its size before, and stays valid without waiting for a resume."""
+    fd = f.fileno()
+    size = os.fstat(fd).st_size  # the lock keeps every other writer out
+    data = memoryview(text.encode("utf-8"))
     try:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
+        while data:  # a write may be short (a disk filling up): write the rest or fail
+            data = data[os.write(fd, data):]
+        os.fsync(fd)  # a delayed allocation can fail only here
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise NeuralPowerError(f"{f.name}: the disk is full; the rows measured so far are "
-                                   "kept, free space and run the same command to resume") from None
-        raise
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            pass  # the partial line is cut when the campaign resumes
+        raise NeuralPowerError(f"{f.name}: {_write_problem(e)}; every network written before is "
+                               "kept: free some space and run the same command to resume") from None
+
+
+def _write_problem(e: OSError) -> str:
+    """A full disk, in the words of its cause."""
+    return {errno.ENOSPC: "disk full",
+            errno.EDQUOT: "disk full (quota exceeded)",
+            errno.EFBIG: "file too large (the file size limit, ulimit -f, is reached)",
+            }.get(e.errno, f"cannot write ({e.strerror or e})")
 
 
 def _write_json(path: Path, data: dict) -> None:
     """Atomically: the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise NeuralPowerError(f"{path}: {_write_problem(e)}") from None
 
 
 def _software() -> dict:
