@@ -63,6 +63,11 @@ class Prediction:
         return _group(self.modeled.assign(block=block.replace("", "<top>")), "block")
 
     @property
+    def extrapolated(self) -> pd.DataFrame:
+        """Modeled layers with a feature outside the ranges their model was fitted on."""
+        return self.modeled[self.modeled.extrapolation.notna()]
+
+    @property
     def has_power(self) -> bool:
         return bool(self.modeled.power_w.notna().any())
 
@@ -76,9 +81,11 @@ def _group(rows: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def predict_table(table: pd.DataFrame, predictor: Predictor) -> pd.DataFrame:
-    """Add ``runtime_ms``, ``power_w``, ``energy_mj`` and ``modeled`` to a layer table."""
+    """Add ``runtime_ms``, ``power_w``, ``energy_mj``, ``modeled`` and ``extrapolation`` (the
+    features outside the fitted ranges, see ``Predictor.extrapolation``) to a layer table."""
     runtime, power = np.full(len(table), np.nan), np.full(len(table), np.nan)
     modeled = np.zeros(len(table), dtype=bool)
+    outside = np.full(len(table), None, dtype=object)
     kinds = table["kind"].to_numpy()
     shapes = table[[c for c in SHAPE_COLUMNS if c in table.columns]]  # what features() reads
     for kind in pd.unique(kinds):
@@ -88,9 +95,11 @@ def predict_table(table: pd.DataFrame, predictor: Predictor) -> pd.DataFrame:
         at = np.flatnonzero(kinds == kind)
         pred = predictor.predict_arrays(shapes.iloc[at], model)
         runtime[at], power[at], modeled[at] = pred["runtime_ms"], pred["power_w"], True
+        for i, e in zip(at, predictor.extrapolation(shapes.iloc[at], model)):
+            outside[i] = e  # one by one: numpy would read a list of lists as a 2-D block
     runtime = predictor.runtime_of_layers(runtime, kinds)
     return table.assign(runtime_ms=runtime, power_w=power, energy_mj=power * runtime,
-                        modeled=modeled)
+                        modeled=modeled, extrapolation=outside)
 
 
 def totals(table: pd.DataFrame) -> dict:

@@ -188,6 +188,30 @@ class Predictor:
                            else model.predict(unique)[inverse.reshape(-1)])
         return out
 
+    def extrapolation(self, rows: pd.DataFrame, kind: str) -> list:
+        """Per row, the features of ``kind``'s model that lie outside the ranges it was fitted
+        on, the farthest first, each as ``{feature, value, seen: [min, max], factor}`` (factor:
+        how many times beyond the range; None where the range ends at 0); None for a row
+        inside every range."""
+        ranges = self.card.get("kinds", {}).get(kind, {}).get("feature_ranges", {})
+        X = features(rows, kind)
+        cols = [c for c in X.columns if c in ranges]
+        if not cols:
+            return [None] * len(rows)
+        v = X[cols].to_numpy(dtype=float)
+        lo, hi = (np.array([ranges[c][i] for c in cols], dtype=float) for i in (0, 1))
+        above, below = v > hi * (1 + 1e-9), v < lo * (1 - 1e-9)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factor = np.where(above, v / hi, np.where(below, lo / v, 1.0))
+        out = []
+        for i in range(len(v)):
+            at = np.flatnonzero(above[i] | below[i])
+            out.append(None if not len(at) else [
+                {"feature": cols[j], "value": float(v[i, j]), "seen": [float(lo[j]), float(hi[j])],
+                 "factor": float(factor[i, j]) if np.isfinite(factor[i, j]) else None}
+                for j in sorted(at, key=lambda j: -factor[i, j])])
+        return out
+
     def score(self, data: pd.DataFrame) -> dict:
         """Errors on measured rows: {kind: {target: {n, rmspe_pct, mape_pct, median_ape_pct}}}."""
         from .regression import mape, median_ape, rmspe

@@ -24,7 +24,18 @@ def _fmt(v, spec=".3f") -> str:
 
 
 LAYER_KEYS = ["name", "kind", "op", "module", "input_shape", "output_shape", "macs",
-              "runtime_ms", "power_w", "energy_mj", "modeled"]
+              "runtime_ms", "power_w", "energy_mj", "modeled", "extrapolation"]
+
+
+def outside_text(extrapolation) -> str:
+    """The farthest feature outside the fitted range, short: ``in_channels 2.0x max``."""
+    if not isinstance(extrapolation, list) or not extrapolation:
+        return ""
+    e = extrapolation[0]
+    side = "max" if e["value"] > e["seen"][1] else "min"
+    how = f"{e['factor']:.3g}x" if e["factor"] is not None else f"{e['value']:g} vs"
+    more = f" +{len(extrapolation) - 1}" if len(extrapolation) > 1 else ""
+    return f"{e['feature']} {how} {side}{more}"
 
 
 def prediction_json(p: Prediction, top: int = 5) -> dict:
@@ -57,6 +68,7 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
         "power_w": layers.power_w,
         "energy_mj": layers.energy_mj,
         f"share_%({share_of})": 100 * layers[share_of] / total if total else float("nan"),
+        "outside_fit": layers.extrapolation.map(outside_text),
     })
     fmt = {"MMACs": "{:.1f}".format, "runtime_ms": "{:.4f}".format, "power_w": "{:.1f}".format,
            "energy_mj": "{:.3f}".format, f"share_%({share_of})": "{:.1f}".format}
@@ -70,6 +82,11 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
     out.append(f"       over {t['layers_modeled']} modeled layers ({t['macs'] / 1e9:.2f} GMACs in the "
                f"network); {t['layers_unmodeled']} unmodeled ops not included; {t['layers_free']} "
                "view/allocation ops cost nothing")
+    far = p.extrapolated
+    if len(far):
+        out.append(f"       {len(far)} layers lie outside the ranges the predictor was fitted on "
+                   "(outside_fit: the farthest feature, times beyond the range seen); their "
+                   "figures are extrapolated")
     top_rows = p.top(top)
     if len(top_rows):
         by = "energy" if p.has_power else "runtime"

@@ -1,319 +1,76 @@
-"""The bad-input matrix: every command against every kind of bad input it can be given.
-
-Each cell runs the command in-process (``cli.main``, as the console script does) and checks the
-contract of DESIGN.md's Errors paragraph: exit code 1 (a user error, not 3, our own bug), one
-line on stderr that names the problem, no traceback, and no output file left behind.
-tests/test_cli.py runs a few of the same cells as real subprocesses.
-"""
-import json
-import shutil
-import zipfile
+"""The bad-input matrix (benchmarks/bad_inputs.py), one test per cell: every command against bad
+CSVs, predictor files, NETs, input shapes and options ends in one line naming the problem, exit
+code 1, no traceback, no output file. Commands run in-process (``cli.main``, as the console
+script does); tests/test_cli.py runs a few of the same cells as real subprocesses."""
+import importlib.util
 
 import pytest
 
 from neuralpower.cli import main
 
-from .conftest import PUBLIC
-
-GOOD_CSV = "good.csv"
-HEADER = ("kind,batch,in_channels,in_h,in_w,out_channels,out_h,out_w,kernel_h,kernel_w,"
-          "stride_h,stride_w,pad_h,pad_w,in_features,out_features,runtime_ms,power_w")
-CONV = "conv2d,1,3,32,32,8,32,32,3,3,1,1,1,1,,,{runtime},{power}"
-LINEAR = "linear,{batch},,,,,,,,,,,,,{inp},64,0.05,20"
+from .conftest import ROOT
 
 
-def _csv(*rows):
-    return "\n".join([HEADER, *rows]) + "\n"
+def _bad_inputs():
+    spec = importlib.util.spec_from_file_location("bad_inputs", ROOT / "benchmarks" / "bad_inputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _linear_rows(n=40):
-    return [LINEAR.format(batch=b, inp=i) for b in (1, 2, 4, 8) for i in range(16, 16 + 10 * (n // 4), 10)]
-
-
-# Measurement CSVs, by what is wrong with them (file name -> text; None: not created).
-BAD_CSVS = {
-    "missing.csv": None,
-    "empty.csv": "",
-    "header_only.csv": HEADER + "\n",
-    "wrong_columns.csv": "a,b,c\n1,2,3\n",
-    "no_runtime.csv": "kind,batch,in_features,out_features\nlinear,1,8,8\n",
-    "no_shape_column.csv": "kind,batch,in_features,runtime_ms\nlinear,1,8,0.1\n",
-    "nan_runtime.csv": _csv(CONV.format(runtime="nan", power=20)),
-    "zero_runtime.csv": _csv(CONV.format(runtime=0, power=20)),
-    "negative_runtime.csv": _csv(CONV.format(runtime=-0.5, power=20)),
-    "huge_runtime.csv": _csv(CONV.format(runtime="1e300", power=20)),
-    "inf_power.csv": _csv(CONV.format(runtime=0.1, power="inf")),
-    "negative_power.csv": _csv(CONV.format(runtime=0.1, power=-3)),
-    "text_runtime.csv": _csv(CONV.format(runtime="fast", power=20)),
-    "text_size.csv": _csv(CONV.format(runtime=0.1, power=20).replace("conv2d,1,3", "conv2d,1,three")),
-    "negative_size.csv": _csv(CONV.format(runtime=0.1, power=20).replace("conv2d,1,3", "conv2d,1,-3")),
-    "zero_size.csv": _csv(CONV.format(runtime=0.1, power=20).replace("conv2d,1,3", "conv2d,0,3")),
-    "huge_size.csv": _csv(CONV.format(runtime=0.1, power=20).replace("conv2d,1,3", "conv2d,1,9e15")),
-    "nan_size.csv": _csv(CONV.format(runtime=0.1, power=20).replace("conv2d,1,3", "conv2d,1,nan")),
-    "unknown_kinds.csv": _csv(*[r.replace("linear", "roll") for r in _linear_rows()]),
-    "duplicate_rows.csv": _csv(*_linear_rows(), _linear_rows()[5]),
-    "binary.csv": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00",
-    "ragged.csv": HEADER + "\n" + CONV.format(runtime=0.1, power=20) + ",1,2,3,4\n",
-}
-CSV_MESSAGES = {
-    "missing.csv": "not found",
-    "empty.csv": "file is empty",
-    "header_only.csv": "no data rows",
-    "wrong_columns.csv": "missing column(s) kind, runtime_ms",
-    "no_runtime.csv": "missing column(s) runtime_ms",
-    "no_shape_column.csv": "linear rows need column(s) out_features",
-    "nan_runtime.csv": "line 2: conv2d row has no runtime_ms",
-    "twice": "is given twice",
-    "zero_runtime.csv": "runtime_ms = 0 is not a plausible measurement",
-    "negative_runtime.csv": "runtime_ms = -0.5 is not a plausible measurement",
-    "huge_runtime.csv": "runtime_ms = 1e+300 is not a plausible measurement",
-    "inf_power.csv": "power_w = inf is not a plausible measurement",
-    "negative_power.csv": "power_w = -3 is not a plausible measurement",
-    "text_runtime.csv": "runtime_ms = 'fast' is not a number",
-    "text_size.csv": "in_channels = 'three' is not a number",
-    "negative_size.csv": "in_channels = -3 is out of range",
-    "zero_size.csv": "batch = 0 is out of range",
-    "huge_size.csv": "in_channels = 9e+15 is out of range",
-    "nan_size.csv": "conv2d row has no in_channels",
-    "duplicate_rows.csv": "line 42 repeats line 7",
-    "binary.csv": "not a readable CSV",
-    "ragged.csv": "not a readable CSV",
-}
+bad = _bad_inputs()
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, cpu_predictor_file):
-    """Every bad file once, beside a good predictor and a good CSV, in one folder."""
-    d = tmp_path_factory.mktemp("bad")
-    for name, text in BAD_CSVS.items():
-        if text is not None:
-            (d / name).write_bytes(text if isinstance(text, bytes) else text.encode())
-    lines = (PUBLIC / "willowec_raptorlake_cpu.csv").read_text().splitlines()
-    (d / GOOD_CSV).write_text("\n".join(lines[:200]) + "\n")
-    good = cpu_predictor_file.read_bytes()
-    (d / "good.predictor").write_bytes(good)
-    for name, blob in _bad_predictors(good).items():
-        (d / name).write_bytes(blob)
-    (d / "act.py").write_text("import torch.nn as nn\ndef net():\n    return nn.ReLU()\n")
-    (d / "broken.py").write_text("def net(:\n")
-    (d / "raises.py").write_text("def net():\n    raise ValueError('no such width')\n")
-    (d / "notmodule.py").write_text("def net():\n    return 42\n")
-    (d / "adir.predictor").mkdir()
-    return d
+    return bad.make_bad_files(tmp_path_factory.mktemp("bad"), cpu_predictor_file.read_bytes())
 
 
-def _rezip(good: bytes, edit) -> bytes:
-    """The good predictor with ``edit(name, data) -> data or None (drop)`` applied per member."""
-    import io
-
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(good)) as src, zipfile.ZipFile(out, "w") as dst:
-        for info in src.infolist():
-            data = edit(info.filename, src.read(info.filename))
-            if data is not None:
-                dst.writestr(info.filename, data)
-    return out.getvalue()
+def assert_refused(files, argv, fragment):
+    problem = bad.refusal_problem(bad.run_argv(files, argv), fragment)
+    assert problem is None, problem
 
 
-def _edit_card(change):
-    def edit(name, data):
-        if name != "card.json":
-            return data
-        card = json.loads(data)
-        change(card)
-        return json.dumps(card)
-    return edit
+def _ids(cells):
+    return dict(argvalues=[c[1:] for c in cells], ids=[c[0] for c in cells])
 
 
-def _bad_predictors(good: bytes) -> dict[str, bytes]:
-    def version(card):
-        card["format_version"] = 99
-
-    def no_kinds(card):
-        del card["kinds"]
-
-    def ranges_text(card):
-        for entry in card["kinds"].values():
-            entry["feature_ranges"] = "wide"
-
-    def network_text(card):
-        card["network"] = {"scale": "big", "per_op_ms": None}
-
-    return {
-        "empty.predictor": b"",
-        "truncated.predictor": good[: len(good) // 2],
-        "csv.predictor": (PUBLIC / "neusight_t4_linear.csv").read_bytes()[:4000],
-        "version.predictor": _rezip(good, _edit_card(version)),
-        "nocard.predictor": _rezip(good, lambda n, d: None if n == "card.json" else d),
-        "badjson.predictor": _rezip(good, lambda n, d: d[:-10] if n == "card.json" else d),
-        "nomodels.predictor": _rezip(good, lambda n, d: None if n.startswith("models/") else d),
-        "flipped.predictor": _rezip(good, lambda n, d: d[:100] + bytes(b ^ 0x5A for b in d[100:300])
-                                    + d[300:] if n.startswith("models/") else d),
-        "nokinds.predictor": _rezip(good, _edit_card(no_kinds)),
-        "ranges.predictor": _rezip(good, _edit_card(ranges_text)),
-        "network.predictor": _rezip(good, _edit_card(network_text)),
-    }
+@pytest.mark.parametrize("argv, fragment", **_ids(bad.CSV_CELLS))
+def test_bad_measurement_csv(files, argv, fragment):
+    assert_refused(files, argv, fragment)
 
 
-PREDICTOR_MESSAGES = {
-    "missing.predictor": "predictor file 'missing.predictor' not found",
-    "adir.predictor": "predictor file 'adir.predictor' not found",
-    "empty.predictor": "not a valid neuralpower predictor",
-    "truncated.predictor": "not a valid neuralpower predictor",
-    "csv.predictor": "not a valid neuralpower predictor",
-    "version.predictor": "predictor format version 99",
-    "nocard.predictor": "not a valid neuralpower predictor",
-    "badjson.predictor": "not a valid neuralpower predictor",
-    "nomodels.predictor": "predictor holds no models",
-    "flipped.predictor": "not a valid neuralpower predictor",
-    "nokinds.predictor": "card has no",
-    "ranges.predictor": "card has no",
-    "network.predictor": "card has no",
-}
-
-NETS = {
-    "torchvision:no_such_net": "torchvision has no model 'no_such_net'",
-    "resnet18": "expected torchvision:NAME",
-    "keras:resnet": "unknown source 'keras'",
-    "timm:no_such_net": "timm cannot build 'no_such_net'",
-    "nowhere.py:net": "network file 'nowhere.py' not found",
-    "broken.py:net": "cannot import 'broken.py': SyntaxError",
-    "act.py:nothere": "'act.py' has no function 'nothere'",
-    "raises.py:net": "'raises.py:net' failed: ValueError: no such width",
-    "notmodule.py:net": "is a int, not an nn.Module",
-}
-INPUTS = {
-    "axb": "expected sizes joined by x",
-    "1x0x2x2": "sizes must be positive",
-    "": "expected sizes joined by x",
-    "-1x3x8x8": "expected sizes joined by x",
-    "1x3x224": "ResNet with input 1x3x224",
-    "99999999x3x224x224": "too large",
-}
-
-# Commands that read a predictor, with the arguments that follow it (a good NET and the rest).
-PREDICTOR_COMMANDS = {
-    "score": ["score", "{p}", GOOD_CSV],
-    "predict": ["predict", "{p}", "torchvision:resnet18"],
-    "rank": ["rank", "{p}", "torchvision:resnet18", "--plot", ""],
-    "report": ["report", "{p}", "torchvision:resnet18", "-o", "out"],
-    "validate": ["validate", "{p}", "torchvision:resnet18", "--plot", "out.png"],
-    "calibrate": ["calibrate", "{p}", "torchvision:resnet18", "torchvision:alexnet",
-                  "torchvision:vgg11", "-o", "out.predictor"],
-}
-# Commands that take a NET (and --input), with a good predictor.
-NET_COMMANDS = {
-    "predict": ["predict", "good.predictor", "{n}"],
-    "rank": ["rank", "good.predictor", "{n}", "--plot", ""],
-    "report": ["report", "good.predictor", "{n}", "-o", "out"],
-    "validate": ["validate", "good.predictor", "{n}", "--plot", "out.png"],
-    "measure": ["measure", "{n}"],
-    "calibrate": ["calibrate", "good.predictor", "{n}", "torchvision:alexnet",
-                  "torchvision:vgg11", "-o", "out.predictor"],
-}
-OUTPUTS = ("out", "out.png", "out.predictor", "x.predictor", "card.md", "nowhere")
-
-
-def run_cell(files, monkeypatch, capsys, argv):
-    monkeypatch.chdir(files)
-    for o in OUTPUTS:  # a cell that failed must not fail the next ones
-        shutil.rmtree(files / o, ignore_errors=True) if (files / o).is_dir() else (files / o).unlink(missing_ok=True)
-    code = main(argv)
-    out, err = capsys.readouterr()
-    left = [o for o in OUTPUTS if (files / o).exists()]
-    return code, out, err, left
-
-
-def assert_refused(result, fragment):
-    code, out, err, left = result
-    assert "Traceback" not in err + out
-    lines = [ln for ln in err.strip().splitlines() if ": error: " in ln]
-    # progress lines may come first; the story is the one error line, and it is the last
-    assert code == 1 and len(lines) == 1 and fragment in lines[0], (code, err)
-    assert lines[0].startswith("neuralpower ") and err.strip().splitlines()[-1] == lines[0]
-    assert not left, f"left partial output {left}"
-
-
-@pytest.mark.parametrize("name", sorted(CSV_MESSAGES))
-@pytest.mark.parametrize("command", ["fit", "score"])
-def test_bad_measurement_csv(files, monkeypatch, capsys, command, name):
-    names = [GOOD_CSV, GOOD_CSV] if name == "twice" else [name]
-    argv = (["fit", *names, "-o", "x.predictor", "--card", "card.md"] if command == "fit"
-            else ["score", "good.predictor", *names])
-    assert_refused(run_cell(files, monkeypatch, capsys, argv), CSV_MESSAGES[name])
-
-
-def test_unknown_kinds_only(files, monkeypatch, capsys):
-    r = run_cell(files, monkeypatch, capsys, ["fit", "unknown_kinds.csv", "-o", "x.predictor"])
-    assert r[0] == 1 and "nothing to fit" in r[2].strip().splitlines()[-1]
-    assert "skipping kinds with no model: roll (40 rows)" in r[2]
-    assert not r[3]
-    assert_refused(run_cell(files, monkeypatch, capsys, ["score", "good.predictor",
-                                                         "unknown_kinds.csv"]),
+def test_unknown_kinds_only(files):
+    code, _, err, left = bad.run_argv(files, ["fit", "unknown_kinds.csv", "-o", "x.predictor"])
+    assert code == 1 and "nothing to fit" in err.strip().splitlines()[-1] and not left
+    assert "skipping kinds with no model: roll (40 rows)" in err
+    assert_refused(files, ["score", "good.predictor", "unknown_kinds.csv"],
                    "no rows of a kind this predictor models")
 
 
-@pytest.mark.parametrize("name", sorted(PREDICTOR_MESSAGES))
-@pytest.mark.parametrize("command", sorted(PREDICTOR_COMMANDS))
-def test_bad_predictor_file(files, monkeypatch, capsys, command, name):
-    argv = [a.format(p=name) for a in PREDICTOR_COMMANDS[command]]
-    assert_refused(run_cell(files, monkeypatch, capsys, argv), PREDICTOR_MESSAGES[name])
+@pytest.mark.parametrize("argv, fragment", **_ids(bad.PREDICTOR_CELLS))
+def test_bad_predictor_file(files, argv, fragment):
+    assert_refused(files, argv, fragment)
 
 
-@pytest.mark.parametrize("net", sorted(NETS))
-@pytest.mark.parametrize("command", sorted(NET_COMMANDS))
-def test_unresolvable_net(files, monkeypatch, capsys, command, net):
-    argv = [a.format(n=net) for a in NET_COMMANDS[command]]
-    assert_refused(run_cell(files, monkeypatch, capsys, argv), NETS[net])
+@pytest.mark.parametrize("argv, fragment", **_ids(bad.NET_CELLS))
+def test_unresolvable_net(files, argv, fragment):
+    assert_refused(files, argv, fragment)
 
 
-@pytest.mark.parametrize("shape", sorted(INPUTS))
-@pytest.mark.parametrize("command", sorted(NET_COMMANDS))
-def test_malformed_input(files, monkeypatch, capsys, command, shape):
-    argv = [a.format(n="torchvision:resnet18") for a in NET_COMMANDS[command]]
-    argv.append(f"--input{'s' if command == 'calibrate' else ''}={shape}")  # "=": "-1x.." is no flag
-    assert_refused(run_cell(files, monkeypatch, capsys, argv), INPUTS[shape])
+@pytest.mark.parametrize("argv, fragment", **_ids(bad.INPUT_CELLS))
+def test_malformed_input(files, argv, fragment):
+    assert_refused(files, argv, fragment)
 
 
-@pytest.mark.parametrize("command", ["predict", "rank", "report"])
-def test_network_with_no_modeled_layer(files, monkeypatch, capsys, command):
-    argv = [a.format(n="act.py:net=0.3" if command == "rank" else "act.py:net")
-            for a in NET_COMMANDS[command]] + ["--input", "1x8"]
-    assert_refused(run_cell(files, monkeypatch, capsys, argv),
-                   "models none of act.py:net's layers" if command == "rank"
-                   else "no layer of a kind this predictor models")
+@pytest.mark.parametrize("argv, fragment", **_ids(bad.NO_MODELED_LAYER_CELLS))
+def test_network_with_no_modeled_layer(files, argv, fragment):
+    assert_refused(files, argv, fragment)
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["rank", "good.predictor", "torchvision:resnet18=fast"], "is not a number"),
-    (["rank", "good.predictor", "torchvision:resnet18=-0.2"], "top-1 error"),
-    (["rank", "good.predictor", "torchvision:resnet18=30"], "write 30%"),
-    (["rank", "good.predictor", "act.py:net"], "no known top-1 error"),
-    (["rank", "good.predictor", "torchvision:resnet18", "--alpha", "-1"], "alpha must be"),
-    (["rank", "good.predictor", "torchvision:resnet18", "--power", "-5"], "--power"),
-    (["predict", "good.predictor", "torchvision:resnet18", "--top", "-1"], "--top"),
-    (["predict", "good.predictor", "torchvision:resnet18", "--epochs", "3"], "add --train"),
-    (["predict", "good.predictor", "torchvision:resnet18", "--train", "--epochs", "3"],
-     "--train needs --dataset-size"),
-    (["predict", "good.predictor", "torchvision:resnet18", "--train", "--epochs", "3",
-      "--dataset-size", "100"], "predicts inference"),
-    (["report", "good.predictor", "torchvision:resnet18", "--top", "0"], "--top and --depth"),
-    (["report", "good.predictor", "torchvision:resnet18", "-o", "good.csv"], "cannot write here"),
-    (["calibrate", "good.predictor", "torchvision:resnet18", "-o", "out.predictor"],
-     "at least 3 different networks"),
-    (["measure", "torchvision:resnet18", "--device", "tpu"], "device"),
-    (["measure", "torchvision:resnet18", "--threads", "0"], "--threads"),
-    (["profile", "-o", "out", "--budget", "-5"], "--budget"),
-    (["profile", "-o", "out", "--kinds", "roll"], "--kinds: roll"),
-    (["profile", "-o", "out", "--device", "cuda:7"], "cuda"),
-    (["profile", "-o", "good.csv/x.csv", "--budget", "5"], "good.csv"),
-    (["profile", "-o", "good.csv", "--budget", "5"], "good.csv"),
-    (["demo", "-o", "out", "--budget", "-1"], "--budget"),
-    (["demo", "-o", "out", "--nets", "torchvision:no_such_net"], "no_such_net"),
-    (["demo", "-o", "out", "--power", "0"], "--power"),
-])
-def test_bad_option(files, monkeypatch, capsys, argv, fragment):
-    assert_refused(run_cell(files, monkeypatch, capsys, argv), fragment)
+@pytest.mark.parametrize("argv, fragment", **_ids(bad.OPTION_CELLS))
+def test_bad_option(files, argv, fragment):
+    assert_refused(files, argv, fragment)
 
 
 @pytest.mark.parametrize("argv", [

@@ -5,6 +5,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torchvision
 
@@ -87,6 +88,33 @@ def test_extreme_layers_stay_finite_and_positive(cpu_predictor):
                          "pad_h": [1, 5, 0], "pad_w": [1, 5, 0], "groups": [2048, 1, 1]})
     out = cpu_predictor.predict_rows(huge, "conv2d")
     assert np.isfinite(out.to_numpy()).all() and (out.to_numpy() > 0).all()
+
+
+def test_layers_outside_the_fitted_ranges_say_which_feature_and_how_far(cpu_predictor, cpu_split):
+    from torch import nn
+
+    from neuralpower.predict import predict
+    from neuralpower.report import prediction_json, prediction_text
+
+    seen = cpu_split[0][cpu_split[0].kind == "linear"].iloc[[0]]  # a row it was fitted on
+    hi = cpu_predictor.card["kinds"]["linear"]["feature_ranges"]["in_features"][1]
+    rows = pd.concat([seen, seen.assign(in_features=4 * hi)])
+    inside, outside = cpu_predictor.extrapolation(rows, "linear")
+    assert inside is None
+    far = {e["feature"]: e for e in outside}
+    assert far["in_features"]["value"] == 4 * hi and far["in_features"]["seen"][1] == hi
+    assert far["in_features"]["factor"] == pytest.approx(4.0)
+    assert outside[0]["factor"] == max(e["factor"] for e in outside)  # farthest first
+
+    b, i, o = (int(seen[c].iloc[0]) for c in ("batch", "in_features", "out_features"))
+    net = nn.Sequential(nn.Linear(i, o), nn.ReLU(), nn.Linear(o, 4 * int(hi)))
+    p = predict(net, (b, i), cpu_predictor)
+    layers = {r["name"]: r for r in prediction_json(p)["layers"]}
+    assert layers["0"]["extrapolation"] is None
+    assert "out_features" in {e["feature"] for e in layers["2"]["extrapolation"]}
+    assert list(p.extrapolated.name) == ["2"]
+    text = prediction_text(p)
+    assert "outside_fit" in text and "1 layers lie outside the ranges" in text
 
 
 def test_unknown_format_version_is_refused(cpu_predictor_file, tmp_path):
