@@ -104,6 +104,8 @@ def make_bad_files(d, good_predictor: bytes):
     (d / "raises.py").write_text("def net():\n    raise ValueError('no such width')\n")
     (d / "notmodule.py").write_text("def net():\n    return 42\n")
     (d / "adir.predictor").mkdir()
+    for name, text in BAD_JSONL.items():
+        (d / name).write_text(text)
     return d
 
 
@@ -243,6 +245,28 @@ NO_MODELED_LAYER_CELLS = [
     (c, [a.format(n="act.py:net=0.3" if c == "rank" else "act.py:net") for a in NET_COMMANDS[c]]
      + ["--input", "1x8"], "models none of act.py:net's layers" if c == "rank"
      else "no layer of a kind this predictor models") for c in ("predict", "rank", "report")]
+# Search spaces (JSON lines of architectures, for rank), by what is wrong with them.
+_RELU = '{"kind": "relu", "elements": 8, "in_elements": 8, "inner": 8}'
+BAD_JSONL = {
+    "notjson.jsonl": "{not json\n",
+    "nolayers.jsonl": '{"name": "a"}\n',
+    "emptyfile.jsonl": "",
+    "twice.jsonl": f'{{"name": "a", "top1_error": 0.3, "layers": [{_RELU}]}}\n' * 2,
+    "noerror.jsonl": f'{{"name": "a", "layers": [{_RELU}]}}\n',
+    "badsize.jsonl": '{"name": "a", "top1_error": 0.3, "layers": [{"kind": "linear", "batch": 0, '
+                     '"in_features": 8, "out_features": 8}]}\n',
+    "unmodeled.jsonl": f'{{"name": "a", "top1_error": 0.3, "layers": [{{"kind": "roll"}}]}}\n',
+}
+JSONL_CELLS = [(f"rank-{name}", ["rank", "good.predictor", name, "--plot", ""], fragment)
+               for name, fragment in [
+                   ("missing.jsonl", "architecture file 'missing.jsonl' not found"),
+                   ("notjson.jsonl", "line 1: not JSON"),
+                   ("nolayers.jsonl", 'line 1: expected an object with a list of "layers"'),
+                   ("emptyfile.jsonl", "no architectures in it"),
+                   ("twice.jsonl", "line 2: name 'a' is used by line 1 too"),
+                   ("noerror.jsonl", "architecture 'a' has no top1_error"),
+                   ("badsize.jsonl", "linear batch 0 (a whole number from 1 is needed)"),
+                   ("unmodeled.jsonl", "models none of a's layers")]]
 OPTION_CELLS = [(" ".join(argv), argv, fragment) for argv, fragment in [
     (["rank", "good.predictor", "torchvision:resnet18=fast"], "is not a number"),
     (["rank", "good.predictor", "torchvision:resnet18=-0.2"], "top-1 error"),
@@ -272,6 +296,7 @@ OPTION_CELLS = [(" ".join(argv), argv, fragment) for argv, fragment in [
     (["demo", "-o", "out", "--power", "0"], "--power"),
 ]]
 ALL_CELLS = (CSV_CELLS + PREDICTOR_CELLS + NET_CELLS + INPUT_CELLS + NO_MODELED_LAYER_CELLS
+             + JSONL_CELLS
              + OPTION_CELLS)
 
 

@@ -172,20 +172,26 @@ def _rank(args) -> None:
     from .predictor import Predictor
     from .rank import DEFAULT_ALPHAS, parse_entry, plot_rank, rank_networks, rank_text
 
-    entries = [parse_entry(e) for e in args.nets]
+    files = [e for e in args.nets if e.endswith(".jsonl")]
+    entries = [parse_entry(e) for e in args.nets if not e.endswith(".jsonl")]
+    archs = None
+    if files:
+        from .archs import Architectures, read_jsonl
+
+        archs = Architectures.concat([read_jsonl(f) for f in files])
     alphas = args.alpha or list(DEFAULT_ALPHAS)
     shapes = nets.parse_input(args.input)
     for net, _ in entries:
         nets.build(net)
     predictor = Predictor.load(args.model)
     result = rank_networks(predictor, entries, alphas=alphas, input_shape=shapes[0],
-                           power_w=args.power)
+                           power_w=args.power, archs=archs)
     if args.plot:
         plot_rank(result, args.plot)
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(rank_text(result))
+    print(rank_text(result, show=args.show))
     if args.plot:
         print(f"wrote {args.plot}")
 
@@ -368,7 +374,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="predictor file")
     p.add_argument("nets", nargs="+", metavar="NET[=TOP1_ERROR]", help="networks, as for "
                    "predict, each with its top-1 error as a fraction (0.302) or percentage "
-                   "(30.2%%); torchvision networks default to their documented ImageNet error")
+                   "(30.2%%); torchvision networks default to their documented ImageNet error; "
+                   "a FILE.jsonl adds the architectures it describes by their layers")
     p.add_argument("--alpha", type=float, action="append", metavar="A", help="weight of "
                    "accuracy against energy; repeat for several (default 0, 1, 2, 5)")
     p.add_argument("--input", default="1x3x224x224", help="input shape (default 1x3x224x224)")
@@ -376,6 +383,8 @@ def parser() -> argparse.ArgumentParser:
                    "the predictor has no power model (shown as stated, never as predicted)")
     p.add_argument("--plot", default="ranking.png", help="error-against-energy PNG with the "
                    "Pareto front (default ranking.png; '' for none)")
+    p.add_argument("--show", type=int, default=30, help="of more networks than this, list "
+                   "those in the top SHOW at some alpha (default 30; --json has all)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_rank)
 

@@ -80,9 +80,11 @@ def _group(rows: pd.DataFrame, key: str) -> pd.DataFrame:
     return g.sort_values("runtime_ms", ascending=False).reset_index()
 
 
-def predict_table(table: pd.DataFrame, predictor: Predictor) -> pd.DataFrame:
+def predict_table(table: pd.DataFrame, predictor: Predictor,
+                  extrapolation: bool = True) -> pd.DataFrame:
     """Add ``runtime_ms``, ``power_w``, ``energy_mj``, ``modeled`` and ``extrapolation`` (the
-    features outside the fitted ranges, see ``Predictor.extrapolation``) to a layer table."""
+    features outside the fitted ranges, see ``Predictor.extrapolation``; left None when not
+    asked for: scoring a search space needs only the totals) to a layer table."""
     runtime, power = np.full(len(table), np.nan), np.full(len(table), np.nan)
     modeled = np.zeros(len(table), dtype=bool)
     outside = np.full(len(table), None, dtype=object)
@@ -95,7 +97,8 @@ def predict_table(table: pd.DataFrame, predictor: Predictor) -> pd.DataFrame:
         at = np.flatnonzero(kinds == kind)
         pred = predictor.predict_arrays(shapes.iloc[at], model)
         runtime[at], power[at], modeled[at] = pred["runtime_ms"], pred["power_w"], True
-        for i, e in zip(at, predictor.extrapolation(shapes.iloc[at], model)):
+        for i, e in zip(at, predictor.extrapolation(shapes.iloc[at], model)
+                        if extrapolation else ()):
             outside[i] = e  # one by one: numpy would read a list of lists as a 2-D block
     runtime = predictor.runtime_of_layers(runtime, kinds)
     return table.assign(runtime_ms=runtime, power_w=power, energy_mj=power * runtime,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from . import nets
@@ -102,7 +103,9 @@ def _check_names(names) -> None:
     """At least one network, none twice (a ranking of a network against itself means a typo)."""
     if not names:
         raise NeuralPowerError("no network to rank")
-    twice = sorted({n for n in names if names.count(n) > 1})
+    from collections import Counter
+
+    twice = sorted(n for n, k in Counter(names).items() if k > 1)
     if twice:
         raise NeuralPowerError(f"network {twice[0]!r} is listed twice")
 
@@ -146,22 +149,36 @@ def rank_table(entries, alphas=DEFAULT_ALPHAS) -> dict:
             "energy_mj": energy, "energy_source": e.get("energy_source"),
             "layers_unmodeled": e.get("layers_unmodeled"),
             "epr": {_key(a): error ** a * energy for a in alphas}, "rank": {}})
+    energy = np.array([r["energy_mj"] for r in rows])
+    error = np.array([r["top1_error"] for r in rows])
     winners = {}
-    for a in map(_key, alphas):
-        for r in rows:  # competition ranking: 1 + how many are strictly better
-            r["rank"][a] = 1 + sum(o["epr"][a] < r["epr"][a] for o in rows)
-        winners[a] = min(rows, key=lambda r: r["epr"][a])["network"]  # min keeps the first
-    for r in rows:
-        r["pareto"] = not any(_dominates(o, r) for o in rows)
+    for a in alphas:  # vectorised: a search space ranks thousands of networks
+        epr = error ** a * energy
+        # competition ranking: 1 + how many are strictly better
+        ranks = np.searchsorted(np.sort(epr), epr, side="left") + 1
+        k = _key(a)
+        for r, rank in zip(rows, ranks.tolist()):
+            r["rank"][k] = rank
+        winners[k] = rows[int(np.argmin(epr))]["network"]  # argmin keeps the first
+    for r, front in zip(rows, pareto_front(energy, error).tolist()):
+        r["pareto"] = front
     changes = [{"alpha_from": a, "alpha_to": b, "from": winners[_key(a)], "to": winners[_key(b)]}
                for a, b in zip(alphas, alphas[1:]) if winners[_key(a)] != winners[_key(b)]]
     return {"alphas": alphas, "networks": rows, "winners": winners, "winner_changes": changes}
 
 
-def _dominates(o: dict, r: dict) -> bool:
-    """``o`` is no worse than ``r`` in energy and error, and better in one of them."""
-    return (o["energy_mj"] <= r["energy_mj"] and o["top1_error"] <= r["top1_error"]
-            and (o["energy_mj"] < r["energy_mj"] or o["top1_error"] < r["top1_error"]))
+def pareto_front(energy: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """True where no other point is as good in both and better in one (lower is better), in
+    O(n log n): sorted by energy, a point is dominated by a cheaper one with an error as low,
+    or by one of the same energy with a lower error."""
+    order = np.lexsort((error, energy))
+    e, r = energy[order], error[order]
+    first = np.searchsorted(e, e, side="left")            # first point of the same energy
+    best_cheaper = np.concatenate([[np.inf], np.minimum.accumulate(r)])[first]
+    dominated = (best_cheaper <= r) | (r[first] < r)
+    out = np.empty(len(e), dtype=bool)
+    out[order] = ~dominated
+    return out
 
 
 def _float(v):
@@ -169,14 +186,16 @@ def _float(v):
 
 
 def rank_networks(predictor, entries, alphas=DEFAULT_ALPHAS, input_shape=(1, 3, 224, 224),
-                  power_w: float | None = None) -> dict:
+                  power_w: float | None = None, archs=None) -> dict:
     """Predict each network's energy per inference and rank them by EPR (:func:`rank_table`).
 
     ``entries``: ``(net, top1_error fraction or None)`` pairs, as :func:`parse_entry` gives; a
     missing error is read by :func:`top1_error`. Energy is the predictor's, or, for a predictor
     with no power model, ``power_w`` (W, stated by the user) times the predicted runtime, and
     every network says which. Every name, error and alpha is checked before anything is
-    predicted, so a typo in the last entry fails at once. The result adds ``device`` and
+    predicted, so a typo in the last entry fails at once. ``archs`` (``archs.Architectures``,
+    from a JSON-lines file) adds architectures described by their layers, predicted in one
+    vectorised pass; each must state its ``top1_error``. The result adds ``device`` and
     ``input`` to :func:`rank_table`'s.
     """
     if not isinstance(predictor, Predictor):
@@ -196,7 +215,13 @@ def rank_networks(predictor, entries, alphas=DEFAULT_ALPHAS, input_shape=(1, 3, 
                                "energy: pass --power W (the device's mean power in watts) or "
                                "use a predictor with power")
     entries = list(entries)
-    _check_names([net for net, _ in entries])
+    arch_names = [] if archs is None else list(archs.networks.network)
+    _check_names([net for net, _ in entries] + arch_names)
+    if archs is not None:
+        missing = archs.networks[archs.networks.top1_error.isna()]
+        if len(missing):
+            raise NeuralPowerError(f"architecture {missing.network.iloc[0]!r} has no top1_error "
+                                   "(a fraction in (0, 1]): EPR needs one")
     checked = []
     for net, error in entries:
         module = nets.build(net)  # a name that does not resolve fails here, before any predict
@@ -206,14 +231,22 @@ def rank_networks(predictor, entries, alphas=DEFAULT_ALPHAS, input_shape=(1, 3, 
             error, source = _error_fraction(error, net), "given by the user"
         checked.append((net, module, error, source))
     shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
+    totals = [(net, predict(module, input_shape, predictor, network=net).totals, error, source)
+              for net, module, error, source in checked]
+    if archs is not None:
+        from .archs import predict_many
+
+        many = predict_many(archs, predictor).merge(archs.networks, on="network")
+        totals += [(r["network"], {**r, "energy_mj": None if math.isnan(r["energy_mj"])
+                                   else r["energy_mj"]}, r["top1_error"], "given in the file")
+                   for r in many.to_dict("records")]
     rows = []
-    for net, module, error, source in checked:
-        t = predict(module, input_shape, predictor, network=net).totals
+    for net, t, error, source in totals:
         if t["layers_modeled"] == 0:
             raise NeuralPowerError(f"predictor {device!r} models none of {net}'s layers: "
                                    "no runtime or energy to rank")
         if has_power:
-            energy, power = t["energy_mj"], t["power_w"]
+            energy, power = t["energy_mj"], _float(t["power_w"])
             energy_source = f"predicted ({device})"
             if energy is None:  # some modeled kind has a runtime model but no power model
                 raise NeuralPowerError(f"predictor {device!r} has no power model for some of "
@@ -231,11 +264,16 @@ def rank_networks(predictor, entries, alphas=DEFAULT_ALPHAS, input_shape=(1, 3, 
 
 # ---------------------------------------------------------------- views
 
-def rank_text(result: dict) -> str:
+def rank_text(result: dict, show: int = 30) -> str:
     """The ranking as text: one row per network, EPR and rank per alpha side by side (``*``:
     the winner at that alpha), the Pareto flag, then the winners, where they change, and the
-    sources of every error and energy figure."""
+    sources of every error and energy figure. Of more than ``show`` networks (a search space),
+    only those in the top ``show`` at some alpha are listed, best first."""
     alphas, rows = result["alphas"], result["networks"]
+    total = len(rows)
+    if total > show:
+        best = {id(r): min(r["rank"].values()) for r in rows}
+        rows = sorted((r for r in rows if best[id(r)] <= show), key=lambda r: best[id(r)])
     table = pd.DataFrame({
         "network": [r["network"] for r in rows],
         "top-1 err %": [f"{100 * r['top1_error']:.2f}" for r in rows],
@@ -258,6 +296,9 @@ def rank_text(result: dict) -> str:
     out += ["EPR = top1_error^alpha * energy_mj (error as a fraction; lower is better); "
             "* = lowest EPR at that alpha; pareto = no other network is as good in energy and "
             "error and better in one", "", table.to_string(index=False), ""]
+    if total > len(rows):
+        out.append(f"({len(rows)} of {total} networks shown: those in the top {show} at some "
+                   "alpha; --json lists all)")
     out.append("winner: " + ", ".join(f"alpha={a:g} {result['winners'][_key(a)]}"
                                       for a in alphas))
     for c in result["winner_changes"]:
@@ -265,10 +306,15 @@ def rank_text(result: dict) -> str:
                    f"alpha={c['alpha_to']:g}: {c['from']} -> {c['to']}")
     if not result["winner_changes"] and len(alphas) > 1:
         out.append(f"the winner is the same at every alpha from {alphas[0]:g} to {alphas[-1]:g}")
-    out.append("Pareto front (energy_mj, top-1 error): "
-               + ", ".join(r["network"] for r in rows if r["pareto"]))
-    out += ["", "top-1 error:"] + [f"  {r['network']}: {r['error_source'] or 'not stated'}"
-                                   for r in rows]
+    front = [r["network"] for r in result["networks"] if r["pareto"]]
+    out.append(f"Pareto front (energy_mj, top-1 error; {len(front)}): " + ", ".join(front[:show])
+               + (", ..." if len(front) > show else ""))
+    errors = {r["error_source"] or "not stated" for r in rows}
+    if len(errors) == 1 and total > 1:
+        out.append(f"top-1 error: {errors.pop()}")
+    else:
+        out += ["", "top-1 error:"] + [f"  {r['network']}: {r['error_source'] or 'not stated'}"
+                                       for r in rows]
     energy = {r["energy_source"] or "not stated" for r in rows}
     if len(energy) == 1:
         out.append(f"energy: {energy.pop()}")
@@ -305,7 +351,8 @@ def plot_rank(result: dict, path) -> None:
         # everything above and right of the steps is beaten on both counts by a front network
         ax.plot(x, y, drawstyle="steps-post", color="C3", lw=1.5, zorder=2)
         ax.scatter(x, y, color="C3", s=50, zorder=4, label="Pareto front")
-    for r in rows:
+    named = rows if len(rows) <= 40 else front[:20]  # a search space: name the front only
+    for r in named:
         ax.annotate(r["network"].split(":")[-1], (r["energy_mj"], 100 * r["top1_error"]),
                     fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")

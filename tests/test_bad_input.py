@@ -68,6 +68,11 @@ def test_network_with_no_modeled_layer(files, argv, fragment):
     assert_refused(files, argv, fragment)
 
 
+@pytest.mark.parametrize("argv, fragment", **_ids(bad.JSONL_CELLS))
+def test_bad_search_space(files, argv, fragment):
+    assert_refused(files, argv, fragment)
+
+
 @pytest.mark.parametrize("argv, fragment", **_ids(bad.OPTION_CELLS))
 def test_bad_option(files, argv, fragment):
     assert_refused(files, argv, fragment)

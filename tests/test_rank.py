@@ -3,11 +3,14 @@ import math
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from neuralpower import Predictor, nets, predict
 from neuralpower.errors import NeuralPowerError
-from neuralpower.rank import (DEFAULT_ALPHAS, parse_entry, plot_rank, rank_networks, rank_table,
+from neuralpower.rank import (DEFAULT_ALPHAS, pareto_front, parse_entry, plot_rank, rank_networks, rank_table,
                               rank_text, top1_error)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,3 +224,17 @@ def test_rank_networks_no_modeled_layer(raptorlake, tmp_path):
     f.write_text("from torch import nn\n\ndef make():\n    return nn.Sequential(nn.ReLU())\n")
     with pytest.raises(NeuralPowerError, match="models none"):
         rank_networks(raptorlake, [(f"{f}:make", 0.5)], input_shape=SMALL)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), min_size=1, max_size=30))
+def test_pareto_front_matches_the_definition(points):
+    """The O(n log n) front equals the pairwise definition, ties included."""
+    energy = np.array([p[0] for p in points], dtype=float)
+    error = np.array([p[1] for p in points], dtype=float) / 10
+
+    def dominated(i):
+        return any(energy[j] <= energy[i] and error[j] <= error[i]
+                   and (energy[j] < energy[i] or error[j] < error[i]) for j in range(len(points)))
+
+    assert pareto_front(energy, error).tolist() == [not dominated(i) for i in range(len(points))]
