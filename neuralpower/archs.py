@@ -154,13 +154,21 @@ def _check_layers(table: pd.DataFrame, where: list[str]) -> None:
                                        f"from {low} is needed)")
 
 
-def predict_many(archs, predictor: Predictor) -> pd.DataFrame:
-    """Totals per network of ``archs`` (``Architectures``, or a layer table with a ``network``
-    column and optional ``count``), in one pass: each distinct layer is predicted once, by one
-    model call per kind for all networks. Columns: ``network``, ``runtime_ms``, ``energy_mj``
-    (NaN where a modeled layer has no power prediction), ``power_w``, ``macs``,
-    ``layers_modeled`` and ``layers_unmodeled`` (counted with repeats), in network order.
-    Same aggregation as ``predict``."""
+def predict_many(archs, predictor, input_shape=(1, 3, 224, 224)) -> pd.DataFrame:
+    """Totals per network of ``archs``, in one pass: each distinct layer is predicted once, by
+    one model call per kind for all networks. ``archs``: ``Architectures`` (``read_jsonl``), a
+    layer table with a ``network`` column (and optional ``count``), or ``{name: nn.Module}``
+    (traced at ``input_shape``). Columns: ``network``, ``runtime_ms``, ``energy_mj`` (NaN where
+    a modeled layer has no power prediction), ``power_w``, ``macs``, ``layers_modeled`` and
+    ``layers_unmodeled`` (counted with repeats), in network order. Same aggregation as
+    ``predict``."""
+    if not isinstance(predictor, Predictor):
+        predictor = Predictor.load(predictor)
+    if isinstance(archs, dict):
+        from .trace import trace
+
+        archs = pd.concat([trace(m, input_shape).assign(network=name)
+                           for name, m in archs.items()], ignore_index=True)
     if isinstance(archs, pd.DataFrame):
         archs = Architectures.from_table(archs)
     table = archs.layers.copy()

@@ -40,6 +40,14 @@ def test_one_pass_gives_each_networks_own_totals(space, cpu_predictor):
                                                               alone["layers_unmodeled"])
 
 
+def test_modules_at_once(space, cpu_predictor):
+    _, models = space
+    many = predict_many(models, cpu_predictor).set_index("network")
+    for name, model in models.items():
+        alone = predict(model, (1, 3, 224, 224), cpu_predictor).totals
+        assert many.loc[name, "runtime_ms"] == pytest.approx(alone["runtime_ms"], rel=1e-9)
+
+
 def test_count_repeats_a_layer(cpu_predictor):
     import pandas as pd
 
