@@ -17,10 +17,19 @@ def _fit(args) -> None:
     rows = data.load(args.data)
     print(f"fitting on {len(rows)} rows from {', '.join(args.data)}", file=sys.stderr)
     predictor = Predictor.fit(rows, log=lambda m: print(m, file=sys.stderr))
-    predictor.save(args.output)
-    if args.card:
-        with open(args.card, "w") as f:
-            f.write(card_markdown(predictor.card))
+    if args.card:  # the card first: a card that cannot be written leaves no predictor either
+        from pathlib import Path
+
+        card = Path(args.card)
+        tmp = card.with_name(card.name + ".partial")
+        try:
+            tmp.write_text(card_markdown(predictor.card))
+        except OSError as e:
+            raise NeuralPowerError(f"{card}: cannot write here ({e.strerror})") from None
+        predictor.save(args.output)
+        tmp.replace(card)
+    else:
+        predictor.save(args.output)
     print(f"wrote {args.output}" + (f" and {args.card}" if args.card else ""))
 
 
@@ -102,10 +111,13 @@ def _profile(args) -> None:
              or PROFILED_KINDS)
     campaign = Campaign(args.output, device=args.device, kinds=kinds, seed=args.seed,
                         threads=args.threads, power_window_s=args.power_window, mode=args.mode,
+                        adaptive=args.adaptive,
                         command=" ".join(["neuralpower", *sys.argv[1:]]))
     s = campaign.run(budget_s=args.budget, progress=not args.quiet)
+    power = (f", {s['power_errors']} rows with a failed power read" if s.get("power_errors")
+             else "")
     print(f"{s['ended']}: {s['networks']} networks, {s['rows']} rows ({s['failed']} failed "
-          f"networks) in {s['seconds']:.0f} s; wrote {args.output} and "
+          f"networks{power}) in {s['seconds']:.0f} s; wrote {args.output} and "
           f"{sidecar_path(args.output)}")
 
 
@@ -308,6 +320,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["inference", "train"], default="inference",
                    help="measure inference (forward) or a training step (forward + backward) "
                    "of each layer (default inference)")
+    p.add_argument("--adaptive", action="store_true", help="after a first uniform share of "
+                   "the budget, build more networks around the kinds predicted worst so far")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_profile)
 

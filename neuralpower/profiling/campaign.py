@@ -31,13 +31,14 @@ from dataclasses import asdict
 from itertools import count
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from .. import __version__
 from ..errors import NeuralPowerError
 from ..features import CONTEXT_COLUMNS, MODES, SHAPE_COLUMNS
-from . import synthetic
+from . import adaptive, synthetic
 from .meters import MeterError, idle_power, open_meter
 from .timing import Reference, layer_power, spread, steady_allocator, time_network
 
@@ -99,7 +100,8 @@ class Campaign:
 
     def __init__(self, output, device="cpu", kinds=synthetic.PROFILED_KINDS, seed: int = 0,
                  threads: int | None = None, power_window_s: float | None = None, meter=None,
-                 command: str | None = None, log=None, mode: str = "inference"):
+                 command: str | None = None, log=None, mode: str = "inference",
+                 adaptive: bool = False):
         self.path = Path(output)
         self.device = parse_device(device) if isinstance(device, str) else device
         unknown = sorted(set(kinds) - set(synthetic.PROFILED_KINDS))
@@ -112,6 +114,7 @@ class Campaign:
             raise NeuralPowerError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
         self.mode = mode
         self.train = mode == "train"
+        self.adaptive = bool(adaptive)  # see profiling/adaptive.py
         if threads is not None and threads < 1:
             raise NeuralPowerError("--threads must be at least 1")
         self.threads = int(threads or torch.get_num_threads())
@@ -152,7 +155,8 @@ class Campaign:
             bar = _bar(budget_s, progress)
             failing = True  # until the loop ends normally: then a sidecar error is the news
             try:
-                for net_id, spec in specs if specs is not None else self._specs():
+                for net_id, spec in (specs if specs is not None else
+                                     self._specs(started, budget_s, resumed=bool(done), meta=meta)):
                     if net_id in done and net_id not in partial:
                         continue
                     elapsed = time.perf_counter() - started
@@ -205,10 +209,32 @@ class Campaign:
                      "with power_w empty and the reason in power_error")
         summary["power_errors"] += len(errors)
 
-    def _specs(self):
+    def _specs(self, started: float, budget_s: float, resumed: bool, meta: dict):
+        """``(network id, spec)`` of the campaign's networks in order: the seeded design, or,
+        adaptive, the design's points focused on the kinds least well predicted so far
+        (estimated after ``adaptive.FIRST_SHARE`` of the budget, at once when resuming, then
+        every ``adaptive.REFIT_SHARE``; each estimate is kept in the sidecar's run record)."""
+        probabilities = None
+        refit_at = 0.0 if resumed else adaptive.FIRST_SHARE * budget_s
         for index in count():
-            yield f"s{self.seed}-{index:06d}", synthetic.sample(self.seed, index, self.kinds,
-                                                                 self.limits)
+            elapsed = time.perf_counter() - started
+            if self.adaptive and elapsed >= refit_at:
+                rows = pd.read_csv(self.path, low_memory=False)
+                errors = adaptive.kind_errors(rows, self.kinds)
+                probabilities = adaptive.weights(errors)
+                meta["runs"][-1].setdefault("adaptive", []).append(
+                    {"at_s": round(elapsed, 1), "rows": len(rows),
+                     "rmspe_pct": {k: round(e, 1) if np.isfinite(e) else None
+                                   for k, e in errors.items()}})
+                refit_at = elapsed + adaptive.REFIT_SHARE * budget_s
+            if probabilities is None:
+                yield f"s{self.seed}-{index:06d}", synthetic.sample(self.seed, index, self.kinds,
+                                                                     self.limits)
+            else:
+                kind = adaptive.pick(probabilities, self.seed, index)
+                yield (f"a{self.seed}-{index:06d}-{kind}",
+                       synthetic.sample(self.seed, index, adaptive.needs(kind, self.kinds),
+                                        self.limits))
 
     # -- resuming ----------------------------------------------------------------------------
 
@@ -241,7 +267,8 @@ class Campaign:
         path = sidecar_path(self.path)
         settings = {"device": str(self.device), "kinds": list(self.kinds), "seed": self.seed,
                     "threads": self.threads, "dtype": "float32",
-                    "power_window_s": self.power_window_s, "mode": self.mode}
+                    "power_window_s": self.power_window_s, "mode": self.mode,
+                    "adaptive": self.adaptive}
         if path.exists():
             try:
                 meta = json.loads(path.read_text())
@@ -252,6 +279,7 @@ class Campaign:
                 raise NeuralPowerError(f"{path}: unreadable campaign metadata; remove it and the "
                                        "CSV to start again, or write to another file") from None
             old.setdefault("mode", "inference")  # campaigns before training mode
+            old.setdefault("adaptive", False)    # campaigns before adaptive profiling
             changed = [k for k in settings if old.get(k) != settings[k]]
             if changed:
                 k = changed[0]
@@ -429,7 +457,14 @@ def _write_json(path: Path, data: dict) -> None:
     """Atomically: the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            rest = memoryview((json.dumps(data, indent=2, default=str) + "\n").encode("utf-8"))
+            while rest:  # a write may be short (a disk filling up): write the rest or fail
+                rest = rest[os.write(fd, rest):]
+            os.fsync(fd)  # the new content on disk before the name points at it
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
