@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import time
 import warnings
 import zipfile
@@ -252,6 +253,7 @@ class Predictor:
     @classmethod
     def load(cls, path) -> "Predictor":
         import skops.io as sio
+        from skops.io.exceptions import UntrustedTypesFoundException
 
         from .regression import TRUSTED_TYPES
 
@@ -268,15 +270,18 @@ class Predictor:
                     if not (name.startswith("models/") and name.endswith(".skops")):
                         continue
                     kind, target = name[len("models/"):-len(".skops")].split(".", 1)
-                    blob = z.read(name)
-                    untrusted = set(sio.get_untrusted_types(data=blob)) - set(TRUSTED_TYPES)
-                    if untrusted:
+                    # skops audits every type the file names against the trusted list before
+                    # it builds anything (its loads: get_tree, audit_tree, construct)
+                    try:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            models[(kind, target)] = sio.loads(z.read(name),
+                                                               trusted=list(TRUSTED_TYPES))
+                    except UntrustedTypesFoundException as e:
+                        untrusted = re.findall(r"'([^']+)'", str(e).splitlines()[0])
                         raise NeuralPowerError(f"{path}: refusing to load {name}: it names "
                                                f"types outside the trusted list "
-                                               f"({', '.join(sorted(untrusted))})")
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        models[(kind, target)] = sio.loads(blob, trusted=list(TRUSTED_TYPES))
+                                               f"({', '.join(untrusted)})") from None
         except NeuralPowerError:
             raise
         except Exception as e:  # an untrusted file can fail to parse in any way: say so, once
