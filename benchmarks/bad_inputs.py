@@ -255,7 +255,7 @@ BAD_JSONL = {
     "noerror.jsonl": f'{{"name": "a", "layers": [{_RELU}]}}\n',
     "badsize.jsonl": '{"name": "a", "top1_error": 0.3, "layers": [{"kind": "linear", "batch": 0, '
                      '"in_features": 8, "out_features": 8}]}\n',
-    "unmodeled.jsonl": f'{{"name": "a", "top1_error": 0.3, "layers": [{{"kind": "roll"}}]}}\n',
+    "unmodeled.jsonl": '{"name": "a", "top1_error": 0.3, "layers": [{"kind": "roll"}]}\n',
 }
 JSONL_CELLS = [(f"rank-{name}", ["rank", "good.predictor", name, "--plot", ""], fragment)
                for name, fragment in [
@@ -305,7 +305,10 @@ def run_argv(folder, argv):
     output files left behind)."""
     for o in OUTPUTS:  # a cell that failed must not fail the next ones
         path = folder / o
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     out, err, cwd = io.StringIO(), io.StringIO(), os.getcwd()
     os.chdir(folder)
     try:

@@ -44,6 +44,7 @@ USAGE_ERRORS = [["profile", "-o", "x.csv", "--budget", "soon"], ["predict", "goo
 
 
 def bad_input_counts(folder: Path) -> dict:
+    folder.mkdir()
     bad_inputs.make_bad_files(folder, (ROOT / "models" / "raptorlake_cpu.predictor").read_bytes())
     problems, tracebacks, partial, internal = [], 0, 0, 0
     for cell_id, argv, fragment in bad_inputs.ALL_CELLS:
@@ -150,7 +151,6 @@ def main() -> int:
                            ("kills", lambda: kill_counts(tmp, args.kills, args.seed)),
                            ("full disk", lambda: disk_counts(tmp)),
                            ("failing sensor", lambda: sensor_counts(tmp))]:
-            (tmp / "bad").mkdir(exist_ok=True)
             t0 = time.time()
             print(f"{name} ...", file=sys.stderr, flush=True)
             counts.update(step())
@@ -159,7 +159,7 @@ def main() -> int:
                                  + counts["sensor_reads_failed"])
     counts["seconds"] = round(time.time() - started)
     problems = counts.pop("problems")
-    rows = [(k, v) for k, v in counts.items()]
+    rows = list(counts.items())
     width = max(len(k) for k, _ in rows)
     table = "\n".join(f"{k:<{width}}  {v}" + ("   (must be 0)" if k in MUST_BE_ZERO else "")
                       for k, v in rows)

@@ -28,14 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import MAX_SIZE
+from .data import invalid_size, lowest_size
 from .errors import NeuralPowerError
 from .features import INPUT_COLUMNS, MAC_KINDS, SHAPE_COLUMNS, macs
 from .predict import predict_table
 from .predictor import Predictor
-
-_SIZES_ALLOWED_ZERO = ("pad_h", "pad_w")
-
 
 @dataclass
 class Architectures:
@@ -145,13 +142,12 @@ def _check_layers(table: pd.DataFrame, where: list[str]) -> None:
             continue
         for c in cols + ["count"]:
             v = table.loc[rows, c] if c in table else pd.Series(np.nan, index=table.index[rows])
-            low = 0 if c in _SIZES_ALLOWED_ZERO else 1
-            bad = v.isna() | (v < low) | (v > MAX_SIZE) | (v % 1 != 0)
+            bad = v.isna() | invalid_size(v, c)
             if bad.any():
                 row = int(bad[bad].index[0])
                 value = "missing" if pd.isna(v[bad].iloc[0]) else f"{v[bad].iloc[0]:g}"
                 raise NeuralPowerError(f"{where[row]}: {kind} {c} {value} (a whole number "
-                                       f"from {low} is needed)")
+                                       f"from {lowest_size(c)} is needed)")
 
 
 def predict_many(archs, predictor, input_shape=(1, 3, 224, 224)) -> pd.DataFrame:

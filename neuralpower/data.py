@@ -82,14 +82,26 @@ def _read_one(path: Path) -> pd.DataFrame:
             values = d.loc[rows, c]
             if c in cols and values.isna().any():
                 raise NeuralPowerError(f"{path}: line {_line(values.isna())}: {kind} row has no {c}")
-            low = 0 if c.startswith("pad") else 1  # sizes >= 1, padding >= 0
-            bad = values.notna() & ((values < low) | (values > MAX_SIZE) | (values % 1 != 0))
+            bad = invalid_size(values, c)
             if bad.any():
                 v = values[bad].iloc[0]
-                why = "is not a whole number" if low <= v <= MAX_SIZE else "is out of range"
+                why = ("is not a whole number" if lowest_size(c) <= v <= MAX_SIZE
+                       else "is out of range")
                 raise NeuralPowerError(f"{path}: line {_line(bad)}: {c} = {v:g} {why}")
     d["source_file"] = path.name
     return d
+
+
+def lowest_size(column: str) -> int:
+    """Padding may be 0; every other size starts at 1."""
+    return 0 if column.startswith("pad") else 1
+
+
+def invalid_size(values: pd.Series, column: str) -> pd.Series:
+    """Where a layer size is not a whole number from ``lowest_size`` to ``MAX_SIZE`` (missing
+    values are not flagged: whether one may be missing is the caller's rule)."""
+    return values.notna() & ((values < lowest_size(column)) | (values > MAX_SIZE)
+                             | (values % 1 != 0))
 
 
 def _check_duplicates(d: pd.DataFrame, path: Path) -> None:

@@ -9,6 +9,7 @@ changes and which networks another beats on both counts (those never win outrigh
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -103,8 +104,6 @@ def _check_names(names) -> None:
     """At least one network, none twice (a ranking of a network against itself means a typo)."""
     if not names:
         raise NeuralPowerError("no network to rank")
-    from collections import Counter
-
     twice = sorted(n for n, k in Counter(names).items() if k > 1)
     if twice:
         raise NeuralPowerError(f"network {twice[0]!r} is listed twice")

@@ -1,4 +1,5 @@
 """Shared fixtures: a small predictor fitted on real public measurements (once per session)."""
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,15 @@ from neuralpower.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = ROOT / "profiling" / "public"
+
+
+def benchmark_module(name: str):
+    """A module of benchmarks/ (not a package): the fault injectors and input matrices the
+    tests assert on and the benchmarks count with."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

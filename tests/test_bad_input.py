@@ -2,23 +2,13 @@
 CSVs, predictor files, NETs, input shapes and options ends in one line naming the problem, exit
 code 1, no traceback, no output file. Commands run in-process (``cli.main``, as the console
 script does); tests/test_cli.py runs a few of the same cells as real subprocesses."""
-import importlib.util
-
 import pytest
 
 from neuralpower.cli import main
 
-from .conftest import ROOT
+from .conftest import benchmark_module
 
-
-def _bad_inputs():
-    spec = importlib.util.spec_from_file_location("bad_inputs", ROOT / "benchmarks" / "bad_inputs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bad = _bad_inputs()
+bad = benchmark_module("bad_inputs")
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +21,11 @@ def assert_refused(files, argv, fragment):
     assert problem is None, problem
 
 
-def _ids(cells):
-    return dict(argvalues=[c[1:] for c in cells], ids=[c[0] for c in cells])
-
-
-@pytest.mark.parametrize("argv, fragment", **_ids(bad.CSV_CELLS))
-def test_bad_measurement_csv(files, argv, fragment):
+@pytest.mark.parametrize("argv, fragment", [c[1:] for c in bad.ALL_CELLS],
+                         ids=[c[0] for c in bad.ALL_CELLS])
+def test_bad_input_is_refused_on_one_line(files, argv, fragment):
+    """One cell: a command against one bad CSV, predictor file, NET, input shape, search space
+    or option (the groups of benchmarks/bad_inputs.py)."""
     assert_refused(files, argv, fragment)
 
 
@@ -46,36 +35,6 @@ def test_unknown_kinds_only(files):
     assert "skipping kinds with no model: roll (40 rows)" in err
     assert_refused(files, ["score", "good.predictor", "unknown_kinds.csv"],
                    "no rows of a kind this predictor models")
-
-
-@pytest.mark.parametrize("argv, fragment", **_ids(bad.PREDICTOR_CELLS))
-def test_bad_predictor_file(files, argv, fragment):
-    assert_refused(files, argv, fragment)
-
-
-@pytest.mark.parametrize("argv, fragment", **_ids(bad.NET_CELLS))
-def test_unresolvable_net(files, argv, fragment):
-    assert_refused(files, argv, fragment)
-
-
-@pytest.mark.parametrize("argv, fragment", **_ids(bad.INPUT_CELLS))
-def test_malformed_input(files, argv, fragment):
-    assert_refused(files, argv, fragment)
-
-
-@pytest.mark.parametrize("argv, fragment", **_ids(bad.NO_MODELED_LAYER_CELLS))
-def test_network_with_no_modeled_layer(files, argv, fragment):
-    assert_refused(files, argv, fragment)
-
-
-@pytest.mark.parametrize("argv, fragment", **_ids(bad.JSONL_CELLS))
-def test_bad_search_space(files, argv, fragment):
-    assert_refused(files, argv, fragment)
-
-
-@pytest.mark.parametrize("argv, fragment", **_ids(bad.OPTION_CELLS))
-def test_bad_option(files, argv, fragment):
-    assert_refused(files, argv, fragment)
 
 
 @pytest.mark.parametrize("argv", [

@@ -2,9 +2,7 @@
 random points, a full disk. The injectors live in benchmarks/faults.py, for a reliability
 benchmark to count what these tests assert."""
 import csv
-import importlib.util
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,17 +12,9 @@ from neuralpower.data import load
 from neuralpower.profiling import CSV_COLUMNS, Campaign, sidecar_path
 from neuralpower.profiling.synthetic import Limits, sample
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import benchmark_module
 
-
-def _faults():
-    spec = importlib.util.spec_from_file_location("faults", ROOT / "benchmarks" / "faults.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-faults = _faults()
+faults = benchmark_module("faults")
 
 
 def test_a_failing_power_read_marks_its_row_and_the_campaign_goes_on(tmp_path):

@@ -1,18 +1,14 @@
 """Hostile predictor files (benchmarks/hostile.py): a payload that runs code when unpickled, or
 when its types are trusted, is refused by ``Predictor.load`` and the CLI without running. Each
 payload is first shown to be live, so the missing marker is the loader's doing."""
-import importlib.util
-
 import pytest
 
 from neuralpower import NeuralPowerError, Predictor
 from neuralpower.cli import main
 
-from .conftest import ROOT
+from .conftest import benchmark_module
 
-_spec = importlib.util.spec_from_file_location("hostile", ROOT / "benchmarks" / "hostile.py")
-hostile = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(hostile)
+hostile = benchmark_module("hostile")
 
 
 @pytest.mark.parametrize("kind", hostile.KINDS)
