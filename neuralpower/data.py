@@ -55,6 +55,9 @@ def _read_one(path: Path) -> pd.DataFrame:
     if "status" in d.columns:  # the profiler marks failed configurations; they carry no target
         status = d["status"]
         d = d[status.isna() | status.astype(str).str.strip().eq("ok")]
+        if d.empty:
+            raise NeuralPowerError(f"{path}: no measured rows: none of its {len(status)} "
+                                   "row(s) has status ok")
     kind = d["kind"].where(d["kind"].notna(), "").astype(str).str.strip()
     if kind.eq("").any():
         raise NeuralPowerError(f"{path}: line {_line(kind.eq(''))}: row has no kind")

@@ -10,11 +10,12 @@ import math
 import re
 import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import NeuralPowerError
 
@@ -39,7 +40,7 @@ def build(net: str, device="meta") -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torchvision's notes on init defaults
         try:
-            with torch.device(device):
+            with torch.device(device), _SkipFills() if str(device) == "meta" else nullcontext():
                 model = make()
         except NotImplementedError:  # the constructor computes with tensors (e.g. RegNet)
             if str(device) != "meta":
@@ -49,6 +50,23 @@ def build(net: str, device="meta") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise NeuralPowerError(f"network {net!r} is a {type(model).__name__}, not an nn.Module")
     return model.eval()
+
+
+# Weight initialisers' in-place ops. On a meta tensor they change nothing (there are no values)
+# but torch derives each one's meta result in Python, most of the time spent building a zoo.
+_FILLS = frozenset(getattr(torch.ops.aten, name) for name in (
+    "normal_", "uniform_", "zero_", "fill_", "random_", "bernoulli_", "exponential_", "erfinv_",
+    "clamp_", "mul_", "add_", "sub_", "div_", "copy_", "trunc_normal_") if hasattr(torch.ops.aten, name))
+
+
+class _SkipFills(TorchDispatchMode):
+    """Return a meta tensor's in-place fill as the tensor itself, unchanged."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if (func.overloadpacket in _FILLS and args and isinstance(args[0], torch.Tensor)
+                and args[0].is_meta):
+            return args[0]
+        return func(*args, **(kwargs or {}))
 
 
 @contextmanager

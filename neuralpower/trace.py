@@ -234,6 +234,8 @@ def _meta_like(t: torch.Tensor) -> torch.Tensor:
 
 def _batch_norm_meta(x, *args):
     """Output shapes of batch norm: torch's meta kernel for it is a slow Python decomposition."""
+    if not x.is_meta:
+        return None
     c = x.shape[1] if x.dim() > 1 else 0
     return (_meta_like(x), x.new_empty((c,)), x.new_empty((c,)))
 
@@ -241,7 +243,8 @@ def _batch_norm_meta(x, *args):
 def _conv_meta(x, w, bias, stride, padding, dilation, transposed, output_padding, groups):
     """Output of a plain 2-D convolution (torch's meta kernel for it is Python); None for any
     other case, or a bad shape, which torch then derives itself (and reports)."""
-    if (transposed or x.dim() != 4 or w.dim() != 4 or x.shape[1] == 0
+    if (transposed or not (x.is_meta and w.is_meta) or x.dim() != 4 or w.dim() != 4
+            or x.shape[1] == 0
             or w.shape[1] * groups != x.shape[1]
             or not len(stride) == len(padding) == len(dilation) == 2):
         return None
@@ -252,12 +255,71 @@ def _conv_meta(x, w, bias, stride, padding, dilation, transposed, output_padding
     return x.new_empty((x.shape[0], w.shape[0], *out_hw))
 
 
-# Ops whose output shapes are cheap to state here and slow for torch to derive on meta. A
-# function returning None leaves the op to torch.
+def _pointwise_meta(x, *rest):
+    """Output of an activation or a binary elementwise op on dense tensors of one floating
+    dtype (with Python numbers beside them): the broadcast shape, dense, in that dtype. Any
+    other mix (type promotion, strided inputs, a bad broadcast) is left to torch."""
+    if (not isinstance(x, torch.Tensor) or not x.is_meta or not x.is_floating_point()
+            or not x.is_contiguous()):
+        return None  # a real tensor (a constant made in forward) needs its values computed
+    shapes = [x.shape]
+    for a in rest:
+        if isinstance(a, torch.Tensor):
+            if a.dtype != x.dtype or not a.is_meta or not a.is_contiguous():
+                return None
+            shapes.append(a.shape)
+        elif not isinstance(a, (int, float)) or isinstance(a, bool):
+            return None
+    try:
+        shape = torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        return None
+    return x.new_empty(shape)
+
+
+def _pointwise_inplace_meta(x, *rest):
+    """An in-place op returns its first argument, whose shape the other must broadcast to."""
+    out = _pointwise_meta(x, *rest)
+    return x if out is not None and out.shape == x.shape else None
+
+
+def _layer_norm_meta(x, normalized_shape, *rest):
+    """(output, mean, rstd) of layer norm: mean and rstd keep the leading dims, 1 elsewhere."""
+    if not isinstance(x, torch.Tensor) or not x.is_meta or not x.is_contiguous():
+        return None
+    axis = x.dim() - len(normalized_shape)
+    if axis < 0 or tuple(x.shape[axis:]) != tuple(normalized_shape):
+        return None
+    stats = (*x.shape[:axis], *([1] * len(normalized_shape)))
+    return (x.new_empty(x.shape), x.new_empty(stats), x.new_empty(stats))
+
+
+def _addmm_meta(bias, a, b, *rest):
+    """(n, k) @ (k, m) plus a bias that broadcasts to (n, m): linear's op."""
+    if (not (a.is_meta and b.is_meta and bias.is_meta) or a.dim() != 2 or b.dim() != 2
+            or a.shape[1] != b.shape[0] or a.dtype != b.dtype or bias.dtype != a.dtype):
+        return None
+    try:
+        if torch.broadcast_shapes(bias.shape, (a.shape[0], b.shape[1])) != (a.shape[0], b.shape[1]):
+            return None
+    except RuntimeError:
+        return None
+    return a.new_empty((a.shape[0], b.shape[1]))
+
+
+_POINTWISE = ACTIVATIONS + ELEMENTWISE + ("sub", "div")
+# Ops whose output shapes are cheap to state here and slow for torch to derive on meta (its
+# meta kernels for them are Python decompositions, most of a zoo's tracing time). A function
+# returning None leaves the op to torch; tests/test_trace.py checks both ways agree.
 _FAST_META = {
     aten.native_batch_norm: _batch_norm_meta,
     aten._native_batch_norm_legit_no_training: _batch_norm_meta,
     aten.convolution: _conv_meta,
+    aten.native_layer_norm: _layer_norm_meta,
+    aten.addmm: _addmm_meta,
+    **{getattr(aten, k): _pointwise_meta for k in _POINTWISE},
+    **{getattr(aten, k + "_"): _pointwise_inplace_meta for k in _POINTWISE
+       if hasattr(aten, k + "_")},
 }
 
 

@@ -1,11 +1,20 @@
 """Shared fixtures: a small predictor fitted on real public measurements (once per session)."""
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from neuralpower.data import load
 from neuralpower.predictor import Predictor
+
+# The property tests draw the same examples on every run, so CI passes or fails for what
+# changed in the code and never shrinks a fresh failure for minutes; set HYPOTHESIS_PROFILE=
+# explore (or pass --hypothesis-seed) to search new examples.
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = ROOT / "profiling" / "public"

@@ -281,6 +281,15 @@ def test_bug8_empty_status_column_is_future_proof(tmp_path):
         _refused_or_checked(tmp_path, text, list(csv.DictReader(io.StringIO(text))))
 
 
+def test_bug9_every_row_failed(tmp_path):
+    """Fixed bug 9 (found on CI): when every row had status failed, the loader went on with no
+    rows and raised IndexError while naming a bad cell of a boolean column."""
+    text = ("kind,batch,in_features,out_features,runtime_ms,status,repeats\n"
+            "linear,True,16,32,0.5,failed,3\n")
+    with pytest.raises(NeuralPowerError, match="none of its 1 row"):
+        _load_text(tmp_path, text)
+
+
 # ----------------------------------------------------------------------------- the features
 def _size(lo=1, hi=2**31):
     """A size: mostly realistic, sometimes at the extremes."""

@@ -1,4 +1,7 @@
 """Tracing: kinds, hyper-parameters, MACs and names, checked by hand and against torch."""
+import sys
+
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -216,6 +219,59 @@ def test_conv_output_stated_by_the_tracer_is_torchs(x_shape, w_shape, stride, pa
             continue
         assert ours.shape == ref.shape and ours.stride() == ref.stride()
         assert ours.dtype == ref.dtype and ours.device == ref.device
+
+
+M = "meta"
+
+
+@pytest.mark.parametrize("op, args", [
+    ("add", (torch.empty(2, 3, 4, device=M), torch.empty(3, 1, device=M))),     # broadcast
+    ("mul", (torch.empty(2, 3, device=M), 0.5)),
+    ("sub", (torch.empty(1, 4, device=M), torch.empty(5, 1, device=M))),
+    ("div", (torch.empty(4, device=M), torch.empty((), device=M))),
+    ("add", (torch.empty(2, 3, device=M), torch.empty(4, device=M))),           # torch's error
+    ("add", (torch.empty(2, 3, device=M), torch.empty(3, dtype=torch.float64, device=M))),
+    ("add", (torch.empty(2, 3, dtype=torch.int64, device=M), 0.5)),             # promotes
+    ("mul", (torch.empty(1, 8, 4, 4, device=M).to(memory_format=torch.channels_last), 2.0)),
+    ("relu", (torch.empty(2, 5, device=M),)),
+    ("hardtanh", (torch.empty(2, 5, device=M), 0.0, 6.0)),
+    ("add_", (torch.empty(2, 3, device=M), torch.empty(3, device=M))),
+    ("add_", (torch.empty(3, device=M), torch.empty(2, 3, device=M))),          # torch's error
+    ("mul", (torch.ones(3), torch.full((3,), 2.0))),                            # real values
+    ("native_layer_norm", (torch.empty(2, 7, 16, device=M), [16], None, None, 1e-5)),
+    ("native_layer_norm", (torch.empty(2, 7, 16, device=M), [7, 16], None, None, 1e-5)),
+    ("native_layer_norm", (torch.empty(2, 7, 16, device=M), [8], None, None, 1e-5)),
+    ("addmm", (torch.empty(6, device=M), torch.empty(4, 5, device=M), torch.empty(5, 6, device=M))),
+    ("addmm", (torch.empty(6, device=M), torch.empty(4, 5, device=M), torch.empty(4, 6, device=M))),
+])
+def test_outputs_stated_by_the_tracer_are_torchs(op, args):
+    """The tracer's fast meta paths give what torch's meta kernels give (shape, strides, dtype,
+    device), or leave the op to torch; a real tensor's values are never skipped."""
+    from neuralpower.trace import _FAST_META
+
+    func = getattr(torch.ops.aten, op)
+    ours = _FAST_META[func](*args)
+    try:
+        ref = func(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args])
+    except RuntimeError:
+        assert ours is None
+        return
+    if ours is None:
+        return  # left to torch
+    assert args[0].is_meta
+    for o, r in zip(ours if isinstance(ours, tuple) else (ours,),
+                    ref if isinstance(ref, tuple) else (ref,)):
+        assert (o.shape, o.stride(), o.dtype, o.device) == (r.shape, r.stride(), r.dtype, r.device)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "efficientnet_b0",
+                                  "convnext_tiny", "swin_t", "vit_b_16", "regnet_x_400mf"])
+def test_fast_meta_paths_trace_what_torch_traces(name, monkeypatch):
+    model = build(f"torchvision:{name}")
+    fast = trace(model, (2, 3, 224, 224))
+    monkeypatch.setattr(sys.modules["neuralpower.trace"], "_FAST_META", {})
+    slow = trace(model, (2, 3, 224, 224))
+    pd.testing.assert_frame_equal(fast, slow)
 
 
 def test_trace_gives_every_module_its_own_mode_back():
