@@ -150,16 +150,45 @@ def _check_layers(table: pd.DataFrame, where: list[str]) -> None:
                                        f"from {lowest_size(c)} is needed)")
 
 
+def _build_and_trace(job) -> pd.DataFrame:
+    from .nets import build
+    from .trace import trace
+
+    net, input_shape = job
+    return trace(build(net), input_shape).assign(network=net)
+
+
+def trace_many(nets: list[str], input_shape=(1, 3, 224, 224), workers: int | None = None
+               ) -> pd.DataFrame:
+    """Layer tables of NET names (``torchvision:resnet50``...), one after another with a
+    ``network`` column. Building and tracing are Python-bound, so with more than a few networks
+    they run in ``workers`` forked processes (default: one per CPU this process may use)."""
+    import multiprocessing
+    import os
+
+    jobs = [(net, input_shape) for net in nets]
+    workers = workers or len(os.sched_getaffinity(0))
+    if workers < 2 or len(jobs) < 4 or "fork" not in multiprocessing.get_all_start_methods():
+        return pd.concat(map(_build_and_trace, jobs), ignore_index=True)
+    # fork: the workers start in milliseconds with torch already imported (spawn would import
+    # it again, seconds each); they only build modules and compute on meta tensors
+    with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+        return pd.concat(pool.imap(_build_and_trace, jobs, chunksize=1), ignore_index=True)
+
+
 def predict_many(archs, predictor, input_shape=(1, 3, 224, 224)) -> pd.DataFrame:
     """Totals per network of ``archs``, in one pass: each distinct layer is predicted once, by
     one model call per kind for all networks. ``archs``: ``Architectures`` (``read_jsonl``), a
-    layer table with a ``network`` column (and optional ``count``), or ``{name: nn.Module}``
-    (traced at ``input_shape``). Columns: ``network``, ``runtime_ms``, ``energy_mj`` (NaN where
+    layer table with a ``network`` column (and optional ``count``), ``{name: nn.Module}``
+    (traced at ``input_shape``) or a list of NET names (built and traced by ``trace_many``).
+    Columns: ``network``, ``runtime_ms``, ``energy_mj`` (NaN where
     a modeled layer has no power prediction), ``power_w``, ``macs``, ``layers_modeled`` and
     ``layers_unmodeled`` (counted with repeats), in network order. Same aggregation as
     ``predict``."""
     if not isinstance(predictor, Predictor):
         predictor = Predictor.load(predictor)
+    if isinstance(archs, (list, tuple)):
+        archs = trace_many(list(archs), input_shape)
     if isinstance(archs, dict):
         from .trace import trace
 

@@ -181,6 +181,7 @@ def _validate(args) -> None:
 
 def _rank(args) -> None:
     from . import nets
+    from .archs import trace_many
     from .predictor import Predictor
     from .rank import DEFAULT_ALPHAS, parse_entry, plot_rank, rank_networks, rank_text
 
@@ -193,11 +194,11 @@ def _rank(args) -> None:
         archs = Architectures.concat([read_jsonl(f) for f in files])
     alphas = args.alpha or list(DEFAULT_ALPHAS)
     shapes = nets.parse_input(args.input)
-    for net, _ in entries:
-        nets.build(net)
+    # built and traced before the predictor loads: a bad NET or input fails in moments
+    traced = trace_many([net for net, _ in entries], shapes[0]) if entries else None
     predictor = Predictor.load(args.model)
     result = rank_networks(predictor, entries, alphas=alphas, input_shape=shapes[0],
-                           power_w=args.power, archs=archs)
+                           power_w=args.power, archs=archs, traced=traced)
     if args.plot:
         plot_rank(result, args.plot)
     if args.json:

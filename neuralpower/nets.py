@@ -18,29 +18,44 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import NeuralPowerError
+from .trace import paused_gc
+
+
+def resolve(net: str):
+    """The constructor (no arguments) a NET name stands for, checked without building anything:
+    a name that does not resolve fails here, in milliseconds."""
+    source, sep, name = net.rpartition(":")
+    if not sep or not name:
+        raise NeuralPowerError(f"network {net!r}: expected torchvision:NAME, timm:NAME or "
+                               "path/to/file.py:FUNCTION")
+    if source == "torchvision":
+        import torchvision
+
+        try:
+            torchvision.models.get_model_builder(name)
+        except ValueError:
+            raise NeuralPowerError(f"torchvision has no model {name!r} (see "
+                                   "torchvision.models.list_models())") from None
+        return lambda: _torchvision(name)
+    if source == "timm":
+        return lambda: _timm(name)
+    if source.endswith(".py"):
+        fn = _file_function(Path(source), name)
+        return lambda: _call(fn, net)
+    raise NeuralPowerError(f"network {net!r}: unknown source {source!r} (use torchvision, "
+                           "timm or a .py file)")
 
 
 def build(net: str, device="meta") -> nn.Module:
     """The module a NET name describes, in eval mode. On the meta device (the default: structure
     only, nothing allocated) or, to run it, built for real on ``device`` with its own random
     initialisation (weights are never downloaded)."""
-    source, sep, name = net.rpartition(":")
-    if not sep or not name:
-        raise NeuralPowerError(f"network {net!r}: expected torchvision:NAME, timm:NAME or "
-                               "path/to/file.py:FUNCTION")
-    if source == "torchvision":
-        make = lambda: _torchvision(name)  # noqa: E731
-    elif source == "timm":
-        make = lambda: _timm(name)  # noqa: E731
-    elif source.endswith(".py"):
-        make = lambda: _from_file(Path(source), name)  # noqa: E731
-    else:
-        raise NeuralPowerError(f"network {net!r}: unknown source {source!r} (use torchvision, "
-                               "timm or a .py file)")
+    make = resolve(net)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torchvision's notes on init defaults
         try:
-            with torch.device(device), _SkipFills() if str(device) == "meta" else nullcontext():
+            with (torch.device(device), paused_gc(),
+                  _SkipFills() if str(device) == "meta" else nullcontext()):
                 model = make()
         except NotImplementedError:  # the constructor computes with tensors (e.g. RegNet)
             if str(device) != "meta":
@@ -110,7 +125,7 @@ def _timm(name: str) -> nn.Module:
         raise NeuralPowerError(f"timm cannot build {name!r}: {str(e).splitlines()[0]}") from None
 
 
-def _from_file(path: Path, function: str) -> nn.Module:
+def _file_function(path: Path, function: str):
     if not path.is_file():
         raise NeuralPowerError(f"network file {str(path)!r} not found")
     spec = importlib.util.spec_from_file_location(f"_neuralpower_net_{path.stem}", path)
@@ -123,12 +138,16 @@ def _from_file(path: Path, function: str) -> nn.Module:
     fn = getattr(module, function, None)
     if not callable(fn):
         raise NeuralPowerError(f"{str(path)!r} has no function {function!r}")
+    return fn
+
+
+def _call(fn, net: str) -> nn.Module:
     try:
         return fn()
     except NotImplementedError:  # build() retries with parameters on meta
         raise
     except Exception as e:
-        raise NeuralPowerError(f"network '{path}:{function}' failed: {type(e).__name__}: "
+        raise NeuralPowerError(f"network '{net}' failed: {type(e).__name__}: "
                                f"{str(e).splitlines()[0] if str(e) else ''}") from None
 
 

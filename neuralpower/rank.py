@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import nets
 from .errors import NeuralPowerError
-from .predict import predict
+from .archs import predict_many, trace_many
 from .predictor import Predictor
 
 DEFAULT_ALPHAS = (0.0, 1.0, 2.0, 5.0)
@@ -185,7 +185,7 @@ def _float(v):
 
 
 def rank_networks(predictor, entries, alphas=DEFAULT_ALPHAS, input_shape=(1, 3, 224, 224),
-                  power_w: float | None = None, archs=None) -> dict:
+                  power_w: float | None = None, archs=None, traced=None) -> dict:
     """Predict each network's energy per inference and rank them by EPR (:func:`rank_table`).
 
     ``entries``: ``(net, top1_error fraction or None)`` pairs, as :func:`parse_entry` gives; a
@@ -194,7 +194,8 @@ def rank_networks(predictor, entries, alphas=DEFAULT_ALPHAS, input_shape=(1, 3, 
     every network says which. Every name, error and alpha is checked before anything is
     predicted, so a typo in the last entry fails at once. ``archs`` (``archs.Architectures``,
     from a JSON-lines file) adds architectures described by their layers, predicted in one
-    vectorised pass; each must state its ``top1_error``. The result adds ``device`` and
+    vectorised pass; each must state its ``top1_error``. ``traced``: the entries' layer tables
+    from ``archs.trace_many`` when the caller has them already. The result adds ``device`` and
     ``input`` to :func:`rank_table`'s.
     """
     if not isinstance(predictor, Predictor):
@@ -223,22 +224,29 @@ def rank_networks(predictor, entries, alphas=DEFAULT_ALPHAS, input_shape=(1, 3, 
                                    "(a fraction in (0, 1]): EPR needs one")
     checked = []
     for net, error in entries:
-        module = nets.build(net)  # a name that does not resolve fails here, before any predict
+        nets.resolve(net)  # a name that does not resolve fails here, before anything is built
         if error is None:
             error, source = top1_error(net)
         else:
             error, source = _error_fraction(error, net), "given by the user"
-        checked.append((net, module, error, source))
+        checked.append((net, error, source))
     shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
-    totals = [(net, predict(module, input_shape, predictor, network=net).totals, error, source)
-              for net, module, error, source in checked]
+    # one vectorised pass over all networks (built and traced in parallel), as predict sums each
+    parts = []
+    if checked:
+        given = pd.DataFrame(checked, columns=["network", "top1_error", "error_source"])
+        if traced is None:
+            traced = trace_many(list(given.network), input_shape)
+        predicted = predict_many(traced, predictor)
+        # a network that runs no op at all has no rows to predict: it ranks with nothing modeled
+        parts.append(given.merge(predicted, on="network", how="left").fillna(
+            {"runtime_ms": 0.0, "layers_modeled": 0, "layers_unmodeled": 0}))
     if archs is not None:
-        from .archs import predict_many
-
-        many = predict_many(archs, predictor).merge(archs.networks, on="network")
-        totals += [(r["network"], {**r, "energy_mj": None if math.isnan(r["energy_mj"])
-                                   else r["energy_mj"]}, r["top1_error"], "given in the file")
-                   for r in many.to_dict("records")]
+        parts.append(predict_many(archs, predictor).merge(archs.networks, on="network")
+                     .assign(error_source="given in the file"))
+    totals = [(r["network"], {**r, "energy_mj": None if math.isnan(r["energy_mj"])
+                              else r["energy_mj"]}, r["top1_error"], r["error_source"])
+              for part in parts for r in part.to_dict("records")]
     rows = []
     for net, t, error, source in totals:
         if t["layers_modeled"] == 0:

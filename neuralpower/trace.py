@@ -16,10 +16,11 @@ dropped.
 """
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 from collections import Counter
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 
 import pandas as pd
 import torch
@@ -382,25 +383,45 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
+@contextmanager
+def paused_gc():
+    """No cyclic garbage collection inside: building and tracing a network make tens of
+    thousands of objects, and the collections they trigger scan every live one (a fifth of a
+    zoo's time). Nothing made there needs the cycle collector before it ends."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _module_hooks(model: nn.Module, stack: list, types: dict[str, str], hooks: ExitStack):
     """Keep ``stack`` holding (path, call number) of the module call now running, and put every
-    module in eval mode until ``hooks`` closes (each then gets its own mode back)."""
+    module in eval mode until ``hooks`` closes (each then gets its own mode back).
+
+    Two global module hooks, not two per module: registering and removing tens of thousands of
+    hooks took a fifth of a zoo's tracing. A module that is not the model's own (one made inside
+    forward) counts as part of the call around it, as it had no hooks before."""
     calls = itertools.count(1)
-
-    def post(m, inputs, output):
-        stack.pop()
-
+    paths = {}
     for name, mod in model.named_modules():
         types[name] = type(mod).__name__
+        paths[id(mod)] = name
         if mod.training:
             mod.training = False
             hooks.callback(setattr, mod, "training", True)
 
-        def pre(m, inputs, name=name):
-            stack.append((name, next(calls)))
+    def pre(m, inputs):
+        name = paths.get(id(m))
+        stack.append(stack[-1] if name is None else (name, next(calls)))
 
-        hooks.callback(mod.register_forward_pre_hook(pre).remove)
-        hooks.callback(mod.register_forward_hook(post, always_call=True).remove)
+    def post(m, inputs, output):
+        stack.pop()
+
+    hooks.callback(nn.modules.module.register_module_forward_pre_hook(pre).remove)
+    hooks.callback(nn.modules.module.register_module_forward_hook(post, always_call=True).remove)
 
 
 def _name_layers(rows: list[dict], types: dict[str, str]) -> list[str]:
@@ -444,19 +465,28 @@ def trace(model: nn.Module, input_shape=(1, 3, 224, 224), dtype=torch.float32) -
     shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
     dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * len(shapes)
     inputs = tuple(torch.empty(tuple(s), dtype=d, device="meta") for s, d in zip(shapes, dtypes))
-    state = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        state[name] = _meta_like(p)
-        setattr(state[name], _WEIGHT, True)
-    for name, b in model.named_buffers(remove_duplicate=False):
-        state[name] = _meta_like(b)
     stack, types = [("", 0)], {}
     with ExitStack() as hooks:
+        params = list(model.parameters())
+        if all(t.is_meta for t in itertools.chain(params, model.buffers())):
+            # built on meta (nets.build): run as it is, its weights marked while it runs
+            for p in params:
+                setattr(p, _WEIGHT, True)
+                hooks.callback(delattr, p, _WEIGHT)
+            run = lambda: model(*inputs)  # noqa: E731
+        else:  # real weights: meta stand-ins of the same shapes, the model's own untouched
+            state = {}
+            for name, p in model.named_parameters(remove_duplicate=False):
+                state[name] = _meta_like(p)
+                setattr(state[name], _WEIGHT, True)
+            for name, b in model.named_buffers(remove_duplicate=False):
+                state[name] = _meta_like(b)
+            run = lambda: torch.func.functional_call(model, state, inputs, strict=False)  # noqa: E731
         _module_hooks(model, stack, types, hooks)
         recorder = _Recorder(stack)
         try:
-            with torch.no_grad(), recorder:
-                torch.func.functional_call(model, state, inputs, strict=False)
+            with torch.no_grad(), paused_gc(), recorder:
+                run()
         except NotImplementedError as e:
             raise NeuralPowerError(f"cannot trace {type(model).__name__}: its forward needs real "
                                    f"values, not only shapes ({str(e).splitlines()[0]})") from None

@@ -3,6 +3,7 @@ ranked: the same totals as predicting each traced network, refusals with the lin
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from neuralpower import NeuralPowerError, nets, predict
@@ -46,6 +47,37 @@ def test_modules_at_once(space, cpu_predictor):
     for name, model in models.items():
         alone = predict(model, (1, 3, 224, 224), cpu_predictor).totals
         assert many.loc[name, "runtime_ms"] == pytest.approx(alone["runtime_ms"], rel=1e-9)
+
+
+NAMED = ["torchvision:resnet18", "torchvision:mobilenet_v3_small", "torchvision:squeezenet1_0",
+         "torchvision:shufflenet_v2_x0_5", "torchvision:alexnet"]
+
+
+def test_names_traced_in_worker_processes_as_in_this_one(cpu_predictor, tmp_path):
+    from neuralpower.archs import trace_many
+
+    f = tmp_path / "mine.py"
+    f.write_text("from torch import nn\n\ndef make():\n"
+                 "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(),"
+                 " nn.LazyLinear(10))\n")
+    names = NAMED + [f"{f}:make"]
+    shape = (1, 3, 64, 64)
+    forked = trace_many(names, shape, workers=2)
+    pd.testing.assert_frame_equal(forked, trace_many(names, shape, workers=1))
+    assert list(forked.network.unique()) == names
+    many = predict_many(names, cpu_predictor, shape).set_index("network")
+    for name in names:
+        alone = predict(nets.build(name), shape, cpu_predictor).totals
+        assert many.loc[name, "runtime_ms"] == pytest.approx(alone["runtime_ms"], rel=1e-9)
+
+
+def test_a_bad_name_in_a_worker_is_a_one_line_error(tmp_path):
+    from neuralpower.archs import trace_many
+
+    f = tmp_path / "raises.py"
+    f.write_text("def make():\n    raise ValueError('no such width')\n")
+    with pytest.raises(NeuralPowerError, match="no such width"):
+        trace_many(NAMED[:3] + [f"{f}:make"], (1, 3, 32, 32), workers=2)
 
 
 def test_count_repeats_a_layer(cpu_predictor):

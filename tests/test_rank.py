@@ -202,13 +202,13 @@ def test_rank_networks_checks_every_entry_before_predicting(raptorlake, monkeypa
     import neuralpower.rank as rank
 
     calls = []
-    real = rank.predict
+    real = rank.predict_many
 
-    def counting(*args, **kwargs):  # the real predict, counted
-        calls.append(kwargs.get("network"))
+    def counting(*args, **kwargs):  # the real predict_many, counted
+        calls.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(rank, "predict", counting)
+    monkeypatch.setattr(rank, "predict_many", counting)
     for bad, says in [(("timm:resnet18", None), "=TOP1_ERROR"),
                       (("torchvision:nope", 0.3), "nope"),
                       (("torchvision:alexnet", 3.0), "fraction"),

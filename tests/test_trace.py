@@ -274,6 +274,15 @@ def test_fast_meta_paths_trace_what_torch_traces(name, monkeypatch):
     pd.testing.assert_frame_equal(fast, slow)
 
 
+def test_a_model_with_real_weights_traces_as_its_meta_twin():
+    """Meta models run as they are, real ones through meta stand-ins: the same table."""
+    torch.manual_seed(0)
+    real = torchvision.models.mobilenet_v3_small().eval()
+    pd.testing.assert_frame_equal(trace(real, (1, 3, 96, 96)),
+                                  trace(build("torchvision:mobilenet_v3_small"), (1, 3, 96, 96)))
+    assert not any(hasattr(p, "_neuralpower_weight") for p in real.parameters())
+
+
 def test_trace_gives_every_module_its_own_mode_back():
     model = torchvision.models.resnet18().train()
     model.layer1.eval()  # e.g. a frozen block
