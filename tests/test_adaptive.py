@@ -8,7 +8,8 @@ import pytest
 
 from neuralpower.profiling import Campaign, sidecar_path
 from neuralpower.profiling import adaptive
-from neuralpower.profiling.synthetic import PROFILED_KINDS
+from neuralpower.profiling import synthetic
+from neuralpower.profiling.synthetic import PROFILED_KINDS, Limits
 
 from .conftest import ROOT
 
@@ -24,17 +25,24 @@ def test_kind_errors_rank_a_noisy_kind_worse_and_unknown_kinds_first():
     assert both["linear"] > errors["linear"]  # a kind made noisy is estimated worse
 
 
-def test_weights_and_pick():
+def test_weights_and_the_chosen_candidate():
     w = adaptive.weights({"a": 10.0, "b": 30.0, "c": math.inf})
     assert w == pytest.approx({"a": 10 / 70, "b": 30 / 70, "c": 30 / 70})
-    picks = [adaptive.pick(w, 0, i) for i in range(400)]
-    assert picks == [adaptive.pick(w, 0, i) for i in range(400)]   # seeded
-    assert picks.count("a") < picks.count("b")
-    assert adaptive.needs("batch_norm", PROFILED_KINDS) == ("conv2d", "batch_norm")
-    assert set(adaptive.needs("softmax", PROFILED_KINDS)) == {"linear", "softmax"}
+    weight = {k: 0.0 for k in PROFILED_KINDS} | {"layer_norm": 1.0}
+    j, spec = adaptive.choose(0, 5, PROFILED_KINDS, Limits(), weight)
+    assert (j, spec) == adaptive.choose(0, 5, PROFILED_KINDS, Limits(), weight)  # seeded
+    drawn = [synthetic.draw(0, adaptive.CANDIDATE_BASE + adaptive.CANDIDATES * 5 + i)[0]
+             for i in range(adaptive.CANDIDATES)]
+    counts = [sum(layer["kind"] == "layer_norm" for layer in d["layers"]) for d in drawn]
+    assert max(counts) > 0 and counts[j] == max(counts)   # the one with most layer norms
+    assert spec["layers"] == drawn[j]["layers"]
+    # the tracer's kind of a spec layer: a conv with a group per channel is depthwise
+    assert adaptive.layer_kind({"kind": "conv2d", "groups": 32, "out_channels": 32}) \
+        == "depthwise_conv2d"
+    assert adaptive.layer_kind({"kind": "conv2d", "groups": 4, "out_channels": 32}) == "conv2d"
 
 
-def test_a_short_adaptive_campaign_focuses_and_resumes(tmp_path):
+def test_a_short_adaptive_campaign_chooses_and_resumes(tmp_path):
     out = tmp_path / "adaptive.csv"
     Campaign(out, adaptive=True, log=lambda m: None).run(budget_s=25, progress=False)
     d = pd.read_csv(out)
@@ -42,12 +50,20 @@ def test_a_short_adaptive_campaign_focuses_and_resumes(tmp_path):
     assert meta["settings"]["adaptive"] is True
     estimates = meta["runs"][-1]["adaptive"]
     assert estimates and estimates[0]["at_s"] >= adaptive.FIRST_SHARE * 25 - 1
-    focused = d[d.network.str.startswith("a0-")]
-    assert len(focused) and d.network.str.startswith("s0-").any()  # uniform first, then focused
-    for net, rows in focused.groupby("network"):
-        kind = net.split("-", 2)[2]
-        # a focused network holds only its kind and what a network of it needs
-        assert set(rows.kind) <= set(adaptive.needs(kind, PROFILED_KINDS)) | {"copy"}, net
+    chosen = d[d.network.str.startswith("a0-")]
+    assert len(chosen) and d.network.str.startswith("s0-").any()  # uniform first, then chosen
+    weight = adaptive.weights({k: v if v is not None else math.inf
+                               for k, v in estimates[-1]["rmspe_pct"].items()})
+    limits = Limits(**meta["settings"]["limits"])
+    started = chosen.groupby("network", sort=False).campaign_s.min()
+    after_last = started[started > estimates[-1]["at_s"] + 0.5].index
+    assert len(after_last)
+    for net in after_last:  # chosen with the last estimate: the best of its candidates
+        index, j = (int(v) for v in net.split("-")[1:])
+        drawn = [synthetic.draw(0, adaptive.CANDIDATE_BASE + adaptive.CANDIDATES * index + i,
+                                PROFILED_KINDS, limits)[0] for i in range(adaptive.CANDIDATES)]
+        values = [adaptive.value(d_, weight) for d_ in drawn]
+        assert values[j] == max(values), net
     # resuming estimates at once from what is in the file, and adds to it
     Campaign(out, adaptive=True, log=lambda m: None).run(budget_s=8, progress=False)
     meta = json.loads(sidecar_path(out).read_text())

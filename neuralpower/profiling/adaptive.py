@@ -1,11 +1,14 @@
 """Adaptive profiling, in the spirit of nn-Meter's adaptive sampling: after a first, uniform share
-of the budget, measure more networks built around the kinds whose models are least accurate.
+of the budget, measure more of the layers whose models are least accurate.
 
 Every ``REFIT_SHARE`` of the budget the rows measured so far are re-read and each kind's
-cross-validated error is estimated; the next networks each focus on one kind, drawn with
-probability proportional to that error (a kind with too few rows to estimate counts as the worst).
-A focused network is the campaign's own Sobol point with its kinds restricted to the focus kind
-and what a network of it needs (``needs``), so its layers are as varied as the uniform ones.
+cross-validated error is estimated. Each later network is then the best of ``CANDIDATES`` points
+of the campaign's Sobol design (points the uniform part never uses): the one whose layers add up
+to the most estimated error. Candidates are whole networks of every kind, so the layers stay as
+varied as the uniform ones; a network's measuring time is nearly fixed (``time_network`` fills
+a target time whatever its length), so long networks rich in poorly predicted kinds give the
+most where it is needed per second. (A first version built networks of the worst kind alone:
+they had half the layers, so half the rows per second, and lost to uniform sampling.)
 
 The error estimate is a fast stand-in for the predictor's: ``fit`` searches polynomial degrees,
 penalties and boosted residuals for seconds per kind, which re-done every minute would eat the
@@ -24,18 +27,10 @@ FIRST_SHARE = 0.3    # of the budget measured uniformly before the first estimat
 REFIT_SHARE = 0.15   # of the budget between estimates
 MIN_ROWS = 20        # fewer rows of a kind than this: its error is unknown, it is measured first
 
-# Kinds that need a structural kind beside them for a synthetic network to hold them.
-_CNN_NEEDS = ("conv2d",)
-_TOKEN_NEEDS = ("linear",)
-_NEEDS = {"batch_norm": _CNN_NEEDS, "max_pool2d": _CNN_NEEDS, "avg_pool2d": _CNN_NEEDS,
-          "cat": _CNN_NEEDS, "depthwise_conv2d": _CNN_NEEDS, "layer_norm": _TOKEN_NEEDS,
-          "softmax": _TOKEN_NEEDS, "matmul": _TOKEN_NEEDS, "embedding": _TOKEN_NEEDS}
-
-
-def needs(kind: str, allowed) -> tuple[str, ...]:
-    """The kinds a network focused on ``kind`` is built from (within ``allowed``)."""
-    base = _NEEDS.get(kind, _CNN_NEEDS + _TOKEN_NEEDS)
-    return tuple(k for k in allowed if k == kind or k in base)
+CANDIDATES = 6       # design points weighed for each adaptive network
+# Adaptive candidates come from this far along the Sobol sequence: the uniform part (network
+# i is point i) never reaches it, and candidate j of network i is point BASE + CANDIDATES*i + j.
+CANDIDATE_BASE = 2**24
 
 
 def kind_errors(rows: pd.DataFrame, kinds) -> dict[str, float]:
@@ -73,9 +68,26 @@ def weights(errors: dict[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in raw.items()}
 
 
-def pick(probabilities: dict[str, float], seed: int, index: int) -> str:
-    """The focus kind of network ``index``: a seeded draw, so a campaign is reproducible given
-    the same measurements."""
-    kinds = list(probabilities)
-    p = np.array([probabilities[k] for k in kinds])
-    return kinds[int(np.random.default_rng([seed, index]).choice(len(kinds), p=p / p.sum()))]
+def layer_kind(layer: dict) -> str:
+    """The kind the tracer gives a synthetic spec's layer."""
+    if layer["kind"] == "conv2d" and layer["groups"] > 1 and layer["groups"] == layer["out_channels"]:
+        return "depthwise_conv2d"
+    return layer["kind"]
+
+
+def value(spec: dict, weight: dict[str, float]) -> float:
+    """What measuring a network is worth: its layers' kinds' weights, added up."""
+    return sum(weight.get(layer_kind(layer), 0.0) for layer in spec["layers"])
+
+
+def choose(seed: int, index: int, kinds, limits, weight: dict[str, float]) -> tuple[int, dict]:
+    """(candidate number, spec) of adaptive network ``index``: the candidate of most
+    :func:`value` (the first of equals), at a batch that fits. Seeded: the same weights give the
+    same network."""
+    from . import synthetic
+
+    drawn = [synthetic.draw(seed, CANDIDATE_BASE + CANDIDATES * index + j, kinds, limits)
+             for j in range(CANDIDATES)]
+    best = max(range(CANDIDATES), key=lambda j: (value(drawn[j][0], weight), -j))
+    spec, batch = drawn[best]
+    return best, synthetic.fit_batch(spec, batch, limits)

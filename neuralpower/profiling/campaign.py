@@ -211,30 +211,28 @@ class Campaign:
 
     def _specs(self, started: float, budget_s: float, resumed: bool, meta: dict):
         """``(network id, spec)`` of the campaign's networks in order: the seeded design, or,
-        adaptive, the design's points focused on the kinds least well predicted so far
+        adaptive, the design's points richest in the kinds least well predicted so far
         (estimated after ``adaptive.FIRST_SHARE`` of the budget, at once when resuming, then
         every ``adaptive.REFIT_SHARE``; each estimate is kept in the sidecar's run record)."""
-        probabilities = None
+        weight = None
         refit_at = 0.0 if resumed else adaptive.FIRST_SHARE * budget_s
         for index in count():
             elapsed = time.perf_counter() - started
             if self.adaptive and elapsed >= refit_at:
                 rows = pd.read_csv(self.path, low_memory=False)
                 errors = adaptive.kind_errors(rows, self.kinds)
-                probabilities = adaptive.weights(errors)
+                weight = adaptive.weights(errors)
                 meta["runs"][-1].setdefault("adaptive", []).append(
                     {"at_s": round(elapsed, 1), "rows": len(rows),
                      "rmspe_pct": {k: round(e, 1) if np.isfinite(e) else None
                                    for k, e in errors.items()}})
                 refit_at = elapsed + adaptive.REFIT_SHARE * budget_s
-            if probabilities is None:
+            if weight is None:
                 yield f"s{self.seed}-{index:06d}", synthetic.sample(self.seed, index, self.kinds,
                                                                      self.limits)
             else:
-                kind = adaptive.pick(probabilities, self.seed, index)
-                yield (f"a{self.seed}-{index:06d}-{kind}",
-                       synthetic.sample(self.seed, index, adaptive.needs(kind, self.kinds),
-                                        self.limits))
+                j, spec = adaptive.choose(self.seed, index, self.kinds, self.limits, weight)
+                yield f"a{self.seed}-{index:06d}-{j}", spec
 
     # -- resuming ----------------------------------------------------------------------------
 

@@ -131,6 +131,20 @@ class _Net:
 
 def sample(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits()) -> dict:
     """The spec of network ``index`` of the campaign seeded ``seed``."""
+    spec, batch = draw(seed, index, kinds, limits)
+    return fit_batch(spec, batch, limits)
+
+
+def fit_batch(spec: dict, batch: int, limits: Limits = Limits()) -> dict:
+    """``spec`` at the largest batch up to ``batch`` that keeps it within ``limits``."""
+    spec["input"][0] = _fit_batch(spec, batch, limits)
+    return spec
+
+
+def draw(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits()
+         ) -> tuple[dict, int]:
+    """Network ``index``'s spec at batch 1 and the batch it asks for (:func:`fit_batch` makes
+    it fit: that traces the network, so a sampler weighing many candidates draws first)."""
     engine = qmc.Sobol(DIMS, scramble=True, seed=seed)
     if index:
         engine.fast_forward(index)
@@ -168,8 +182,7 @@ def sample(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits(
     if not spec["layers"]:  # nothing of the allowed kinds fitted: one op on the input itself
         spec["layers"] = [{"kind": next(k for k in ("relu", *ACTIVATIONS, "copy", "layer_norm",
                                                         "softmax") if k in kinds or k == "copy")}]
-    spec["input"][0] = _fit_batch(spec, batch, limits)
-    return spec
+    return spec, batch
 
 
 # ------------------------------------------------------------------------------------------ CNN
