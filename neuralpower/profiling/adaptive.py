@@ -3,12 +3,12 @@ of the budget, measure more of the layers whose models are least accurate.
 
 Every ``REFIT_SHARE`` of the budget the rows measured so far are re-read and each kind's
 cross-validated error is estimated. Each later network is then the best of ``CANDIDATES`` points
-of the campaign's Sobol design (points the uniform part never uses): the one whose layers add up
-to the most estimated error. Candidates are whole networks of every kind, so the layers stay as
-varied as the uniform ones; a network's measuring time is nearly fixed (``time_network`` fills
-a target time whatever its length), so long networks rich in poorly predicted kinds give the
-most where it is needed per second. (A first version built networks of the worst kind alone:
-they had half the layers, so half the rows per second, and lost to uniform sampling.)
+of the campaign's Sobol design (points the uniform part never uses): the one whose layers have
+the highest mean estimated error. Candidates are whole networks of every kind, so the layers stay
+as varied as the uniform ones and as many are measured per second. (A first version built
+networks of the worst kind alone: they had half the layers, so half the rows per second, and lost
+to uniform sampling; a second chose by the sum of its layers' errors, so the longest networks,
+which take longer to measure: again half the rows per second.)
 
 The error estimate is a fast stand-in for the predictor's: ``fit`` searches polynomial degrees,
 penalties and boosted residuals for seconds per kind, which re-done every minute would eat the
@@ -76,8 +76,11 @@ def layer_kind(layer: dict) -> str:
 
 
 def value(spec: dict, weight: dict[str, float]) -> float:
-    """What measuring a network is worth: its layers' kinds' weights, added up."""
-    return sum(weight.get(layer_kind(layer), 0.0) for layer in spec["layers"])
+    """What measuring a network is worth per unit of time: the mean weight of its layers'
+    kinds. A mean, not a sum: a longer network also takes longer to measure (a sum chose the
+    longest candidates and measured half as many rows per second as uniform sampling)."""
+    layers = spec["layers"]
+    return sum(weight.get(layer_kind(layer), 0.0) for layer in layers) / max(len(layers), 1)
 
 
 def choose(seed: int, index: int, kinds, limits, weight: dict[str, float]) -> tuple[int, dict]:
