@@ -231,7 +231,8 @@ class Campaign:
                 yield f"s{self.seed}-{index:06d}", synthetic.sample(self.seed, index, self.kinds,
                                                                      self.limits)
             else:
-                j, spec = adaptive.choose(self.seed, index, self.kinds, self.limits, weight)
+                j, spec = adaptive.choose(self.seed, index, self.kinds, self.limits, weight,
+                                          seconds=self._estimate)
                 yield f"a{self.seed}-{index:06d}-{j}", spec
 
     # -- resuming ----------------------------------------------------------------------------
@@ -330,10 +331,11 @@ class Campaign:
     _scale = 1.0  # measured seconds / estimated seconds, learned as networks are measured
     _reference = None  # the speed probe (timing.Reference), built on first use
 
-    def _estimate(self, t) -> float:
-        """Seconds the network traced as ``t`` will take to measure."""
+    def _estimate(self, t, batch: int = 1) -> float:
+        """Seconds the network traced as ``t`` will take to measure (at ``batch`` times the
+        batch it was traced at: its work grows with it)."""
         compute, streamed = synthetic.work(t)
-        net_s = (compute.sum() / self.macs_per_s + streamed.sum() / self.pool_macs_per_s
+        net_s = (batch * (compute.sum() / self.macs_per_s + streamed.sum() / self.pool_macs_per_s)
                  + 5e-5 * len(t))
         net_s *= 3 if self.train else 1  # a backward pass costs about two forward passes
         repeats = min(50, max(5, math.ceil(REPEAT_S / max(net_s, 1e-6))))

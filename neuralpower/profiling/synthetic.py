@@ -136,8 +136,9 @@ def sample(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits(
 
 
 def fit_batch(spec: dict, batch: int, limits: Limits = Limits()) -> dict:
-    """``spec`` at the largest batch up to ``batch`` that keeps it within ``limits``."""
-    spec["input"][0] = _fit_batch(spec, batch, limits)
+    """``spec`` (at batch 1, as :func:`draw` gives it) at the largest batch up to ``batch``
+    that keeps it within ``limits``."""
+    spec["input"][0] = fitted_batch(trace_spec(spec), batch, limits)
     return spec
 
 
@@ -430,11 +431,11 @@ def trace_spec(spec: dict):
     return trace(build(spec), tuple(spec["input"]), dtype=_DTYPES[spec.get("dtype", "float32")])
 
 
-def _fit_batch(spec: dict, batch: int, limits: Limits) -> int:
-    """The largest batch up to ``batch`` that keeps every layer within ``limits``."""
-    t = trace_spec(spec)
-    compute, streamed = work(t)
-    largest = max(elements(s) for s in list(t.input_shape) + list(t.output_shape))
+def fitted_batch(table, batch: int, limits: Limits) -> int:
+    """The largest batch up to ``batch`` that keeps every layer of a network traced at batch 1
+    (``table``) within ``limits`` (work and activations grow with the batch)."""
+    compute, streamed = work(table)
+    largest = max(elements(s) for s in list(table.input_shape) + list(table.output_shape))
     return max(1, min(batch, limits.max_macs // max(int(compute.max()), 1),
                       limits.max_pool_macs // max(int(streamed.max()), 1),
                       limits.max_elements // max(largest, 1)))
