@@ -3,13 +3,13 @@ of the budget, measure more of the layers whose models are least accurate.
 
 Every ``REFIT_SHARE`` of the budget the rows measured so far are re-read and each kind's
 cross-validated error is estimated. Each later network is then the best of ``CANDIDATES`` points
-of the campaign's Sobol design (points the uniform part never uses): the one that adds the most
+of another scrambling of the campaign's Sobol design (points the uniform part never gives): the
+one that adds the most
 estimated error per second of measuring, its layers' kind errors added up over the campaign's
 own estimate of its measuring time. Candidates are whole networks of every kind, so the layers
-stay as varied as the uniform ones. Earlier versions lost to uniform sampling by measuring fewer
-rows per second: networks of the worst kind alone had half the layers (a network's measuring
-time is mostly fixed); choosing by the sum of the errors took the longest, slowest networks
-(2,595 rows in 240 s against 4,128), by their mean the shortest (2,181).
+stay as varied as the uniform ones. (A first version built networks of the worst kind alone:
+they had half the layers, so, a network's measuring time being mostly fixed, half the rows per
+second, and lost to uniform sampling.)
 
 The error estimate is a fast stand-in for the predictor's: ``fit`` searches polynomial degrees,
 penalties and boosted residuals for seconds per kind, which re-done every minute would eat the
@@ -29,9 +29,9 @@ REFIT_SHARE = 0.15   # of the budget between estimates
 MIN_ROWS = 20        # fewer rows of a kind than this: its error is unknown, it is measured first
 
 CANDIDATES = 6       # design points weighed for each adaptive network
-# Adaptive candidates come from this far along the Sobol sequence: the uniform part (network
-# i is point i) never reaches it, and candidate j of network i is point BASE + CANDIDATES*i + j.
-CANDIDATE_BASE = 2**24
+# Candidate j of adaptive network i is point CANDIDATES * i + j of another scrambling of the
+# campaign's Sobol design (synthetic.draw's stream): points the uniform part never gives.
+STREAM = 1
 
 
 def kind_errors(rows: pd.DataFrame, kinds) -> dict[str, float]:
@@ -79,7 +79,7 @@ def choose(seed: int, index: int, kinds, limits, weight: dict[str, float], secon
 
     best = None
     for j in range(CANDIDATES):
-        spec, batch = synthetic.draw(seed, CANDIDATE_BASE + CANDIDATES * index + j, kinds, limits)
+        spec, batch = synthetic.draw(seed, CANDIDATES * index + j, kinds, limits, STREAM)
         table = synthetic.trace_spec(spec)  # at batch 1
         spec["input"][0] = synthetic.fitted_batch(table, batch, limits)
         gain = float(table.kind.map(weight).fillna(0.0).sum()) / seconds(table, spec["input"][0])

@@ -223,7 +223,7 @@ class Campaign:
                 errors = adaptive.kind_errors(rows, self.kinds)
                 weight = adaptive.weights(errors)
                 meta["runs"][-1].setdefault("adaptive", []).append(
-                    {"at_s": round(elapsed, 1), "rows": len(rows),
+                    {"at_s": round(elapsed, 3), "rows": len(rows),
                      "rmspe_pct": {k: round(e, 1) if np.isfinite(e) else None
                                    for k, e in errors.items()}})
                 refit_at = elapsed + adaptive.REFIT_SHARE * budget_s
