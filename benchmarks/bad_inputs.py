@@ -287,6 +287,7 @@ OPTION_CELLS = [(" ".join(argv), argv, fragment) for argv, fragment in [
     (["measure", "torchvision:resnet18", "--device", "tpu"], "device"),
     (["measure", "torchvision:resnet18", "--threads", "0"], "--threads"),
     (["profile", "-o", "out", "--budget", "-5"], "--budget"),
+    (["profile", "-o", "out", "--target-error", "-5"], "--target-error"),
     (["profile", "-o", "out", "--kinds", "roll"], "--kinds: roll"),
     (["profile", "-o", "out", "--device", "cuda:7"], "cuda"),
     (["profile", "-o", "good.csv/x.csv", "--budget", "5"], "good.csv"),

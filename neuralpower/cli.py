@@ -111,7 +111,7 @@ def _profile(args) -> None:
              or PROFILED_KINDS)
     campaign = Campaign(args.output, device=args.device, kinds=kinds, seed=args.seed,
                         threads=args.threads, power_window_s=args.power_window, mode=args.mode,
-                        adaptive=args.adaptive,
+                        adaptive=args.adaptive, target_error_pct=args.target_error,
                         command=" ".join(["neuralpower", *sys.argv[1:]]))
     s = campaign.run(budget_s=args.budget, progress=not args.quiet)
     power = (f", {s['power_errors']} rows with a failed power read" if s.get("power_errors")
@@ -322,7 +322,10 @@ def parser() -> argparse.ArgumentParser:
                    help="measure inference (forward) or a training step (forward + backward) "
                    "of each layer (default inference)")
     p.add_argument("--adaptive", action="store_true", help="after a first uniform share of "
-                   "the budget, build more networks around the kinds predicted worst so far")
+                   "the budget, choose networks rich in the kinds predicted worst so far")
+    p.add_argument("--target-error", type=float, metavar="PCT", help="stop before the budget "
+                   "once every kind's estimated cross-validated runtime error is at most PCT "
+                   "(estimated after 30%% of the budget, then every 15%%)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_profile)
 

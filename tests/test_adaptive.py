@@ -6,6 +6,8 @@ import math
 import pandas as pd
 import pytest
 
+from neuralpower.cli import main
+
 from neuralpower.profiling import Campaign, sidecar_path
 from neuralpower.profiling import adaptive
 from neuralpower.profiling import synthetic
@@ -83,3 +85,23 @@ def test_a_short_adaptive_campaign_chooses_and_resumes(tmp_path):
     meta = json.loads(sidecar_path(out).read_text())
     assert meta["runs"][-1]["adaptive"][0]["rows"] == len(d)
     assert not pd.read_csv(out).duplicated(["network", "layer"]).any()
+
+
+def test_a_campaign_stops_at_its_target_error(tmp_path):
+    out = tmp_path / "target.csv"
+    argv = ["profile", "-o", str(out), "--kinds", "linear", "relu", "--budget", "40",
+            "--target-error", "1000", "--quiet"]
+    assert main(argv) == 0
+    meta = json.loads(sidecar_path(out).read_text())
+    run = meta["runs"][-1]
+    assert run["ended"].startswith("target error reached")
+    estimate = run["adaptive"][-1]
+    assert all(e is not None and e <= 1000 for e in estimate["rmspe_pct"].values())
+    assert run["seconds"] < 0.6 * 40   # stopped at the first estimate (30 % of the budget)
+    assert not meta["settings"]["adaptive"]  # estimated only, the design unchanged
+    assert pd.read_csv(out).network.str.startswith("s0-").all()
+    # a target no kind can reach yet runs to the budget
+    out2 = tmp_path / "strict.csv"
+    assert main(["profile", "-o", str(out2), "--kinds", "linear", "--budget", "12",
+                 "--target-error", "0.01", "--quiet"]) == 0
+    assert json.loads(sidecar_path(out2).read_text())["runs"][-1]["ended"] == "budget"

@@ -101,7 +101,7 @@ class Campaign:
     def __init__(self, output, device="cpu", kinds=synthetic.PROFILED_KINDS, seed: int = 0,
                  threads: int | None = None, power_window_s: float | None = None, meter=None,
                  command: str | None = None, log=None, mode: str = "inference",
-                 adaptive: bool = False):
+                 adaptive: bool = False, target_error_pct: float | None = None):
         self.path = Path(output)
         self.device = parse_device(device) if isinstance(device, str) else device
         unknown = sorted(set(kinds) - set(synthetic.PROFILED_KINDS))
@@ -115,6 +115,11 @@ class Campaign:
         self.mode = mode
         self.train = mode == "train"
         self.adaptive = bool(adaptive)  # see profiling/adaptive.py
+        # stop once every kind's estimated error is at most this (estimated as adaptive does)
+        if target_error_pct is not None and not 0 < target_error_pct < math.inf:
+            raise NeuralPowerError(f"--target-error must be a positive percentage, got "
+                                   f"{target_error_pct:g}")
+        self.target_error_pct = target_error_pct
         if threads is not None and threads < 1:
             raise NeuralPowerError("--threads must be at least 1")
         self.threads = int(threads or torch.get_num_threads())
@@ -178,7 +183,7 @@ class Campaign:
                     bar.set_postfix(networks=summary["networks"], rows=summary["rows"],
                                     failed=summary["failed"], refresh=False)
                 else:
-                    summary["ended"] = "all networks measured"
+                    summary["ended"] = self._reached or "all networks measured"
                 failing = False
             except KeyboardInterrupt:
                 summary["ended"] = "interrupted"
@@ -216,9 +221,10 @@ class Campaign:
         every ``adaptive.REFIT_SHARE``; each estimate is kept in the sidecar's run record)."""
         weight = None
         refit_at = 0.0 if resumed else adaptive.FIRST_SHARE * budget_s
+        estimating = self.adaptive or self.target_error_pct is not None
         for index in count():
             elapsed = time.perf_counter() - started
-            if self.adaptive and elapsed >= refit_at:
+            if estimating and elapsed >= refit_at:
                 rows = pd.read_csv(self.path, low_memory=False)
                 errors = adaptive.kind_errors(rows, self.kinds)
                 weight = adaptive.weights(errors)
@@ -227,7 +233,13 @@ class Campaign:
                      "rmspe_pct": {k: round(e, 1) if np.isfinite(e) else None
                                    for k, e in errors.items()}})
                 refit_at = elapsed + adaptive.REFIT_SHARE * budget_s
-            if weight is None:
+                worst = max(errors.values())
+                if self.target_error_pct is not None and worst <= self.target_error_pct:
+                    self._reached = (f"target error reached (every kind's estimated error at "
+                                     f"most {self.target_error_pct:g} %, the worst "
+                                     f"{worst:.1f} %)")
+                    return
+            if weight is None or not self.adaptive:
                 yield f"s{self.seed}-{index:06d}", synthetic.sample(self.seed, index, self.kinds,
                                                                      self.limits)
             else:
@@ -329,6 +341,7 @@ class Campaign:
                                 max_elements=int(memory // 4 // 32))
 
     _scale = 1.0  # measured seconds / estimated seconds, learned as networks are measured
+    _reached = None  # why the campaign stopped early, when a target error was reached
     _reference = None  # the speed probe (timing.Reference), built on first use
 
     def _estimate(self, t, batch: int = 1) -> float:
