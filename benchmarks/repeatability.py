@@ -41,7 +41,8 @@ def twice_in_one_campaign(n: int, seed: int, path: Path) -> pd.DataFrame:
     specs = [sample(seed, i) for i in range(n)]
     jobs = ([(f"first-{i}", s) for i, s in enumerate(specs)]
             + [(f"again-{i}", s) for i, s in enumerate(specs)])
-    campaign.run(budget_s=3600, progress=True, specs=jobs)
+    print(f"measuring {n} networks twice ...", file=sys.stderr)
+    campaign.run(budget_s=3600, progress=False, specs=jobs)  # ends when the specs do
     rows = load(path)
     first = rows[rows.network.str.startswith("first-")].assign(
         network=lambda d: d.network.str.removeprefix("first-"))
