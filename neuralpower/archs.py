@@ -167,7 +167,8 @@ def trace_many(nets: list[str], input_shape=(1, 3, 224, 224), workers: int | Non
     import os
 
     jobs = [(net, input_shape) for net in nets]
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else os.cpu_count() or 1)
     if workers < 2 or len(jobs) < 4 or "fork" not in multiprocessing.get_all_start_methods():
         return pd.concat(map(_build_and_trace, jobs), ignore_index=True)
     # fork: the workers start in milliseconds with torch already imported (spawn would import
