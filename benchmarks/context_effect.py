@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from neuralpower.data import at_reference_speed, load  # noqa: E402
 from neuralpower.features import INPUT_COLUMNS  # noqa: E402
+from public_accuracy import markdown  # noqa: E402
 
 OPTIONAL = ["pad_h", "pad_w", "groups", "dilation_h", "dilation_w"]
 
@@ -75,11 +76,8 @@ def main() -> None:
     print(table.to_string(index=False))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    head = list(table.columns)
-    lines = [f"`python benchmarks/context_effect.py --data {args.data}`", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in table.itertuples(index=False)]
-    (out / "context_effect.md").write_text("\n".join(lines) + "\n")
+    (out / "context_effect.md").write_text(
+        f"`python benchmarks/context_effect.py --data {args.data}`\n\n{markdown(table)}\n")
     print(f"wrote {out / 'context_effect.md'}")
 
 

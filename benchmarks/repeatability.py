@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from neuralpower.data import at_reference_speed, load  # noqa: E402
 from neuralpower.profiling import Campaign  # noqa: E402
 from neuralpower.profiling.synthetic import sample  # noqa: E402
+from public_accuracy import markdown  # noqa: E402
 
 
 def twice_in_one_campaign(n: int, seed: int, path: Path) -> pd.DataFrame:
@@ -72,13 +73,6 @@ def summary(m: pd.DataFrame) -> pd.DataFrame:
     return out.round(1)
 
 
-def _markdown(t: pd.DataFrame) -> str:
-    head = ["kind", *t.columns]
-    rows = [[str(k), *(f"{v:g}" for v in r)] for k, r in zip(t.index, t.to_numpy())]
-    return "\n".join("| " + " | ".join(r) + " |"
-                     for r in [head, ["---"] * len(head), *rows])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--networks", type=int, default=60)
@@ -98,7 +92,7 @@ def main() -> None:
     for name, t in tables.items():
         print(f"\n{name}: layer runtimes measured twice (per cent; floor = RMSPE / sqrt 2)")
         print(t.to_string())
-        lines += [f"## {name}", "", _markdown(t), ""]
+        lines += [f"## {name}", "", markdown(t.rename_axis("kind").reset_index()), ""]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "repeatability.md").write_text("\n".join(lines))

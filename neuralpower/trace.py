@@ -256,10 +256,10 @@ def _conv_meta(x, w, bias, stride, padding, dilation, transposed, output_padding
     return x.new_empty((x.shape[0], w.shape[0], *out_hw))
 
 
-def _pointwise_meta(x, *rest):
-    """Output of an activation or a binary elementwise op on dense tensors of one floating
-    dtype (with Python numbers beside them): the broadcast shape, dense, in that dtype. Any
-    other mix (type promotion, strided inputs, a bad broadcast) is left to torch."""
+def _pointwise_shape(x, rest):
+    """The output shape of an activation or a binary elementwise op on dense meta tensors of one
+    floating dtype (with Python numbers beside them): the broadcast shape. None for any other
+    mix (type promotion, strided inputs, a bad broadcast), which is left to torch."""
     if (not isinstance(x, torch.Tensor) or not x.is_meta or not x.is_floating_point()
             or not x.is_contiguous()):
         return None  # a real tensor (a constant made in forward) needs its values computed
@@ -272,16 +272,20 @@ def _pointwise_meta(x, *rest):
         elif not isinstance(a, (int, float)) or isinstance(a, bool):
             return None
     try:
-        shape = torch.broadcast_shapes(*shapes)
+        return torch.broadcast_shapes(*shapes)
     except RuntimeError:
         return None
-    return x.new_empty(shape)
+
+
+def _pointwise_meta(x, *rest):
+    """A new dense tensor of the broadcast shape, in the input's dtype."""
+    shape = _pointwise_shape(x, rest)
+    return None if shape is None else x.new_empty(shape)
 
 
 def _pointwise_inplace_meta(x, *rest):
     """An in-place op returns its first argument, whose shape the other must broadcast to."""
-    out = _pointwise_meta(x, *rest)
-    return x if out is not None and out.shape == x.shape else None
+    return x if _pointwise_shape(x, rest) == x.shape else None
 
 
 def _layer_norm_meta(x, normalized_shape, *rest):
@@ -300,12 +304,13 @@ def _addmm_meta(bias, a, b, *rest):
     if (not (a.is_meta and b.is_meta and bias.is_meta) or a.dim() != 2 or b.dim() != 2
             or a.shape[1] != b.shape[0] or a.dtype != b.dtype or bias.dtype != a.dtype):
         return None
+    out = (a.shape[0], b.shape[1])
     try:
-        if torch.broadcast_shapes(bias.shape, (a.shape[0], b.shape[1])) != (a.shape[0], b.shape[1]):
+        if torch.broadcast_shapes(bias.shape, out) != out:
             return None
     except RuntimeError:
         return None
-    return a.new_empty((a.shape[0], b.shape[1]))
+    return a.new_empty(out)
 
 
 _POINTWISE = ACTIVATIONS + ELEMENTWISE + ("sub", "div")

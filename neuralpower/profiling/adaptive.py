@@ -4,9 +4,8 @@ of the budget, measure more of the layers whose models are least accurate.
 Every ``REFIT_SHARE`` of the budget the rows measured so far are re-read and each kind's
 cross-validated error is estimated. Each later network is then the best of ``CANDIDATES`` points
 of another scrambling of the campaign's Sobol design (points the uniform part never gives): the
-one that adds the most
-estimated error per second of measuring, its layers' kind errors added up over the campaign's
-own estimate of its measuring time. Candidates are whole networks of every kind, so the layers
+one that adds the most estimated error per second of measuring, its layers' kind errors added up
+over the campaign's own estimate of its measuring time. Candidates are whole networks of every kind, so the layers
 stay as varied as the uniform ones. (A first version built networks of the worst kind alone:
 they had half the layers, so, a network's measuring time being mostly fixed, half the rows per
 second, and lost to uniform sampling.)
@@ -60,8 +59,9 @@ def kind_errors(rows: pd.DataFrame, kinds) -> dict[str, float]:
 
 
 def weights(errors: dict[str, float]) -> dict[str, float]:
-    """Sampling probability of each kind: proportional to its error; unknown errors (inf) take
-    the largest known one, so a barely measured kind is measured soon."""
+    """Weight of each kind in a candidate's value (:func:`choose`): its error, as a share of
+    all kinds' errors; unknown errors (inf) take the largest known one, so a barely measured
+    kind is measured soon."""
     known = [e for e in errors.values() if np.isfinite(e)]
     top = max(known) if known else 1.0
     raw = {k: (top if not np.isfinite(e) else e) for k, e in errors.items()}

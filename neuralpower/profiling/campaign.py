@@ -444,11 +444,8 @@ def _write_whole(f, text: str) -> None:
     cut back to its size before, and stays valid without waiting for a resume."""
     fd = f.fileno()
     size = os.fstat(fd).st_size  # the lock keeps every other writer out
-    data = memoryview(text.encode("utf-8"))
     try:
-        while data:  # a write may be short (a disk filling up): write the rest or fail
-            data = data[os.write(fd, data):]
-        os.fsync(fd)  # a delayed allocation can fail only here
+        _write_all(fd, text)
     except OSError as e:
         try:
             os.ftruncate(fd, size)
@@ -456,6 +453,15 @@ def _write_whole(f, text: str) -> None:
             pass  # the partial line is cut when the campaign resumes
         raise NeuralPowerError(f"{f.name}: {_write_problem(e)}; every network written before is "
                                "kept: free some space and run the same command to resume") from None
+
+
+def _write_all(fd: int, text: str) -> None:
+    """Write ``text`` to ``fd`` and fsync it, or raise ``OSError``. A write may be short (a
+    disk filling up): the rest is written or fails; a delayed allocation can fail only at fsync."""
+    data = memoryview(text.encode("utf-8"))
+    while data:
+        data = data[os.write(fd, data):]
+    os.fsync(fd)
 
 
 def _write_problem(e: OSError) -> str:
@@ -471,11 +477,8 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            rest = memoryview((json.dumps(data, indent=2, default=str) + "\n").encode("utf-8"))
-            while rest:  # a write may be short (a disk filling up): write the rest or fail
-                rest = rest[os.write(fd, rest):]
-            os.fsync(fd)  # the new content on disk before the name points at it
+        try:  # the new content on disk before the name points at it
+            _write_all(fd, json.dumps(data, indent=2, default=str) + "\n")
         finally:
             os.close(fd)
         os.replace(tmp, path)
