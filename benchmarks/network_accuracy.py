@@ -241,6 +241,7 @@ def run(args) -> dict:
         warnings.simplefilter("ignore", UserWarning)
         models = {name: nets.build(name) for name in groups}  # every name resolves up front
     rows = measurements.load(args.data)
+    seen = zoo_settings(rows)
     start = time.perf_counter()
     baselines = fit_baselines(rows)
     print(f"baselines fitted on {len(rows)} rows in {time.perf_counter() - start:.1f} s",
@@ -256,7 +257,11 @@ def run(args) -> dict:
                                                  if t == "runtime_ms"}),
                           **{n: list(b.kinds) for n, b in baselines.items()}},
         "baselines": {n: b.describe() for n, b in baselines.items()},
-        "networks": [], "failed": [], "measured_in_run": 0, "reused": 0, "summary": []}
+        "networks": [], "failed": [], "measured_in_run": 0, "reused": 0, "summary": [],
+        # (network, setting) pairs of this benchmark whose layers the data measured in the very
+        # network at the very input (profile --zoo rows): in-sample, where the rest is not
+        "in_data": sorted(f"{n} {s}" for s, shape in settings.items() for n in groups
+                          if (n, tuple(shape)) in seen)}
 
     jobs = [(s, name) for s in settings for name in groups]
     bar = tqdm(jobs, desc="trace + predict + measure", file=sys.stderr)
@@ -278,6 +283,22 @@ def run(args) -> dict:
         if args.json:
             write_json(args.json, result)
     return result
+
+
+def zoo_settings(rows) -> set:
+    """``(NET, input shape)`` of the real networks measured in ``rows`` (``profile --zoo``:
+    network ids ``z<seed>-<index>-<name>``; a network's first timed layer reads its input)."""
+    if "network" not in rows:
+        return set()
+    zoo = rows[rows.network.astype(str).str.match(r"z\d+-\d+-")]
+    out = set()
+    for net_id, g in zoo.groupby("network", sort=False):
+        first = g.sort_values("position").iloc[0]
+        if first[["batch", "in_channels", "in_h", "in_w"]].isna().any():
+            continue
+        out.add((f"torchvision:{net_id.split('-', 2)[2]}",
+                 (int(first.batch), int(first.in_channels), int(first.in_h), int(first.in_w))))
+    return out
 
 
 def add_calibrated(records: list[dict], layers: dict) -> None:
@@ -355,6 +376,9 @@ def report(result: dict, reuse_path) -> str:
            f"other processes used > {BUSY_OTHER_CPU_PCT:.0f} % of the CPU, or IQR > "
            f"{NOISY_IQR_PCT:.0f} % of the median): "
            f"{sum(noisy(r['measured']) for r in result['networks'])}.",
+           f"Benchmark networks whose layers the fitting data measured at the same input "
+           f"(profile --zoo; in-sample): {len(result.get('in_data', []))}"
+           + (f" ({', '.join(result['in_data'])})" if result.get("in_data") else "") + ".",
            "Kinds modeled (each method's total covers these only): " + "; ".join(
                f"{m}: {', '.join(k)}" for m, k in result["kinds_modeled"].items()), ""]
     for setting in dict.fromkeys(r["setting"] for r in result["networks"]):

@@ -112,7 +112,7 @@ def _profile(args) -> None:
     campaign = Campaign(args.output, device=args.device, kinds=kinds, seed=args.seed,
                         threads=args.threads, power_window_s=args.power_window, mode=args.mode,
                         adaptive=args.adaptive, target_error_pct=args.target_error,
-                        command=" ".join(["neuralpower", *sys.argv[1:]]))
+                        zoo=args.zoo, command=" ".join(["neuralpower", *sys.argv[1:]]))
     s = campaign.run(budget_s=args.budget, progress=not args.quiet)
     power = (f", {s['power_errors']} rows with a failed power read" if s.get("power_errors")
              else "")
@@ -326,6 +326,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target-error", type=float, metavar="PCT", help="stop before the budget "
                    "once every kind's estimated cross-validated runtime error is at most PCT "
                    "(estimated after 30%% of the budget, then every 15%%)")
+    p.add_argument("--zoo", action="store_true", help="measure the layers of real networks "
+                   "(torchvision's classifiers at seeded random batches and input sizes) instead "
+                   "of synthetic ones; fit both files together")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_profile)
 

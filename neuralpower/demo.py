@@ -1,7 +1,8 @@
 """`neuralpower demo`: learn this device and use what was learned, end to end, in a few minutes.
 
-1. profile the device (synthetic networks of every kind; resumes if run again);
-2. fit a predictor on that campaign;
+1. profile the device: synthetic networks of every kind for two thirds of the budget, real
+   torchvision networks (``profile --zoo``) for the rest; resumes if run again;
+2. fit a predictor on both campaigns;
 3. predict and measure a handful of torchvision networks here: the validation table and plot;
 4. the hotspot report of the first network;
 5. an Energy-Precision ranking of the networks.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from .errors import NeuralPowerError
 
+ZOO_SHARE = 1 / 3   # of the profiling budget spent on real networks (profiling/zoo.py)
 DEMO_NETS = ("torchvision:resnet18", "torchvision:mobilenet_v3_small",
              "torchvision:squeezenet1_1", "torchvision:efficientnet_b0",
              "torchvision:shufflenet_v2_x1_0")
@@ -54,22 +56,29 @@ def run_demo(out_dir="reports", *, budget_s: float = 180.0, device: str = "cpu",
         raise NeuralPowerError(f"{out}: cannot write here ({e.strerror})") from None
     paths = {}
 
-    # 1. profile
-    csv = out / f"profile_{dev.type}.csv"
-    log(f"[1/5] profiling {dev} for {budget_s:.0f} s into {csv} (run again to add to it)")
-    campaign = Campaign(csv, device=dev, threads=threads, command="neuralpower demo",
-                        log=lambda m: log("      " + m))
-    s = campaign.run(budget_s=budget_s, progress=progress)
+    # 1. profile: synthetic networks, then real ones
+    csv, zoo_csv = out / f"profile_{dev.type}.csv", out / f"profile_{dev.type}_zoo.csv"
+    zoo_s = budget_s * ZOO_SHARE
+    log(f"[1/5] profiling {dev} for {budget_s:.0f} s: synthetic networks for "
+        f"{budget_s - zoo_s:.0f} s into {csv}, real torchvision networks for {zoo_s:.0f} s into "
+        f"{zoo_csv} (run again to add to them)")
+    s = {"networks": 0, "rows": 0, "seconds": 0.0}
+    for path, seconds, zoo in ((csv, budget_s - zoo_s, False), (zoo_csv, zoo_s, True)):
+        campaign = Campaign(path, device=dev, threads=threads, command="neuralpower demo",
+                            log=lambda m: log("      " + m), zoo=zoo)
+        run = campaign.run(budget_s=seconds, progress=progress)
+        s = {k: s[k] + run[k] for k in s}
     log(f"      {s['networks']} networks, {s['rows']} rows in {s['seconds']:.0f} s")
     has_sensor = campaign.meter.measures_power
 
     # 2. fit
     model_path, card_path = out / f"{dev.type}.predictor", out / f"{dev.type}.md"
-    log(f"[2/5] fitting a predictor on {csv}")
-    predictor = Predictor.fit(data.load(csv), log=lambda m: log("      " + m))
+    sources = [p for p in (csv, zoo_csv) if _has_rows(p)]  # a tiny budget may measure none
+    log(f"[2/5] fitting a predictor on {' and '.join(map(str, sources))}")
+    predictor = Predictor.fit(data.load(sources), log=lambda m: log("      " + m))
     predictor.save(model_path)
     card_path.write_text(card_markdown(predictor.card))
-    paths.update(data=csv, predictor=model_path, card=card_path)
+    paths.update(data=csv, zoo_data=zoo_csv, predictor=model_path, card=card_path)
 
     # 3. validate
     log(f"[3/5] predicting and measuring {len(nets)} networks on {dev}")
@@ -109,6 +118,11 @@ def run_demo(out_dir="reports", *, budget_s: float = 180.0, device: str = "cpu",
     return paths
 
 
+def _has_rows(path: Path) -> bool:
+    with open(path, encoding="utf-8") as f:
+        return len(f.readlines(2**16)) > 1   # a header and at least one row
+
+
 def _energy_source(predictor, has_sensor: bool, power_w, dev):
     """(predictor to rank with, stated power, note): this device's own power model when its
     sensor was read; a stated power; else a shipped predictor of another device, named."""
@@ -145,8 +159,9 @@ def _sections(predictor, campaign, result, validation_png, pred, hot_png, rankin
     if not has_energy(pred):  # runtime only: no empty energy columns
         h = {k: v.drop(columns=[c for c in v if c in ENERGY_COLUMNS]) for k, v in h.items()}
     sections = [
-        ("Device", [f"{predictor.device}: profiled {campaign['networks']} synthetic networks "
-                    f"({campaign['rows']} layer rows) in {campaign['seconds']:.0f} s, then fitted."]),
+        ("Device", [f"{predictor.device}: profiled {campaign['networks']} networks, synthetic "
+                    f"and real ({campaign['rows']} layer rows) in {campaign['seconds']:.0f} s, then "
+                    "fitted."]),
         ("Validation: predicted against measured", [
             pd.DataFrame(rows),
             f"median |error| {summary.get('median_abs_error_pct', float('nan')):.1f} %, "

@@ -132,7 +132,8 @@ def _adaptive(kind):
         _, _, h, w = _spatial(x)
         _, _, oh, ow = _spatial(out)
         kernel = (-(-h // oh), -(-w // ow))  # ceil: the largest window adaptive pooling uses
-        return _pool(kind, x, out, kernel, (h // oh, w // ow), 0)
+        # an output larger than the input (AlexNet at a small input) overlaps windows: stride 1
+        return _pool(kind, x, out, kernel, (max(1, h // oh), max(1, w // ow)), 0)
     return handler
 
 

@@ -81,8 +81,8 @@ def test_demo_end_to_end_under_a_small_budget(tmp_path):
     assert "median |error|" in r.stdout and "By block" in r.stdout
     # no sensor here: the energy is another device's, and the report says whose
     assert "no readable power sensor" in r.stdout and "raptorlake" in r.stdout
-    for name in ("profile_cpu.csv", "profile_cpu.json", "cpu.predictor", "cpu.md",
-                 "validation.png", "hotspots_resnet18.png", "ranking.png"):
+    for name in ("profile_cpu.csv", "profile_cpu.json", "profile_cpu_zoo.csv", "cpu.predictor",
+                 "cpu.md", "validation.png", "hotspots_resnet18.png", "ranking.png"):
         assert (out / name).stat().st_size > 0, name
     html = (out / "index.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and html.count("<table") >= 4

@@ -125,6 +125,14 @@ def test_pooling_kinds_and_adaptive_pooling():
     assert mx.macs == 4 * 16 * 16 * 9
 
 
+def test_adaptive_pooling_to_a_larger_output_has_stride_one():
+    # AlexNet's AdaptiveAvgPool2d((6, 6)) on the 2x2 map of a 112x112 input (a zoo draw found
+    # it): windows overlap, and a stride of 0 was a row data.load refuses
+    t = real_ops(trace(build("torchvision:alexnet"), (1, 3, 112, 112)))
+    pool = t[t.module == "avgpool"].iloc[0]
+    assert (pool.in_h, pool.out_h, pool.kernel_h, pool.stride_h) == (2, 6, 1, 1)
+
+
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "vit_b_32", "densenet121"])
 def test_macs_match_torch_flop_counter(name):
     model = build(f"torchvision:{name}")

@@ -35,10 +35,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import __version__
+from .. import __version__, nets
 from ..errors import NeuralPowerError
 from ..features import CONTEXT_COLUMNS, MODES, SHAPE_COLUMNS
-from . import adaptive, synthetic
+from . import adaptive, synthetic, zoo
 from .meters import MeterError, idle_power, open_meter
 from .timing import Reference, layer_power, spread, steady_allocator, time_network
 
@@ -101,7 +101,8 @@ class Campaign:
     def __init__(self, output, device="cpu", kinds=synthetic.PROFILED_KINDS, seed: int = 0,
                  threads: int | None = None, power_window_s: float | None = None, meter=None,
                  command: str | None = None, log=None, mode: str = "inference",
-                 adaptive: bool = False, target_error_pct: float | None = None):
+                 adaptive: bool = False, target_error_pct: float | None = None,
+                 zoo: bool = False):
         self.path = Path(output)
         self.device = parse_device(device) if isinstance(device, str) else device
         unknown = sorted(set(kinds) - set(synthetic.PROFILED_KINDS))
@@ -115,6 +116,10 @@ class Campaign:
         self.mode = mode
         self.train = mode == "train"
         self.adaptive = bool(adaptive)  # see profiling/adaptive.py
+        self.zoo = bool(zoo)            # real networks instead of synthetic ones (profiling/zoo.py)
+        if self.zoo and (self.adaptive or self.train):
+            raise NeuralPowerError(f"--zoo measures inference of real networks as drawn: not "
+                                   f"with {'--adaptive' if self.adaptive else '--mode train'}")
         # stop once every kind's estimated error is at most this (estimated as adaptive does)
         if target_error_pct is not None and not 0 < target_error_pct < math.inf:
             raise NeuralPowerError(f"--target-error must be a positive percentage, got "
@@ -165,7 +170,7 @@ class Campaign:
                     if net_id in done and net_id not in partial:
                         continue
                     elapsed = time.perf_counter() - started
-                    table = synthetic.trace_spec(spec)
+                    table = (zoo.trace_spec if zoo.is_zoo(spec) else synthetic.trace_spec)(spec)
                     estimate_s = self._estimate(table)
                     if elapsed + estimate_s * self._scale > budget_s:
                         break
@@ -239,7 +244,10 @@ class Campaign:
                                      f"most {self.target_error_pct:g} %, the worst "
                                      f"{worst:.1f} %)")
                     return
-            if weight is None or not self.adaptive:
+            if self.zoo:
+                spec = zoo.sample(self.seed, index, self.limits)
+                yield f"z{self.seed}-{index:06d}-{spec['zoo'].rpartition(':')[2]}", spec
+            elif weight is None or not self.adaptive:
                 yield f"s{self.seed}-{index:06d}", synthetic.sample(self.seed, index, self.kinds,
                                                                      self.limits)
             else:
@@ -279,7 +287,7 @@ class Campaign:
         settings = {"device": str(self.device), "kinds": list(self.kinds), "seed": self.seed,
                     "threads": self.threads, "dtype": "float32",
                     "power_window_s": self.power_window_s, "mode": self.mode,
-                    "adaptive": self.adaptive}
+                    "adaptive": self.adaptive, "zoo": self.zoo}
         if path.exists():
             try:
                 meta = json.loads(path.read_text())
@@ -291,6 +299,7 @@ class Campaign:
                                        "CSV to start again, or write to another file") from None
             old.setdefault("mode", "inference")  # campaigns before training mode
             old.setdefault("adaptive", False)    # campaigns before adaptive profiling
+            old.setdefault("zoo", False)         # campaigns before zoo profiling
             changed = [k for k in settings if old.get(k) != settings[k]]
             if changed:
                 k = changed[0]
@@ -363,11 +372,15 @@ class Campaign:
     # -- one network ---------------------------------------------------------------------------
 
     def _measure(self, net_id: str, spec: dict, table, skip: set) -> list[dict]:
-        layers = []  # (position, child name, trace row) of children running exactly one op
-        real = table[table.kind != "free"]
-        for position, (module, ops) in enumerate(real.groupby("module", sort=False)):
-            if len(ops) == 1 and module not in skip:
-                layers.append((position, module, ops.iloc[0]))
+        real_net = zoo.is_zoo(spec)
+        if real_net:  # its leaf modules running one op (found on the meta twin), of the kinds
+            layers = [layer for layer in zoo.timed_layers(nets.build(spec["zoo"]), table)
+                      if layer[2].kind in self.kinds]
+        else:  # (position, child name, trace row) of children running exactly one op
+            real = table[table.kind != "free"]
+            layers = [(position, module, ops.iloc[0]) for position, (module, ops)
+                      in enumerate(real.groupby("module", sort=False)) if len(ops) == 1]
+        layers = [layer for layer in layers if layer[1] not in skip]
         if not layers:
             return []
         base = {"device": device_name(self.device, self.threads), "network": net_id,
@@ -375,27 +388,33 @@ class Campaign:
                 "power_source": self.meter.source}
         rows = []
         try:
-            model = synthetic.build(spec).to_empty(device=self.device)
-            for m in model.modules():  # real values: uninitialised memory may hold denormals
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+            if real_net:
+                model = zoo.build(spec, self.device)
+            else:
+                model = synthetic.build(spec).to_empty(device=self.device)
+                for m in model.modules():  # real values: uninitialised memory may hold denormals
+                    if hasattr(m, "reset_parameters"):
+                        m.reset_parameters()
             model.train(self.train)  # batch norm uses the batch's statistics when training
             x = synthetic.example_input(spec, self.device)
             if self._reference is None:
                 self._reference = Reference(self.device)
             timings = time_network(model, x, target_s=REPEAT_S,
                                    capture_inputs=self.meter.measures_power,
-                                   reference=self._reference, train=self.train)
+                                   reference=self._reference, train=self.train,
+                                   modules=[(name, model.get_submodule(name))
+                                            for _, name, _ in layers] if real_net else None)
             whole = spread(timings.network)
-            children = dict(model.named_children())
             for position, name, op in layers:
                 row = {**base, **_layer_columns(op), **timings.summary(name), "layer": name,
-                       "position": position, "network_runtime_ms": whole["runtime_ms"],
-                       "network_runtime_iqr_ms": whole["runtime_iqr_ms"],
-                       "reference_ms": timings.reference_ms, "status": "ok"}
+                       "position": position, "reference_ms": timings.reference_ms, "status": "ok"}
+                if not real_net:  # a zoo network's rows do not cover its ops (zoo.py)
+                    row.update(network_runtime_ms=whole["runtime_ms"],
+                               network_runtime_iqr_ms=whole["runtime_iqr_ms"])
                 if self.meter.measures_power:
                     try:
-                        watts, seconds = layer_power(children[name], timings.inputs[name],
+                        watts, seconds = layer_power(model.get_submodule(name),
+                                                     timings.inputs[name],
                                                      self.meter, row["runtime_ms"],
                                                      self.power_window_s, train=self.train)
                         row.update(power_w=watts, power_window_s=round(seconds, 3))

@@ -178,13 +178,14 @@ def time_whole(model: nn.Module, x, *, warmup: int = 3, min_repeats: int = 10,
 def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repeats: int = 5,
                  max_repeats: int = 50, target_s: float = 0.25,
                  capture_inputs: bool = False, reference: Reference | None = None,
-                 train: bool = False) -> Timings:
-    """Time every child module of ``model`` (each running one op) inside the running network,
+                 train: bool = False, modules=None) -> Timings:
+    """Time every child module of ``model`` (each running one op), or the ``(name, module)``
+    pairs of ``modules`` (the one-op modules of a real network), inside the running network,
     and the whole network. Repeats adapt to the network's speed: enough runs to fill
     ``target_s`` per mode, within ``[min_repeats, max_repeats]``. With ``train``, each run is
     a forward and a backward pass, and each layer's backward is timed too (module docstring)."""
     clock = _Clock(x.device)
-    children = list(model.named_children())
+    children = list(model.named_children()) if modules is None else list(modules)
     timings = Timings(layers={name: [] for name, _ in children},
                       backward={name: [] for name, _ in children} if train else {})
     marks: dict[str, list] = {}

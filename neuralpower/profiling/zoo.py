@@ -1,0 +1,98 @@
+"""Real networks as a profiling source: torchvision's classifiers at seeded random batches and
+input sizes, each layer timed inside the running network (``profile --zoo``).
+
+Why: a layer costs differently in different networks (``benchmarks/context_effect.py``), and
+synthetic networks, which mix small and large layers freely, run the small layers of a mobile
+network up to twice as slow as the network itself does (MobileNetV2's ReLU6 on 401k elements:
+0.065 ms in synthetic networks, 0.03 ms in MobileNetV2). Layers measured where real
+architectures put them teach the models the contexts real networks have. Only a network's leaf
+modules that run exactly one op, once per run, are timed (a reused ReLU module or a residual add
+in a block's ``forward`` is not: its hooks would time something else); so a zoo network's rows do
+not add up to the network, and its whole time is not written (``network_runtime_ms`` empty).
+
+A spec is ``{"zoo": "torchvision:NAME", "input": [batch, 3, size, size]}``; network ``index`` of
+seed ``seed`` is the same spec on every machine (the draw is seeded; torchvision's list is
+sorted).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import nets
+from ..errors import NeuralPowerError
+
+MAX_PARAMS = 100_000_000    # larger classifiers (ViT-L/H, RegNet-Y 16-128GF) take long to build
+SIZES = range(96, 321, 16)  # input sizes drawn
+MAX_BATCH = 32
+NET_LAYERS = 20             # a network's work at most this many of the largest layers allowed
+_TRIES = 20                 # draws per index before giving up (a network refuses a size)
+
+
+def names() -> list[str]:
+    """torchvision's classification models, sorted (the draw depends on the order)."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def is_zoo(spec: dict) -> bool:
+    return "zoo" in spec
+
+
+def sample(seed: int, index: int, limits) -> dict:
+    """Spec of zoo network ``index``: a classifier, an input size and a batch drawn from
+    ``(seed, index)``, the batch cut so every layer stays within ``limits`` (as synthetic
+    networks' batches are) and the whole network within :data:`NET_LAYERS` such layers (a
+    real network has up to hundreds: one run of it must not take a large share of a budget).
+    Draws again where a network refuses the size (ViTs take 224 only) or has more than
+    :data:`MAX_PARAMS` parameters."""
+    from .synthetic import fitted_batch, work
+
+    rng = np.random.default_rng([seed, index, 0x200])
+    zoo = names()
+    for _ in range(_TRIES):
+        name = f"torchvision:{zoo[rng.integers(len(zoo))]}"
+        size = int(rng.choice(SIZES))
+        batch = int(np.exp(rng.uniform(0, np.log(MAX_BATCH + 1))))
+        spec = {"zoo": name, "input": [1, 3, size, size]}
+        try:
+            model = nets.build(name)
+            if sum(p.numel() for p in model.parameters()) > MAX_PARAMS:
+                continue
+            table = _trace(model, spec)
+        except (NeuralPowerError, RuntimeError, ValueError, AssertionError, IndexError):
+            continue  # a size the network cannot take
+        compute, _ = work(table)  # and the whole network within NET_LAYERS layers' worth
+        batch = min(batch, max(1, NET_LAYERS * limits.max_macs // max(int(compute.sum()), 1)))
+        spec["input"][0] = fitted_batch(table, batch, limits)
+        return spec
+    raise NeuralPowerError(f"zoo: no network of seed {seed}, index {index} fits this device")
+
+
+def _trace(model, spec: dict):
+    from ..trace import trace
+
+    return trace(model, tuple(spec["input"]))
+
+
+def trace_spec(spec: dict):
+    """The tracer's layer table of a zoo spec's network."""
+    return _trace(nets.build(spec["zoo"]), spec)
+
+
+def build(spec: dict, device) -> torch.nn.Module:
+    """The spec's network with its own random initialisation on ``device``, in eval mode."""
+    return nets.build(spec["zoo"], device=device)
+
+
+def timed_layers(model: torch.nn.Module, table) -> list[tuple[int, str, object]]:
+    """``(position, module name, trace row)`` of the ``model``'s leaf modules that run exactly
+    one op (besides views) once per run: those whose hooks time that op alone."""
+    leaves = {name for name, m in model.named_modules() if next(m.children(), None) is None}
+    real = table[table.kind != "free"]
+    out = []
+    for position, (module, ops) in enumerate(real.groupby("module", sort=False)):
+        if len(ops) == 1 and module in leaves:
+            out.append((position, module, ops.iloc[0]))
+    return out

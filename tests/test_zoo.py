@@ -1,0 +1,106 @@
+"""Profiling real networks (``profile --zoo``): seeded draws of torchvision classifiers, which of
+their modules are timed, and a real short campaign on this machine's CPU."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from neuralpower import nets
+from neuralpower.data import load
+from neuralpower.profiling import Campaign, sidecar_path, zoo
+from neuralpower.profiling.synthetic import Limits, work
+from neuralpower.profiling.timing import time_network
+from neuralpower.trace import trace
+
+LIMITS = Limits(max_macs=3 * 10**8, max_pool_macs=10**8, max_elements=2**24)
+
+
+def test_zoo_specs_are_seeded_and_within_limits():
+    assert zoo.sample(0, 5, LIMITS) == zoo.sample(0, 5, LIMITS)
+    specs = [zoo.sample(0, i, LIMITS) for i in range(12)]
+    assert len({s["zoo"] for s in specs}) > 6           # spread over the zoo, not one network
+    assert zoo.sample(1, 5, LIMITS) != specs[5]
+    for spec in specs:
+        assert spec["zoo"].startswith("torchvision:")
+        batch, channels, h, w = spec["input"]
+        assert channels == 3 and h == w and h in zoo.SIZES and 1 <= batch <= zoo.MAX_BATCH
+        compute, _ = work(zoo.trace_spec(spec))
+        # the batch is cut to the limits; only a network whose layer exceeds them at batch 1
+        # keeps batch 1
+        assert compute.max() <= LIMITS.max_macs or batch == 1
+        model = nets.build(spec["zoo"])
+        assert sum(p.numel() for p in model.parameters()) <= zoo.MAX_PARAMS
+
+
+def test_only_leaf_modules_running_one_op_once_are_timed():
+    model = nets.build("torchvision:resnet18")
+    table = trace(model, (1, 3, 64, 64))
+    timed = {name: op.kind for _, name, op in zoo.timed_layers(model, table)}
+    assert timed["conv1"] == "conv2d" and timed["bn1"] == "batch_norm"
+    assert timed["maxpool"] == "max_pool2d" and timed["fc"] == "linear"
+    assert timed["layer1.0.conv2"] == "conv2d" and timed["layer2.0.downsample.0"] == "conv2d"
+    # a block's ReLU module runs twice per block (after bn1 and after the residual add), and
+    # the add itself runs in the block's forward, not in a leaf: hooks could not time them alone
+    assert "layer1.0.relu" not in timed and "layer1.0" not in timed
+    assert timed["relu"] == "relu"   # the stem's ReLU runs once
+    assert sum(k == "conv2d" for k in timed.values()) == 20
+
+
+def test_time_network_times_the_named_modules_of_a_nested_network():
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), nn.Conv2d(8, 8, 1)).eval()
+    named = [("0.0", model[0][0]), ("1", model[1])]
+    t = time_network(model, torch.randn(1, 3, 32, 32), min_repeats=5, max_repeats=5,
+                     target_s=0.01, modules=named)
+    assert set(t.layers) == {"0.0", "1"}
+    assert all(len(v) == 5 and min(v) > 0 for v in t.layers.values())
+    assert len(t.network) == 5
+
+
+@pytest.fixture(scope="module")
+def zoo_csv(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo") / "zoo.csv"
+    summary = Campaign(out, zoo=True).run(budget_s=20, progress=False)
+    assert summary["networks"] >= 2 and summary["failed"] == 0
+    return out
+
+
+def test_a_short_zoo_campaign_writes_real_layers(zoo_csv):
+    rows = pd.read_csv(zoo_csv)
+    assert (rows.status == "ok").all() and (rows.runtime_ms > 0).all()
+    assert rows.network.str.match(r"z0-\d{6}-\w+$").all()
+    assert rows.network_runtime_ms.isna().all()   # the rows do not cover the network's ops
+    for net_id, group in rows.groupby("network"):
+        index = int(net_id.split("-")[1])
+        spec = zoo.sample(0, index, Limits(**_limits(zoo_csv)))
+        model = nets.build(spec["zoo"])
+        expected = [name for _, name, _ in zoo.timed_layers(model, zoo.trace_spec(spec))]
+        assert list(group.layer) == expected              # every timed module, in order
+        convs = group[group.kind.isin(["conv2d", "depthwise_conv2d"])]  # (a linear's batch
+        assert (convs.batch == spec["input"][0]).all()                     # is its rows)
+
+
+def _limits(csv_path) -> dict:
+    import json
+    return json.loads(sidecar_path(csv_path).read_text())["settings"]["limits"]
+
+
+def test_zoo_rows_load_and_resume_without_duplicates(zoo_csv):
+    before = pd.read_csv(zoo_csv)
+    Campaign(zoo_csv, zoo=True).run(budget_s=6, progress=False)
+    after = pd.read_csv(zoo_csv)
+    assert after.iloc[:len(before)].equals(before)
+    assert not after.duplicated(["network", "layer"]).any()
+    data = load(zoo_csv)
+    assert len(data) == len(after)
+
+
+@pytest.mark.parametrize("extra", [["--adaptive"], ["--mode", "train"]])
+def test_zoo_refuses_what_it_does_not_do(tmp_path, extra):
+    r = subprocess.run([sys.executable, "-m", "neuralpower", "profile", "-o",
+                        str(tmp_path / "z.csv"), "--zoo", "--budget", "5", *extra],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "--zoo" in r.stderr
