@@ -392,6 +392,8 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
 K_FOLDS = 5
 DEGREES = (1, 2, 3)
 MAX_POLY_TERMS = 1200          # a degree whose expansion is wider than this is skipped
+ROWS_PER_TERM = 1              # and a degree above 1 with fewer rows than terms: with 14 rows,
+                               # a 35-term quadratic won CV and predicted 1e6 ms far out
 ALPHA_GRID = np.logspace(-1.0, -6.0, 11)   # Lasso penalty, relative to alpha_max
 SIMPLER_TOL = 0.01             # prefer the simpler candidate when within 1 % (relative) of best
 BOOSTER_PARAMS = dict(learning_rate=0.08, max_iter=250, max_leaf_nodes=15, min_samples_leaf=20,
@@ -508,7 +510,7 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
     alphas = {}
     for degree in DEGREES:
         width = math.comb(Z0.shape[1] + degree, degree) - 1
-        if degree > 1 and width > MAX_POLY_TERMS:
+        if degree > 1 and (width > MAX_POLY_TERMS or n < ROWS_PER_TERM * width):
             continue
         pre = _poly_pipeline(degree)
         Zall = pre.fit_transform(X)

@@ -90,6 +90,24 @@ def test_extreme_layers_stay_finite_and_positive(cpu_predictor):
     assert np.isfinite(out.to_numpy()).all() and (out.to_numpy() > 0).all()
 
 
+def test_a_model_of_few_rows_does_not_explode_far_from_them():
+    # 14 linear rows that are all classifier heads (1000 outputs, batch <= 32), as an early cut
+    # of a zoo campaign has: a 35-term quadratic once won cross-validation on such rows and
+    # predicted Swin's MLP layers (batch 225) at 1e6 ms, 25 million times their runtime; with
+    # fewer rows than terms a degree above 1 is not a candidate.
+    from neuralpower.data import at_reference_speed, load
+    from neuralpower.features import features
+
+    rows, _ = at_reference_speed(load(ROOT / "profiling" / "dev_cpu" / "intel_xeon_2t_zoo.csv"))
+    linear = rows[rows.kind == "linear"]
+    early = linear[linear.out_features == 1000].iloc[:14]
+    model, info = fit_regressor(features(early, "linear"), early.runtime_ms.to_numpy(), seed=0)
+    assert info["degree"] == 1
+    rest = linear.drop(early.index)
+    ratio = model.predict(features(rest, "linear")) / rest.runtime_ms.to_numpy()
+    assert ratio.max() < 20 and ratio.min() > 0.05
+
+
 def test_layers_outside_the_fitted_ranges_say_which_feature_and_how_far(cpu_predictor, cpu_split):
     from torch import nn
 
