@@ -106,6 +106,15 @@ def test_a_model_of_few_rows_does_not_explode_far_from_them():
     rest = linear.drop(early.index)
     ratio = model.predict(features(rest, "linear")) / rest.runtime_ms.to_numpy()
     assert ratio.max() < 20 and ratio.min() > 0.05
+    # With 95 rows (the first two minutes, Swins left out) a quadratic is a fair candidate, but
+    # its slope at the edge of the data sent Swin's layers to 1e5 times their runtime; outside
+    # the data it is continued by the power law of the same rows instead.
+    early = linear[(linear.campaign_s <= 120) & ~linear.network.str.contains("swin")]
+    model, info = fit_regressor(features(early, "linear"), early.runtime_ms.to_numpy(), seed=0)
+    assert info["degree"] == 2 and model.trend is not None
+    swin = linear[linear.network.str.contains("swin")]
+    ratio = model.predict(features(swin, "linear")) / swin.runtime_ms.to_numpy()
+    assert ratio.max() < 100 and ratio.min() > 0.01
 
 
 def test_layers_outside_the_fitted_ranges_say_which_feature_and_how_far(cpu_predictor, cpu_split):
