@@ -51,6 +51,7 @@ from neuralpower.errors import NeuralPowerError  # noqa: E402
 from neuralpower.measure import measure  # noqa: E402
 from neuralpower.predict import predict  # noqa: E402
 from neuralpower.predictor import Predictor  # noqa: E402
+from neuralpower.profiling import zoo  # noqa: E402
 from neuralpower.profiling.campaign import device_name  # noqa: E402
 from neuralpower.trace import trace  # noqa: E402
 from neuralpower.validate import summary  # noqa: E402
@@ -290,14 +291,12 @@ def zoo_settings(rows) -> set:
     network ids ``z<seed>-<index>-<name>``; a network's first timed layer reads its input)."""
     if "network" not in rows:
         return set()
-    zoo = rows[rows.network.astype(str).str.match(r"z\d+-\d+-")]
     out = set()
-    for net_id, g in zoo.groupby("network", sort=False):
+    for net_id, g in rows[rows.network.map(zoo.net_of).notna()].groupby("network", sort=False):
         first = g.sort_values("position").iloc[0]
-        if first[["batch", "in_channels", "in_h", "in_w"]].isna().any():
-            continue
-        out.add((f"torchvision:{net_id.split('-', 2)[2]}",
-                 (int(first.batch), int(first.in_channels), int(first.in_h), int(first.in_w))))
+        if first[["batch", "in_channels", "in_h", "in_w"]].notna().all():
+            out.add((zoo.net_of(net_id),
+                     (int(first.batch), int(first.in_channels), int(first.in_h), int(first.in_w))))
     return out
 
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from neuralpower import Predictor  # noqa: E402
 from neuralpower.data import at_reference_speed, load  # noqa: E402
-from neuralpower.profiling import Campaign  # noqa: E402
+from neuralpower.profiling import Campaign, zoo  # noqa: E402
 from neuralpower.regression import rmspe  # noqa: E402
 
 KINDS = ["conv2d", "linear", "max_pool2d", "avg_pool2d"]
@@ -92,7 +92,7 @@ def held_out(rows: pd.DataFrame, unit: str) -> np.ndarray:
         return rng.random(len(rows)) < 0.2
     groups = rows.network.astype(str)
     if unit == "architectures":
-        groups = groups.str.replace(r"^z\d+-\d+-", "", regex=True)
+        groups = groups.map(lambda i: zoo.net_of(i) or i)
     names = groups.unique()
     chosen = set(names[rng.random(len(names)) < 0.2])
     return groups.isin(chosen).to_numpy()

@@ -246,7 +246,7 @@ class Campaign:
                     return
             if self.zoo:
                 spec = zoo.sample(self.seed, index, self.limits)
-                yield f"z{self.seed}-{index:06d}-{spec['zoo'].rpartition(':')[2]}", spec
+                yield zoo.network_id(self.seed, index, spec), spec
             elif weight is None or not self.adaptive:
                 yield f"s{self.seed}-{index:06d}", synthetic.sample(self.seed, index, self.kinds,
                                                                      self.limits)
@@ -376,10 +376,8 @@ class Campaign:
         if real_net:  # its leaf modules running one op (found on the meta twin), of the kinds
             layers = [layer for layer in zoo.timed_layers(nets.build(spec["zoo"]), table)
                       if layer[2].kind in self.kinds]
-        else:  # (position, child name, trace row) of children running exactly one op
-            real = table[table.kind != "free"]
-            layers = [(position, module, ops.iloc[0]) for position, (module, ops)
-                      in enumerate(real.groupby("module", sort=False)) if len(ops) == 1]
+        else:  # every child runs one op
+            layers = synthetic.one_op_modules(table)
         layers = [layer for layer in layers if layer[1] not in skip]
         if not layers:
             return []

@@ -435,6 +435,16 @@ def trace_spec(spec: dict):
     return trace(build(spec), tuple(spec["input"]), dtype=_DTYPES[spec.get("dtype", "float32")])
 
 
+def one_op_modules(table, among=None) -> list[tuple[int, str, object]]:
+    """``(position, module name, trace row)`` of the modules of a traced network that run exactly
+    one op besides views (every child of a :class:`Graph`), only those named in ``among`` if
+    given; ``position`` counts every module that does work, in order."""
+    real = table[table.kind != "free"]
+    return [(position, module, ops.iloc[0]) for position, (module, ops)
+            in enumerate(real.groupby("module", sort=False))
+            if len(ops) == 1 and (among is None or module in among)]
+
+
 def fitted_batch(table, batch: int, limits: Limits) -> int:
     """The largest batch up to ``batch`` that keeps every layer of a network traced at batch 1
     (``table``) within ``limits`` (work and activations grow with the batch)."""

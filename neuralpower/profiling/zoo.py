@@ -12,9 +12,11 @@ not add up to the network, and its whole time is not written (``network_runtime_
 
 A spec is ``{"zoo": "torchvision:NAME", "input": [batch, 3, size, size]}``; network ``index`` of
 seed ``seed`` is the same spec on every machine (the draw is seeded; torchvision's list is
-sorted).
+sorted). Its rows carry the id ``z<seed>-<index>-<NAME>`` (:func:`network_id`, :func:`net_of`).
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import torch
@@ -38,6 +40,20 @@ def names() -> list[str]:
 
 def is_zoo(spec: dict) -> bool:
     return "zoo" in spec
+
+
+_ID = re.compile(r"z\d+-\d+-(.+)")
+
+
+def network_id(seed: int, index: int, spec: dict) -> str:
+    """The ``network`` column of zoo network ``index``'s rows."""
+    return f"z{seed}-{index:06d}-{spec['zoo'].rpartition(':')[2]}"
+
+
+def net_of(network_id: str) -> str | None:
+    """The NET (``torchvision:NAME``) a zoo network id names; None for any other id."""
+    m = _ID.fullmatch(str(network_id))
+    return f"torchvision:{m.group(1)}" if m else None
 
 
 def sample(seed: int, index: int, limits) -> dict:
@@ -89,10 +105,7 @@ def build(spec: dict, device) -> torch.nn.Module:
 def timed_layers(model: torch.nn.Module, table) -> list[tuple[int, str, object]]:
     """``(position, module name, trace row)`` of the ``model``'s leaf modules that run exactly
     one op (besides views) once per run: those whose hooks time that op alone."""
-    leaves = {name for name, m in model.named_modules() if next(m.children(), None) is None}
-    real = table[table.kind != "free"]
-    out = []
-    for position, (module, ops) in enumerate(real.groupby("module", sort=False)):
-        if len(ops) == 1 and module in leaves:
-            out.append((position, module, ops.iloc[0]))
-    return out
+    from .synthetic import one_op_modules
+
+    return one_op_modules(table, among={name for name, m in model.named_modules()
+                                        if next(m.children(), None) is None})
