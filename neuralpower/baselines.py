@@ -58,7 +58,7 @@ def _kind_sets(data: pd.DataFrame):
         at = kinds == kind
         if at.sum() < MIN_ROWS:
             continue
-        X, y = features(data[at], kind), runtime[at]
+        X, y = features(data[at], kind, context=False), runtime[at]
         ok = np.isfinite(y) & (y > 0) & np.isfinite(X.to_numpy(float)).all(axis=1)
         if ok.sum() >= MIN_ROWS:
             yield kind, X[ok], y[ok]
@@ -97,7 +97,7 @@ class Baseline:
         kinds = table["kind"].astype(str).to_numpy()
         for kind in set(self.kinds) & set(kinds):
             at = np.flatnonzero(kinds == kind)
-            A = self._design(kind, features(table.iloc[at], kind))
+            A = self._design(kind, features(table.iloc[at], kind, context=False))
             ok = np.isfinite(A).all(axis=1)
             out[at[ok]] = self._predict(kind, A[ok])
         return out

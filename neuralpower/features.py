@@ -26,11 +26,19 @@ TARGETS = ["runtime_ms", "power_w"]
 MODES = ("inference", "train")
 # Optional columns saying what ran around a layer inside its network (the tracer and the
 # profiler fill them): elements read and written by the op just before it, and by the whole
-# network per run. Recorded, not features: synthetic networks put small layers in small
-# networks, so models fitted on them extrapolated badly to a small layer in a large real network
-# (the 27 torchvision networks' median error was 75 % with them, 48 % without, on the same
-# measurements; benchmarks/network_accuracy.py).
+# network per run.
 CONTEXT_COLUMNS = ["prev_elements", "net_elements"]
+# The one context feature: how much data the op before moved per element this op moves, per
+# mille (so that the regression's log1p is a log from ratios of about 1/100 up). The same
+# layer runs slower after an op that swept the caches than after one that left its input hot
+# (benchmarks/context_effect.py); this ratio is what the layer's own shape cannot say. A row
+# without ``prev_elements`` (public data, a search space's layers) gets the neutral 1000: a
+# predictor fitted on such rows sees a constant and drops it. ``net_elements`` stays out: as a
+# feature it let models fitted on synthetic networks, which put small layers in small networks,
+# extrapolate badly to small layers in large real networks (27 torchvision networks: median
+# error 75 % with both columns, 48 % without, same measurements).
+CONTEXT_FEATURES = ["prev_permille"]
+NEUTRAL_PERMILLE = 1000.0
 
 
 class _Columns(dict):
@@ -167,18 +175,26 @@ def _feature_columns(columns: dict[str, np.ndarray], kind: str) -> dict[str, np.
     return FEATURES[kind](d)
 
 
-def features(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """Named features of the rows of one ``kind`` (float, same index as ``rows``)."""
+def _numbers(rows: pd.DataFrame, c: str) -> np.ndarray:
+    """Column ``c`` as floats (absent, empty or text: NaN). Float before any product: int64
+    MACs of a large layer would overflow."""
+    col = rows[c] if c in rows else None
+    if col is None:
+        return np.full(len(rows), np.nan)
+    if not pd.api.types.is_numeric_dtype(col):
+        col = pd.to_numeric(col, errors="coerce")
+    return col.to_numpy(dtype=float, na_value=np.nan)
+
+
+def features(rows: pd.DataFrame, kind: str, context: bool = True) -> pd.DataFrame:
+    """Named features of the rows of one ``kind`` (float, same index as ``rows``): the layer's
+    own, then (``context``) :data:`CONTEXT_FEATURES`."""
     _check_kind(kind)
-    columns = {}
-    for c in SHAPE_COLUMNS:
-        col = rows[c] if c in rows else None
-        if col is not None and not pd.api.types.is_numeric_dtype(col):  # text: bad -> NaN
-            col = pd.to_numeric(col, errors="coerce")
-        # float before any product: int64 MACs of a large layer would overflow
-        columns[c] = (np.full(len(rows), np.nan) if col is None
-                      else col.to_numpy(dtype=float, na_value=np.nan))
-    f = _feature_columns(columns, kind)
+    f = _feature_columns({c: _numbers(rows, c) for c in SHAPE_COLUMNS}, kind)
+    if context:
+        own = np.maximum(f.get("in_elems", 0.0) + f.get("out_elems", 0.0), 1.0)
+        prev = _numbers(rows, "prev_elements")
+        f["prev_permille"] = np.where(np.isnan(prev), NEUTRAL_PERMILLE, 1000.0 * prev / own)
     return pd.DataFrame(f, index=rows.index)
 
 

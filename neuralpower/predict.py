@@ -89,7 +89,8 @@ def predict_table(table: pd.DataFrame, predictor: Predictor,
     modeled = np.zeros(len(table), dtype=bool)
     outside = np.full(len(table), None, dtype=object)
     kinds = table["kind"].to_numpy()
-    shapes = table[[c for c in SHAPE_COLUMNS if c in table.columns]]  # what features() reads
+    # what features() reads
+    shapes = table[[c for c in (*SHAPE_COLUMNS, "prev_elements") if c in table.columns]]
     for kind in pd.unique(kinds):
         model = kind if predictor.has(kind, "runtime_ms") else STAND_INS.get(kind)
         if model is None or not predictor.has(model, "runtime_ms"):

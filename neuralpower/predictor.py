@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import NeuralPowerError
-from .features import MODELED_KINDS, MODES, TARGETS, features
+from .features import CONTEXT_FEATURES, MODELED_KINDS, MODES, TARGETS, features
 
 FORMAT = "neuralpower-predictor"
 FORMAT_VERSION = 1
@@ -79,8 +79,10 @@ class Predictor:
             if rows.empty:
                 continue
             X = features(rows, kind)
+            # a context feature the rows do not vary (no context measured) is no feature
             entry = {"rows": len(rows), "feature_ranges": {
-                c: [float(X[c].min()), float(X[c].max())] for c in X.columns}, "targets": {}}
+                c: [float(X[c].min()), float(X[c].max())] for c in X.columns
+                if c not in CONTEXT_FEATURES or X[c].nunique() > 1}, "targets": {}}
             for target in TARGETS:
                 has = rows[target].notna().to_numpy()
                 if not has.any():

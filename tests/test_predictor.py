@@ -10,6 +10,7 @@ import pytest
 import torchvision
 
 from neuralpower import NeuralPowerError, Predictor, predict
+from neuralpower.data import load
 from neuralpower.nets import build
 from neuralpower.predictor import FORMAT_VERSION
 from neuralpower.regression import TRUSTED_TYPES, fit_regressor, rmspe
@@ -44,7 +45,6 @@ def test_score_on_held_out_rows(cpu_predictor, cpu_split):
 
 def test_relative_error_fit_beats_the_absolute_one_on_small_layers():
     """The reason for fitting relative error: layers spanning 3 decades of runtime."""
-    from neuralpower.data import load
     from neuralpower.features import features
 
     rows = load(PUBLIC / "neusight_t4_linear.csv").sample(n=1500, random_state=1)
@@ -95,25 +95,28 @@ def test_a_model_of_few_rows_does_not_explode_far_from_them():
     # of a zoo campaign has: a 35-term quadratic once won cross-validation on such rows and
     # predicted Swin's MLP layers (batch 225) at 1e6 ms, 25 million times their runtime; with
     # fewer rows than terms a degree above 1 is not a candidate.
-    from neuralpower.data import at_reference_speed, load
+    from neuralpower.data import at_reference_speed
     from neuralpower.features import features
+
+    def own(r):  # the layer's own features: the rows and terms this reproducer was found with
+        return features(r, "linear", context=False)
 
     rows, _ = at_reference_speed(load(ROOT / "profiling" / "dev_cpu" / "intel_xeon_2t_zoo.csv"))
     linear = rows[rows.kind == "linear"]
     early = linear[linear.out_features == 1000].iloc[:14]
-    model, info = fit_regressor(features(early, "linear"), early.runtime_ms.to_numpy(), seed=0)
+    model, info = fit_regressor(own(early), early.runtime_ms.to_numpy(), seed=0)
     assert info["degree"] == 1
     rest = linear.drop(early.index)
-    ratio = model.predict(features(rest, "linear")) / rest.runtime_ms.to_numpy()
+    ratio = model.predict(own(rest)) / rest.runtime_ms.to_numpy()
     assert ratio.max() < 20 and ratio.min() > 0.05
     # With 95 rows (the first two minutes, Swins left out) a quadratic is a fair candidate, but
     # its slope at the edge of the data sent Swin's layers to 1e5 times their runtime; outside
     # the data it is continued by the power law of the same rows instead.
     early = linear[(linear.campaign_s <= 120) & ~linear.network.str.contains("swin")]
-    model, info = fit_regressor(features(early, "linear"), early.runtime_ms.to_numpy(), seed=0)
+    model, info = fit_regressor(own(early), early.runtime_ms.to_numpy(), seed=0)
     assert info["degree"] == 2 and model.trend is not None
     swin = linear[linear.network.str.contains("swin")]
-    ratio = model.predict(features(swin, "linear")) / swin.runtime_ms.to_numpy()
+    ratio = model.predict(own(swin)) / swin.runtime_ms.to_numpy()
     assert ratio.max() < 100 and ratio.min() > 0.01
 
 
@@ -256,14 +259,53 @@ def test_repeated_layers_get_the_numbers_they_get_alone(cpu_predictor, cpu_split
     assert np.allclose(together.to_numpy(), alone.to_numpy(), rtol=1e-12, atol=0)
 
 
-def test_context_columns_are_recorded_but_never_a_feature(cpu_split):
-    from neuralpower.features import CONTEXT_COLUMNS, MODELED_KINDS, features
+def test_context_feature_is_the_previous_ops_data_per_own_and_neutral_without_it(cpu_split):
+    from neuralpower.features import CONTEXT_FEATURES, NEUTRAL_PERMILLE, features
 
     rows = cpu_split[1][cpu_split[1].kind == "linear"].head(5)
-    plain = features(rows, "linear")
-    with_context = features(rows.assign(prev_elements=7.0, net_elements=1e9), "linear")
-    assert plain.equals(with_context)
+    own = rows.batch * (rows.in_features + rows.out_features)
+    bare = features(rows.drop(columns=["prev_elements", "net_elements"], errors="ignore"), "linear")
+    assert (bare.prev_permille == NEUTRAL_PERMILLE).all()  # no context measured: neutral
+    same = features(rows.assign(prev_elements=own, net_elements=1.0), "linear")
+    assert np.allclose(same.prev_permille, 1000.0)  # the op before moved as much as this one
+    swept = features(rows.assign(prev_elements=4 * own, net_elements=1e12), "linear")
+    assert np.allclose(swept.prev_permille, 4000.0)
+    # net_elements is never a feature; without context only the layer's own remain
+    assert swept.drop(columns=CONTEXT_FEATURES).equals(same.drop(columns=CONTEXT_FEATURES))
+    assert features(rows, "linear", context=False).equals(bare.drop(columns=CONTEXT_FEATURES))
+
+
+def test_predictors_fitted_before_the_context_feature_ignore_it(cpu_split):
+    """The AMD predictor was fitted before the context feature: same predictions with or
+    without it, and no range of it in its card (so it is never reported as extrapolation)."""
+    from neuralpower.features import CONTEXT_COLUMNS, CONTEXT_FEATURES, MODELED_KINDS
+
     shipped = Predictor.load(ROOT / "models" / "amd_epyc_2t_cpu.predictor")
     for (kind, _), model in shipped.models.items():
         used = set(model.backbone.named_steps["features"].columns_)
-        assert used and not used & set(CONTEXT_COLUMNS) and kind in MODELED_KINDS
+        assert used and not used & {*CONTEXT_COLUMNS, *CONTEXT_FEATURES} and kind in MODELED_KINDS
+    rows = cpu_split[1][cpu_split[1].kind == "conv2d"].head(20)
+    a = shipped.predict_rows(rows.assign(prev_elements=1.0), "conv2d")
+    b = shipped.predict_rows(rows.drop(columns="prev_elements", errors="ignore"), "conv2d")
+    assert np.array_equal(a.to_numpy(), b.to_numpy(), equal_nan=True)
+    assert shipped.extrapolation(rows.assign(prev_elements=1e12), "conv2d") == \
+        shipped.extrapolation(rows, "conv2d")
+
+
+def test_a_context_model_predicts_a_row_without_context_as_a_neutral_one():
+    """Layers of a search space may come without ``prev_elements``: they are predicted as if
+    the op before had moved as much data as this one (not as an op before that moved none).
+    The shipped Xeon predictor is fitted on campaigns that measured the context."""
+    xeon = Predictor.load(ROOT / "models" / "intel_xeon_2t_cpu.predictor")
+    model = xeon.models[("conv2d", "runtime_ms")]
+    assert "prev_permille" in model.backbone.named_steps["features"].columns_
+    assert "prev_permille" in xeon.card["kinds"]["conv2d"]["feature_ranges"]
+    rows = load(ROOT / "profiling" / "dev_cpu" / "intel_xeon_2t_zoo.csv").query(
+        "kind == 'conv2d'").head(40)
+    own = rows.batch * rows.in_channels * rows.in_h * rows.in_w \
+        + rows.batch * rows.out_channels * rows.out_h * rows.out_w
+    bare = xeon.predict_rows(rows.drop(columns="prev_elements"), "conv2d")
+    neutral = xeon.predict_rows(rows.assign(prev_elements=own), "conv2d")
+    assert np.allclose(bare.runtime_ms, neutral.runtime_ms, rtol=1e-9)
+    swept = xeon.predict_rows(rows.assign(prev_elements=own * 1000), "conv2d")
+    assert not np.allclose(swept.runtime_ms, neutral.runtime_ms, rtol=1e-3)
