@@ -97,7 +97,9 @@ def _fit(observed, kinds, lam):
     log_m = np.log([o.measured_ms for o in observed])
 
     def loss(theta):
-        e = t * np.exp(theta[k] + theta[n + k] * z)          # each layer, calibrated
+        # each layer, calibrated; a line search's trial step can be wild: the exponent is
+        # capped so that it cannot overflow to inf (and the loss to NaN)
+        e = t * np.exp(np.clip(theta[k] + theta[n + k] * z, -50.0, 50.0))
         total = np.bincount(obs, e, minlength=len(observed))
         r = np.log(total) - log_m
         w = (2 * r / total)[obs] * e                          # d loss / d log(layer)
