@@ -39,6 +39,8 @@ CONTEXT_COLUMNS = ["prev_elements", "net_elements"]
 # error 75 % with both columns, 48 % without, same measurements).
 CONTEXT_FEATURES = ["prev_permille"]
 NEUTRAL_PERMILLE = 1000.0
+# Every schema column features() reads: the layer's own, then the context it uses.
+FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements"]
 
 
 class _Columns(dict):

@@ -407,6 +407,7 @@ MAX_POLY_TERMS = 1200          # a degree whose expansion is wider than this is 
 ROWS_PER_TERM = 1              # and a degree above 1 with fewer rows than terms: with 14 rows,
                                # a 35-term quadratic won CV and predicted 1e6 ms far out
 ALPHA_GRID = np.logspace(-1.0, -6.0, 11)   # Lasso penalty, relative to alpha_max
+LASSO_SOLVER = dict(tol=1e-3, max_iter=1000)  # every Lasso fit: CV paths, backbone, trend
 SIMPLER_TOL = 0.01             # prefer the simpler candidate when within 1 % (relative) of best
 BOOSTER_PARAMS = dict(learning_rate=0.08, max_iter=250, max_leaf_nodes=15, min_samples_leaf=20,
                       l2_regularization=1.0)
@@ -434,7 +435,7 @@ def _poly_pipeline(degree: int, alpha: float | None = None) -> Pipeline:
         steps += [("poly", PolynomialFeatures(degree, include_bias=False)),
                   ("scale_poly", StandardScaler())]
     if alpha is not None:
-        steps.append(("lasso", Lasso(alpha=alpha, tol=1e-3, max_iter=1000, precompute=True)))
+        steps.append(("lasso", Lasso(alpha=alpha, precompute=True, **LASSO_SOLVER)))
     return Pipeline(steps)
 
 
@@ -535,8 +536,8 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
             p = _poly_pipeline(degree)
             Ztr = p.fit_transform(X.iloc[tr])
             ym = logy[tr].mean()
-            _, coefs, _ = lasso_path(Ztr, logy[tr] - ym, alphas=alphas[degree], tol=1e-3,
-                                     max_iter=1000, precompute=True)
+            _, coefs, _ = lasso_path(Ztr, logy[tr] - ym, alphas=alphas[degree],
+                                     precompute=True, **LASSO_SOLVER)
             oof[va] = p.transform(X.iloc[va]) @ coefs + ym
             models.append((p, coefs, ym))
         fold_models[degree] = models
@@ -597,7 +598,7 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
     input_range = [U.min(axis=0).tolist(), U.max(axis=0).tolist()]
     trend = None  # the power law that continues a curved backbone outside the data
     if degree > 1:
-        trend = Lasso(alpha=alpha, tol=1e-3, max_iter=1000).fit(U, logy).coef_.tolist()
+        trend = Lasso(alpha=alpha, **LASSO_SOLVER).fit(U, logy).coef_.tolist()
     boosters, var_model = [], None
     resid_range = (float(np.min(logy - zb)), float(np.max(logy - zb)))
     for sp in spaces:
