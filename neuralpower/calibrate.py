@@ -135,7 +135,7 @@ def measure_networks(predictor, names, shapes, device="cpu", *, threads=None,
                      progress=None) -> list[Observed]:
     """Predict (without any calibration) and measure each network at each input shape."""
     from . import nets
-    from .measure import measure
+    from .measure import measure_fresh
     from .predict import predict
 
     base = predictor.with_calibration(None)
@@ -143,7 +143,7 @@ def measure_networks(predictor, names, shapes, device="cpu", *, threads=None,
     observed = []
     for name, shape in jobs if progress is None else progress(jobs):
         p = predict(nets.build(name), shape, base, network=name)
-        m = measure(nets.build(name, device=device), shape, device, threads=threads)
+        m = measure_fresh(name, shape, device, threads=threads)
         layers = p.modeled
         observed.append(Observed(name, layers.kind.to_numpy(), layers.runtime_ms.to_numpy(),
                                  m["runtime_ms"], base.speed(m.get("reference_ms")),

@@ -8,11 +8,14 @@ sensor; without a readable sensor, power and energy stay empty and the source sa
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from torch import nn
 
+from . import nets
 from .errors import NeuralPowerError
+from .profiling import isolated
 from .profiling.campaign import device_name, parse_device
 from .profiling.meters import MeterError, open_meter
 from .profiling.timing import Reference, layer_power, spread, steady_allocator, time_whole
@@ -65,6 +68,25 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
             "energy_mj": None if power is None else power * times["runtime_ms"],
             "power_source": source, "threads": threads,
             "mode": "train" if train else "inference"}
+
+
+def measure_fresh(name: str, input_shape, device="cpu", **options) -> dict:
+    """:func:`measure` of the network ``name`` (a NET: ``torchvision:resnet50``, ...) built on
+    ``device``, in a fresh process on a CPU, as ``profile`` measures each network
+    (``profiling/isolated.py``: a process that has run many networks runs small ones slower),
+    in this process on a GPU. Adds ``process_cpu_s``: CPU seconds the measuring process used
+    (what a caller subtracts to see other processes' load)."""
+    if isinstance(device, str):
+        device = parse_device(device)
+    if device.type == "cpu" and isolated.available():
+        return isolated.call(_measure_named, name, input_shape, device, options)
+    return _measure_named(name, input_shape, device, options)
+
+
+def _measure_named(name: str, input_shape, device, options: dict) -> dict:
+    cpu = time.process_time()
+    m = measure(nets.build(name, device=device), input_shape, device, **options)
+    return {**m, "process_cpu_s": time.process_time() - cpu}
 
 
 def _fmt(shapes) -> str:

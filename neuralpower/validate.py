@@ -7,7 +7,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from . import nets
-from .measure import measure
+from .measure import measure_fresh
 from .predict import predict
 
 TOTALS = ("runtime_ms", "power_w", "energy_mj")
@@ -23,8 +23,7 @@ def validate(predictor, names, input_shape=(1, 3, 224, 224), device="cpu", *,
     rows = []
     for name in names if progress is None else progress(names):
         p = predict(nets.build(name), input_shape, predictor, network=name)
-        m = measure(nets.build(name, device=device), input_shape, device, threads=threads,
-                    target_s=target_s)
+        m = measure_fresh(name, input_shape, device, threads=threads, target_s=target_s)
         # the prediction at the speed the device ran at meanwhile (a shared host varies)
         speed = predictor.speed(m.get("reference_ms"))
         predicted = {k: _number(p.totals.get(k)) for k in TOTALS}

@@ -167,6 +167,45 @@ def test_a_failing_configuration_is_recorded_and_skipped(tmp_path):
     assert (load(out).network != "big").all()
 
 
+def test_cpu_campaigns_measure_each_network_in_a_fresh_process(tmp_path):
+    from neuralpower.profiling import isolated
+    from neuralpower.profiling.meters import NoneMeter
+
+    assert Campaign(tmp_path / "a.csv").fresh_process is isolated.available()
+    # a meter passed in (a test's stand-in) keeps its state in this process: measured here
+    assert not Campaign(tmp_path / "b.csv", meter=NoneMeter("test")).fresh_process
+    assert not Campaign(tmp_path / "c.csv", fresh_process=False).fresh_process
+
+
+def test_a_network_whose_measuring_process_dies_is_recorded_failed(tmp_path, monkeypatch):
+    from neuralpower.profiling import isolated
+
+    if not isolated.available():
+        pytest.skip("no fork on this platform")
+    real_call = isolated.call
+    seen = []
+
+    def dies_once(fn, *args):  # the kernel's OOM killer, once: what the campaign is told then
+        seen.append(fn)
+        if len(seen) == 1:
+            raise isolated.ChildDied("the measuring process died (killed by signal 9, out of "
+                                     "memory?)")
+        return real_call(fn, *args)
+
+    monkeypatch.setattr(isolated, "call", dies_once)
+    out = tmp_path / "oom.csv"
+    fine = {"input": [4, 64], "layers": [{"kind": "linear", "out_features": 32},
+                                          {"kind": "relu"}]}
+    summary = Campaign(out, log=lambda m: None).run(budget_s=1e6, progress=False,
+                                                    specs=[("killed", fine), ("next", fine)])
+    d = pd.read_csv(out)
+    assert summary["failed"] == 1 and summary["ended"] == "all networks measured"
+    killed = d[d.network == "killed"]
+    assert len(killed) == 2 and set(killed.status) == {"failed"}
+    assert killed.error.str.contains("killed by signal 9").all()
+    assert set(d[d.network == "next"].status) == {"ok"} and len(seen) == 2
+
+
 def test_resuming_with_other_settings_refuses(tmp_path):
     out = tmp_path / "c.csv"
     fine = [("n", {"input": [2, 16], "layers": [{"kind": "linear", "out_features": 8}]})]

@@ -10,7 +10,8 @@ Crash-safe by construction:
   JSON), so running the same command again skips every network already in the file, re-measures
   only the layers a torn write lost, and goes on: nothing measured twice, nothing lost.
 - A network that fails (out of memory, an error of the backend) is written as ``failed`` rows,
-  so it is skipped on resume and never retried in a loop.
+  so it is skipped on resume and never retried in a loop. On a CPU each network is measured in
+  a fresh process (``isolated.py``), so one the kernel kills costs that network only.
 - A power read that fails (``MeterError``) leaves that row's ``power_w`` empty and says why in
   ``power_error``; the row keeps its runtime (status ``ok``) and the campaign goes on.
 - A write that fails (a full disk) is cut back to the last complete network and ends the
@@ -27,7 +28,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from itertools import count
 from pathlib import Path
 
@@ -38,7 +39,7 @@ import torch
 from .. import __version__, nets
 from ..errors import NeuralPowerError
 from ..features import CONTEXT_COLUMNS, MODES, SHAPE_COLUMNS
-from . import adaptive, synthetic, zoo
+from . import adaptive, isolated, synthetic, zoo
 from .meters import MeterError, idle_power, open_meter
 from .timing import Reference, layer_power, spread, steady_allocator, time_network
 
@@ -102,7 +103,7 @@ class Campaign:
                  threads: int | None = None, power_window_s: float | None = None, meter=None,
                  command: str | None = None, log=None, mode: str = "inference",
                  adaptive: bool = False, target_error_pct: float | None = None,
-                 zoo: bool = False):
+                 zoo: bool = False, fresh_process: bool | None = None):
         self.path = Path(output)
         self.device = parse_device(device) if isinstance(device, str) else device
         unknown = sorted(set(kinds) - set(synthetic.PROFILED_KINDS))
@@ -129,6 +130,12 @@ class Campaign:
             raise NeuralPowerError("--threads must be at least 1")
         self.threads = int(threads or torch.get_num_threads())
         self.meter = meter if meter is not None else open_meter(str(self.device))
+        # Each network in a fresh process (isolated.py) on a CPU, where a long-lived process
+        # slows down; not on a GPU (a CUDA context per network costs seconds), nor with a meter
+        # passed in (a test's stand-in keeps its counts in this process).
+        if fresh_process is None:
+            fresh_process = self.device.type == "cpu" and meter is None and isolated.available()
+        self.fresh_process = bool(fresh_process)
         self.power_window_s = float(power_window_s or max(0.3, self.meter.min_window_s))
         self.command = command or " ".join(sys.argv)
         self.log = log or (lambda m: print(m, file=sys.stderr))
@@ -378,54 +385,22 @@ class Campaign:
                       if layer[2].kind in self.kinds]
         else:  # every child runs one op
             layers = synthetic.one_op_modules(table)
-        layers = [layer for layer in layers if layer[1] not in skip]
+        layers = [(position, name, _layer_columns(op)) for position, name, op in layers
+                  if name not in skip]
         if not layers:
             return []
         base = {"device": device_name(self.device, self.threads), "network": net_id,
                 "threads": self.threads, "dtype": "float32", "mode": self.mode,
                 "power_source": self.meter.source}
-        rows = []
-        try:
-            if real_net:
-                model = zoo.build(spec, self.device)
-            else:
-                model = synthetic.build(spec).to_empty(device=self.device)
-                for m in model.modules():  # real values: uninitialised memory may hold denormals
-                    if hasattr(m, "reset_parameters"):
-                        m.reset_parameters()
-            model.train(self.train)  # batch norm uses the batch's statistics when training
-            x = synthetic.example_input(spec, self.device)
-            if self._reference is None:
-                self._reference = Reference(self.device)
-            timings = time_network(model, x, target_s=REPEAT_S,
-                                   capture_inputs=self.meter.measures_power,
-                                   reference=self._reference, train=self.train,
-                                   modules=[(name, model.get_submodule(name))
-                                            for _, name, _ in layers] if real_net else None)
-            whole = spread(timings.network)
-            for position, name, op in layers:
-                row = {**base, **_layer_columns(op), **timings.summary(name), "layer": name,
-                       "position": position, "reference_ms": timings.reference_ms, "status": "ok"}
-                if not real_net:  # a zoo network's rows do not cover its ops (zoo.py)
-                    row.update(network_runtime_ms=whole["runtime_ms"],
-                               network_runtime_iqr_ms=whole["runtime_iqr_ms"])
-                if self.meter.measures_power:
-                    try:
-                        watts, seconds = layer_power(model.get_submodule(name),
-                                                     timings.inputs[name],
-                                                     self.meter, row["runtime_ms"],
-                                                     self.power_window_s, train=self.train)
-                        row.update(power_w=watts, power_window_s=round(seconds, 3))
-                    except MeterError as e:
-                        row["power_error"] = _one_line(e)
-                rows.append(row)
-        except (RuntimeError, MemoryError, ValueError) as e:  # out of memory, backend errors
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            rows = [{**base, **_layer_columns(op), "layer": name, "position": position,
-                     "status": "failed", "error": _one_line(e)}
-                    for position, name, op in layers]
-        return rows
+        setup = _Setup(self.device, self.threads, self.train, self.power_window_s)
+        if self.fresh_process:
+            try:
+                return isolated.call(_measure_fresh, setup, self.meter, spec, layers, base)
+            except isolated.ChildDied as e:
+                return _failed(layers, base, e)
+        if self._reference is None:
+            self._reference = Reference(self.device)
+        return _measure_network(setup, self.meter, spec, layers, base, self._reference)
 
     def _describe_device(self) -> dict:
         d = {"name": device_name(self.device, self.threads), "type": self.device.type,
@@ -436,6 +411,71 @@ class Campaign:
             d.update(gpu=props.name, memory_gib=round(props.total_memory / 2**30, 1),
                      compute_capability=f"{props.major}.{props.minor}")
         return d
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What measuring a network needs besides the network: sent to the process measuring it."""
+    device: torch.device
+    threads: int
+    train: bool
+    power_window_s: float
+
+
+def _measure_fresh(setup: _Setup, meter, spec: dict, layers: list, base: dict) -> list[dict]:
+    """:func:`_measure_network` in a fresh process (``isolated.call``): its allocator and threads
+    set as the campaign's, its own speed probe."""
+    steady_allocator()
+    torch.set_num_threads(setup.threads)
+    return _measure_network(setup, meter, spec, layers, base, Reference(setup.device))
+
+
+def _measure_network(setup: _Setup, meter, spec: dict, layers: list, base: dict,
+                     reference: Reference) -> list[dict]:
+    """Build the spec's network for real and time ``layers`` (``(position, module name,
+    layer columns)``) inside it: the network's rows, or its failed rows when it cannot run."""
+    real_net = zoo.is_zoo(spec)
+    rows = []
+    try:
+        if real_net:
+            model = zoo.build(spec, setup.device)
+        else:
+            model = synthetic.build(spec).to_empty(device=setup.device)
+            for m in model.modules():  # real values: uninitialised memory may hold denormals
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+        model.train(setup.train)  # batch norm uses the batch's statistics when training
+        x = synthetic.example_input(spec, setup.device)
+        timings = time_network(model, x, target_s=REPEAT_S, capture_inputs=meter.measures_power,
+                               reference=reference, train=setup.train,
+                               modules=[(name, model.get_submodule(name))
+                                        for _, name, _ in layers] if real_net else None)
+        whole = spread(timings.network)
+        for position, name, columns in layers:
+            row = {**base, **columns, **timings.summary(name), "layer": name,
+                   "position": position, "reference_ms": timings.reference_ms, "status": "ok"}
+            if not real_net:  # a zoo network's rows do not cover its ops (zoo.py)
+                row.update(network_runtime_ms=whole["runtime_ms"],
+                           network_runtime_iqr_ms=whole["runtime_iqr_ms"])
+            if meter.measures_power:
+                try:
+                    watts, seconds = layer_power(model.get_submodule(name),
+                                                 timings.inputs[name], meter, row["runtime_ms"],
+                                                 setup.power_window_s, train=setup.train)
+                    row.update(power_w=watts, power_window_s=round(seconds, 3))
+                except MeterError as e:
+                    row["power_error"] = _one_line(e)
+            rows.append(row)
+    except (RuntimeError, MemoryError, ValueError) as e:  # out of memory, backend errors
+        if setup.device.type == "cuda":
+            torch.cuda.empty_cache()
+        rows = _failed(layers, base, e)
+    return rows
+
+
+def _failed(layers: list, base: dict, e: BaseException) -> list[dict]:
+    return [{**base, **columns, "layer": name, "position": position, "status": "failed",
+             "error": _one_line(e)} for position, name, columns in layers]
 
 
 def _layer_columns(op) -> dict:
