@@ -28,7 +28,6 @@ with ``--reuse`` on its own file.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import os
@@ -48,7 +47,7 @@ from neuralpower import nets  # noqa: E402
 from neuralpower.baselines import fit_baselines, network_runtime  # noqa: E402
 from neuralpower.calibrate import Observed, apply, fit_calibration  # noqa: E402
 from neuralpower.errors import NeuralPowerError  # noqa: E402
-from neuralpower.measure import measure  # noqa: E402
+from neuralpower.measure import measure_fresh  # noqa: E402
 from neuralpower.predict import predict  # noqa: E402
 from neuralpower.predictor import Predictor  # noqa: E402
 from neuralpower.profiling import zoo  # noqa: E402
@@ -183,12 +182,14 @@ def _busy_cpu_s() -> float | None:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # guest time is inside user
 
 
-def measure_alone(model, shape, threads: int, target_s: float) -> dict:
-    """``measure`` plus the share of the machine's CPU that other processes used meanwhile."""
+def measure_alone(name: str, shape, threads: int, target_s: float) -> dict:
+    """``measure_fresh`` (in a fresh process, as ``profile`` measures) plus the share of the
+    machine's CPU that other processes used meanwhile."""
     busy, own, wall = _busy_cpu_s(), time.process_time(), time.perf_counter()
-    m = measure(model, shape, "cpu", threads=threads, target_s=target_s)
+    m = measure_fresh(name, shape, "cpu", threads=threads, target_s=target_s)
     if busy is not None:
-        other = (_busy_cpu_s() - busy) - (time.process_time() - own)
+        ours = time.process_time() - own + m["process_cpu_s"]
+        other = (_busy_cpu_s() - busy) - ours
         cores = os.cpu_count() or 1
         m["other_cpu_pct"] = max(0.0, 100.0 * other / ((time.perf_counter() - wall) * cores))
     return m
@@ -213,6 +214,10 @@ def load_reuse(path: Path | None) -> dict:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise NeuralPowerError(f"--reuse: {str(path)!r} is not this benchmark's JSON "
                                f"({type(e).__name__}: {e})") from None
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M", time.gmtime())
 
 
 def parse_setting(text: str) -> tuple[int, ...]:
@@ -258,6 +263,7 @@ def run(args) -> dict:
                                                  if t == "runtime_ms"}),
                           **{n: list(b.kinds) for n, b in baselines.items()}},
         "baselines": {n: b.describe() for n, b in baselines.items()},
+        "measured_utc": [_utc_now(), _utc_now()],  # first and last network of this run
         "networks": [], "failed": [], "measured_in_run": 0, "reused": 0, "summary": [],
         # (network, setting) pairs of this benchmark whose layers the data measured in the very
         # network at the very input (profile --zoo rows): in-sample, where the rest is not
@@ -275,6 +281,7 @@ def run(args) -> dict:
                         reuse.get((setting, name, device, threads)), threads, args.target_s,
                         result, layers)
         finally:  # after every network, even a failed or interrupted one
+            result["measured_utc"][1] = _utc_now()
             result["summary"] = scores(result["networks"])
             if args.json:
                 write_json(args.json, result)
@@ -340,12 +347,10 @@ def one_network(entry, meta_model, shape, predictor, baselines, measured, thread
     reused = measured is not None
     if not reused:
         try:
-            m = measure_alone(nets.build(name, device="cpu"), shape, threads, target_s)
+            m = measure_alone(name, shape, threads, target_s)
         except Exception as e:  # out of memory, say: recorded, the rest still runs
             result["failed"].append({**entry, "stage": "measure", "error": one_line(e)})
             return
-        finally:
-            gc.collect()  # the real model (vgg11: 0.5 GB) is gone before the next one
         measured = {k: m[k] for k in ("runtime_ms", "runtime_iqr_ms", "runtime_min_ms",
                                       "repeats", "device", "threads", "other_cpu_pct",
                                       "reference_ms")
