@@ -27,6 +27,8 @@ import struct
 import subprocess
 import sys
 
+from ..errors import NeuralPowerError
+
 # What the server imports once, so that no child pays for it: the measuring functions (and
 # torch), and the sources of networks that are installed.
 _PRELOAD = ("neuralpower.profiling.campaign", "neuralpower.measure")
@@ -34,8 +36,9 @@ _OPTIONAL = ("torchvision", "timm")
 _server: subprocess.Popen | None = None
 
 
-class ChildDied(RuntimeError):
-    """The child process ended without an answer (killed by a signal, or crashed)."""
+class ChildDied(NeuralPowerError):
+    """The child process ended without an answer (killed by a signal, or crashed): a one-line
+    error for the command line, a failed network for a campaign."""
 
 
 def available() -> bool:
