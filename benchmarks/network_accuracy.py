@@ -2,8 +2,9 @@
 
 Each network is traced once per input setting (meta device), predicted by the predictor and by
 the baselines of ``neuralpower.baselines`` fitted on the measurement CSV (``MacLinear``, Paleo,
-an nn-Meter style random forest), and measured here in the same run (median of about
-``--target-s`` seconds of repeats, threads fixed to torch's default and recorded). Every
+an nn-Meter style random forest), and measured here in the same run, each network in a fresh
+process as ``profile`` measures (``measure.measure_fresh``; median of about ``--target-s``
+seconds of repeats, threads fixed to torch's default and recorded). Every
 prediction is taken to the device's speed during that measurement (``speed``: a fixed probe
 timed between the repeats, over the predictor's reference, see ``timing.Reference``). Two groups:
 torchvision classifiers and timm models held out from development. Prints, per setting, the
@@ -90,28 +91,30 @@ def error_pct(predicted, measured):
     return (predicted / measured - 1) * 100
 
 
+def runtime_scores(triples) -> dict | None:
+    """``neuralpower.validate.summary`` of the runtimes of ``(predicted_ms, measured_ms,
+    error_pct)`` triples, with whether each goal is met; None when no triple has an error."""
+    none = {"power_w": None, "energy_mj": None}  # the shape summary reads; power is out of scope
+    s = summary([{"predicted": {"runtime_ms": p, **none}, "measured": {"runtime_ms": m, **none},
+                  "error_pct": {"runtime_ms": e, **none}} for p, m, e in triples]).get("runtime_ms")
+    if s is None:
+        return None
+    return {**s, "goals_met": {k: s[k] is not None and (s[k] >= goal if higher else s[k] <= goal)
+                               for k, (goal, higher) in GOALS.items()}}
+
+
 def scores(records: list[dict]) -> list[dict]:
     """Per setting x group x method: n, median |error| %, share within +-10 %, Kendall tau and
-    whether each goal is met (``neuralpower.validate.summary`` on the runtime totals)."""
+    whether each goal is met (:func:`runtime_scores`)."""
     out = []
     keys = dict.fromkeys((r["setting"], r["group"]) for r in records)
     for setting, group in keys:
         rows = [r for r in records if r["setting"] == setting and r["group"] == group]
         for method in _methods(rows):
-            as_validate = [{  # the shape validate.summary reads; power is out of scope here
-                "predicted": {"runtime_ms": r["predicted_ms"][method], "power_w": None,
-                              "energy_mj": None},
-                "measured": {"runtime_ms": r["measured"]["runtime_ms"], "power_w": None,
-                             "energy_mj": None},
-                "error_pct": {"runtime_ms": r["error_pct"][method], "power_w": None,
-                              "energy_mj": None}} for r in rows]
-            s = summary(as_validate).get("runtime_ms")
-            if s is None:
-                continue
-            met = {k: s[k] is not None and (s[k] >= goal if higher else s[k] <= goal)
-                   for k, (goal, higher) in GOALS.items()}
-            out.append({"setting": setting, "group": group, "method": method, **s,
-                        "goals_met": met})
+            s = runtime_scores((r["predicted_ms"][method], r["measured"]["runtime_ms"],
+                                r["error_pct"][method]) for r in rows)
+            if s is not None:
+                out.append({"setting": setting, "group": group, "method": method, **s})
     return out
 
 

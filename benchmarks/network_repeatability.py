@@ -22,12 +22,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from network_accuracy import GOALS, markdown  # noqa: E402
-
-from neuralpower.validate import summary  # noqa: E402
+from network_accuracy import markdown, runtime_scores  # noqa: E402
 
 
 def load(path: Path) -> dict:
@@ -52,17 +48,9 @@ def scores(a: dict, b: dict, speed: bool) -> list[dict]:
         group, ms_a, ref_a = a["networks"][key]
         _, ms_b, ref_b = b["networks"][key]
         pred = ms_a * (ref_b / ref_a) if speed and ref_a and ref_b else ms_a
-        none = {"power_w": None, "energy_mj": None}  # the shape validate.summary reads
-        rows.setdefault((key[0], group), []).append({
-            "predicted": {"runtime_ms": pred, **none}, "measured": {"runtime_ms": ms_b, **none},
-            "error_pct": {"runtime_ms": (pred / ms_b - 1) * 100, **none}})
-    out = []
-    for (setting, group), rs in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        s = summary(rs)["runtime_ms"]
-        met = {k: s[k] is not None and (s[k] >= goal if higher else s[k] <= goal)
-               for k, (goal, higher) in GOALS.items()}
-        out.append({"setting": setting, "group": group, **s, "goals_met": met})
-    return out
+        rows.setdefault((key[0], group), []).append((pred, ms_b, (pred / ms_b - 1) * 100))
+    return [{"setting": setting, "group": group, **runtime_scores(triples)}
+            for (setting, group), triples in sorted(rows.items())]
 
 
 def main(argv=None) -> int:
