@@ -15,7 +15,12 @@ tau per setting x group x method, against the goals: median |error| <= 5 %, >= 9
     python benchmarks/network_accuracy.py --predictor models/amd_epyc_2t_cpu.predictor \\
         --data profiling/dev_cpu/amd_epyc_2t.csv [--nets ...] [--timm ...] \\
         [--settings 1x3x224x224 8x3x224x224 1x3x160x160] [--target-s 1.0] \\
-        [--json OUT.json] [--reuse OUT.json]
+        [--device cpu|cuda|cuda:N] [--json OUT.json] [--reuse OUT.json]
+
+On a GPU (``--device cuda``) the networks are measured in this process (a CUDA context per
+network would cost seconds), and where the device has a power sensor (NVML) and the predictor a
+power model, neuralpower's network power and energy are scored too (the baselines model runtime
+only).
 
 ``--reuse`` takes the measurements of an earlier ``--json`` file for networks measured there at
 the same setting, device and thread count, and predicts them afresh: for re-scoring a changed
@@ -52,7 +57,7 @@ from neuralpower.measure import measure_fresh  # noqa: E402
 from neuralpower.predict import predict  # noqa: E402
 from neuralpower.predictor import Predictor  # noqa: E402
 from neuralpower.profiling import zoo  # noqa: E402
-from neuralpower.profiling.campaign import device_name  # noqa: E402
+from neuralpower.profiling.campaign import device_name, parse_device  # noqa: E402
 from neuralpower.trace import trace  # noqa: E402
 from neuralpower.validate import summary  # noqa: E402
 
@@ -79,6 +84,10 @@ BUSY_OTHER_CPU_PCT = 10.0  # CPU used by other processes while measuring, % of a
 # The issue's goals: (summary key, threshold, True if higher is better)
 GOALS = {"median_abs_error_pct": (5.0, False), "within_10_pct_share": (0.9, True),
          "kendall_tau": (0.9, True)}
+
+
+def _finite(v) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
 
 
 def qualified(name: str, source: str) -> str:
@@ -116,6 +125,37 @@ def scores(records: list[dict]) -> list[dict]:
             if s is not None:
                 out.append({"setting": setting, "group": group, "method": method, **s})
     return out
+
+
+def power_scores(records: list[dict]) -> list[dict]:
+    """Per setting x group: neuralpower's network power and energy against the measured ones
+    (``validate.summary``: n, median |error| %, share within +-10 %, Kendall tau); empty where
+    the device has no sensor or the predictor no power model."""
+    out = []
+    for setting, group in dict.fromkeys((r["setting"], r["group"]) for r in records):
+        rows = []
+        for r in records:
+            if (r["setting"], r["group"]) != (setting, group) or "power" not in r:
+                continue
+            pw, m = r["power"], r["measured"]
+            rows.append({"predicted": {"runtime_ms": None, "power_w": pw["predicted_w"],
+                                       "energy_mj": pw["predicted_mj"]},
+                         "measured": {"runtime_ms": None, "power_w": m.get("power_w"),
+                                      "energy_mj": m.get("energy_mj")},
+                         "error_pct": {"runtime_ms": None, **pw["error_pct"]}})
+        for target, s in summary(rows).items():
+            out.append({"setting": setting, "group": group, "target": target, **s})
+    return out
+
+
+def power_table(records: list[dict]) -> str:
+    rows = [[r["network"], r["group"], _ms(r["measured"].get("power_w")),
+             f"{_ms(r['power']['predicted_w'])} ({_err(r['power']['error_pct']['power_w'])})",
+             _ms(r["measured"].get("energy_mj")),
+             f"{_ms(r['power']['predicted_mj'])} ({_err(r['power']['error_pct']['energy_mj'])})"]
+            for r in records if r["measured"].get("power_w") is not None]
+    return markdown(["network", "group", "measured W", "predicted W (err)", "measured mJ",
+                     "predicted mJ (err)"], rows)
 
 
 def markdown(header: list[str], rows: list[list]) -> str:
@@ -185,11 +225,11 @@ def _busy_cpu_s() -> float | None:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # guest time is inside user
 
 
-def measure_alone(name: str, shape, threads: int, target_s: float) -> dict:
-    """``measure_fresh`` (in a fresh process, as ``profile`` measures) plus the share of the
-    machine's CPU that other processes used meanwhile."""
+def measure_alone(name: str, shape, threads: int, target_s: float, device="cpu") -> dict:
+    """``measure_fresh`` (in a fresh process on a CPU, as ``profile`` measures) plus the share
+    of the machine's CPU that other processes used meanwhile."""
     busy, own, wall = _busy_cpu_s(), time.process_time(), time.perf_counter()
-    m = measure_fresh(name, shape, "cpu", threads=threads, target_s=target_s)
+    m = measure_fresh(name, shape, device, threads=threads, target_s=target_s)
     if busy is not None:
         ours = time.process_time() - own + m["process_cpu_s"]
         other = (_busy_cpu_s() - busy) - ours
@@ -257,7 +297,8 @@ def run(args) -> dict:
           file=sys.stderr)
 
     threads = torch.get_num_threads()
-    device = device_name(torch.device("cpu"), threads)
+    dev = parse_device(args.device)
+    device = device_name(dev, threads)
     result = {
         "predictor": str(args.predictor), "predictor_device": predictor.device,
         "data": [str(p) for p in args.data], "device": device, "threads": threads,
@@ -282,10 +323,11 @@ def run(args) -> dict:
         try:
             one_network(entry, models[name], settings[setting], predictor, baselines,
                         reuse.get((setting, name, device, threads)), threads, args.target_s,
-                        result, layers)
+                        result, layers, dev)
         finally:  # after every network, even a failed or interrupted one
             result["measured_utc"][1] = _utc_now()
             result["summary"] = scores(result["networks"])
+            result["summary_power"] = power_scores(result["networks"])
             if args.json:
                 write_json(args.json, result)
     if args.calibrate:
@@ -334,7 +376,7 @@ def add_calibrated(records: list[dict], layers: dict) -> None:
 
 
 def one_network(entry, meta_model, shape, predictor, baselines, measured, threads, target_s,
-                result, layers) -> None:
+                result, layers, device="cpu") -> None:
     """Trace, predict with every method, measure unless ``measured`` is given; append the
     record (or the failure) to ``result``."""
     name = entry["network"]
@@ -350,13 +392,13 @@ def one_network(entry, meta_model, shape, predictor, baselines, measured, thread
     reused = measured is not None
     if not reused:
         try:
-            m = measure_alone(name, shape, threads, target_s)
+            m = measure_alone(name, shape, threads, target_s, device)
         except Exception as e:  # out of memory, say: recorded, the rest still runs
             result["failed"].append({**entry, "stage": "measure", "error": one_line(e)})
             return
         measured = {k: m[k] for k in ("runtime_ms", "runtime_iqr_ms", "runtime_min_ms",
                                       "repeats", "device", "threads", "other_cpu_pct",
-                                      "reference_ms")
+                                      "reference_ms", "power_w", "energy_mj", "power_source")
                     if k in m}
         measured["target_s"] = target_s
     # every method predicts at the reference speed of the data it was fitted on; take it to
@@ -365,7 +407,15 @@ def one_network(entry, meta_model, shape, predictor, baselines, measured, thread
     predicted = {k: v * speed for k, v in predicted.items()}
     result["reused" if reused else "measured_in_run"] += 1
     macs = p.totals["macs"]
-    result["networks"].append({
+    # power and energy: neuralpower's alone (the baselines model runtime), where the predictor
+    # has a power model and the device a sensor; energy scales with runtime, power does not
+    power = {"predicted_w": _finite(p.totals.get("power_w")),
+             "predicted_mj": _finite(p.totals.get("energy_mj"))}
+    if power["predicted_mj"] is not None:
+        power["predicted_mj"] *= speed
+    power["error_pct"] = {"power_w": error_pct(power["predicted_w"], measured.get("power_w")),
+                          "energy_mj": error_pct(power["predicted_mj"], measured.get("energy_mj"))}
+    result["networks"].append({"power": power,
         **entry, "measured": measured, "reused": reused, "predicted_ms": predicted, "speed": speed,
         "error_pct": {k: error_pct(v, measured["runtime_ms"]) for k, v in predicted.items()},
         "macs": macs, "unmodeled_macs": p.totals["unmodeled_macs"],
@@ -403,6 +453,20 @@ def report(result: dict, reuse_path) -> str:
     out += ["### Summary (goals: median |error| ≤ 5 %, ≥ 90 % within ±10 %, "
             "Kendall tau ≥ 0.9)",
             "", summary_table(result["summary"])]
+    if result.get("summary_power"):
+        measured = [r for r in result["networks"] if r["measured"].get("power_w") is not None]
+        out += ["", f"### Power and energy (neuralpower; measured by "
+                f"{measured[0]['measured'].get('power_source')})", ""]
+        for setting in dict.fromkeys(r["setting"] for r in measured):
+            out += [f"{setting}:", "", power_table([r for r in measured
+                                                    if r["setting"] == setting]), ""]
+        tau = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+        out += [markdown(["setting", "group", "total", "networks", "median abs error %",
+                          "within ±10 %", "Kendall tau"],
+                         [[s["setting"], s["group"], s["target"], s["n"],
+                           f"{s['median_abs_error_pct']:.1f}",
+                           f"{100 * s['within_10_pct_share']:.0f} %", tau(s["kendall_tau"])]
+                          for s in result["summary_power"]])]
     return "\n".join(out)
 
 
@@ -416,6 +480,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timm", nargs="*", default=TIMM,
                     help="held-out timm networks (default: 11; '--timm' alone for none)")
     ap.add_argument("--settings", nargs="+", default=SETTINGS, help="input shapes")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu); on a "
+                    "device with a power sensor, network power and energy are scored too")
     ap.add_argument("--target-s", type=float, default=1.0,
                     help="seconds of repeats per measurement (default 1.0)")
     ap.add_argument("--json", type=Path, help="write all numbers here (after every network)")

@@ -112,7 +112,8 @@ def _profile(args) -> None:
     campaign = Campaign(args.output, device=args.device, kinds=kinds, seed=args.seed,
                         threads=args.threads, power_window_s=args.power_window, mode=args.mode,
                         adaptive=args.adaptive, target_error_pct=args.target_error,
-                        zoo=args.zoo, command=" ".join(["neuralpower", *sys.argv[1:]]))
+                        zoo=args.zoo, power=not args.no_power,
+                        command=" ".join(["neuralpower", *sys.argv[1:]]))
     s = campaign.run(budget_s=args.budget, progress=not args.quiet)
     power = (f", {s['power_errors']} rows with a failed power read" if s.get("power_errors")
              else "")
@@ -318,6 +319,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
     p.add_argument("--power-window", type=float, help="seconds a layer runs back to back for "
                    "one power reading (default: 0.3 or the sensor's minimum)")
+    p.add_argument("--no-power", action="store_true", help="measure runtime only, even where "
+                   "there is a sensor (each layer's power reading costs a window of back-to-back "
+                   "runs: most of the time of a campaign on a fast GPU)")
     p.add_argument("--mode", choices=["inference", "train"], default="inference",
                    help="measure inference (forward) or a training step (forward + backward) "
                    "of each layer (default inference)")

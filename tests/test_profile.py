@@ -294,3 +294,14 @@ def test_steady_allocator_serves_recurring_tensors_without_page_faults():
     # remaps most of them (18k-122k measured on the dev VM), the steady heap at most two
     # mappings' worth (0-6,144 in 16 runs)
     assert int(faults) < 20 * 3 * 3072 // 10
+
+
+def test_no_power_measures_runtime_only_and_says_so(tmp_path):
+    out = tmp_path / "np.csv"
+    r = subprocess.run([sys.executable, "-m", "neuralpower", "profile", "-o", str(out),
+                        "--budget", "6", "--no-power", "--quiet"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    d = pd.read_csv(out)
+    assert len(d) > 0 and (d.power_source == "none").all() and d.power_w.isna().all()
+    assert "--no-power" in json.loads(sidecar_path(out).read_text())["power"]["reason"]

@@ -40,7 +40,7 @@ from .. import __version__, nets
 from ..errors import NeuralPowerError
 from ..features import CONTEXT_COLUMNS, MODES, SHAPE_COLUMNS
 from . import adaptive, isolated, synthetic, zoo
-from .meters import MeterError, idle_power, open_meter
+from .meters import MeterError, NoneMeter, idle_power, open_meter
 from .timing import Reference, layer_power, spread, steady_allocator, time_network
 
 FORMAT_VERSION = 1
@@ -103,7 +103,7 @@ class Campaign:
                  threads: int | None = None, power_window_s: float | None = None, meter=None,
                  command: str | None = None, log=None, mode: str = "inference",
                  adaptive: bool = False, target_error_pct: float | None = None,
-                 zoo: bool = False, fresh_process: bool | None = None):
+                 zoo: bool = False, fresh_process: bool | None = None, power: bool = True):
         self.path = Path(output)
         self.device = parse_device(device) if isinstance(device, str) else device
         unknown = sorted(set(kinds) - set(synthetic.PROFILED_KINDS))
@@ -129,7 +129,10 @@ class Campaign:
         if threads is not None and threads < 1:
             raise NeuralPowerError("--threads must be at least 1")
         self.threads = int(threads or torch.get_num_threads())
-        self.meter = meter if meter is not None else open_meter(str(self.device))
+        # power=False: runtime only, when the sensor's window per layer costs more than the
+        # rows are worth (a real network's hundreds of layers on a fast GPU: --no-power)
+        self.meter = (meter if meter is not None else open_meter(str(self.device)) if power
+                      else NoneMeter("not asked for (--no-power)"))
         # Each network in a fresh process (isolated.py) on a CPU, where a long-lived process
         # slows down; not on a GPU (a CUDA context per network costs seconds), nor with a meter
         # passed in (a test's stand-in keeps its counts in this process).
