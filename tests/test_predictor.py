@@ -120,6 +120,48 @@ def test_a_model_of_few_rows_does_not_explode_far_from_them():
     assert ratio.max() < 100 and ratio.min() > 0.01
 
 
+def test_a_kind_of_five_rows_predicts_smaller_layers_in_proportion():
+    """An H100 campaign's first 141 s measured 5 concats (87k to 1.9M elements); a power law
+    in all five correlated features fitted them exactly and predicted DenseNet's 27k-element
+    concats at 29 s each. With fewer than 8 rows the fit uses the one feature that follows the
+    runtime best, and outside the data no input moves the prediction faster than itself."""
+    from neuralpower.data import at_reference_speed
+    from neuralpower.features import features
+
+    rows, _ = at_reference_speed(load(ROOT / "profiling" / "dev_gpu" / "nvidia_h100.csv"))
+    cat = rows[(rows.kind == "cat") & (rows.status == "ok")]
+    assert len(cat) == 5
+    model, info = fit_regressor(features(cat, "cat"), cat.runtime_ms.to_numpy(), seed=0)
+    assert info["n_terms"] <= 1
+    small = cat.iloc[[0]].copy()
+    for c in ("in_elements", "elements", "inner", "prev_elements"):
+        if c in small:
+            small[c] = small[c] / 20
+    edge = model.predict(features(cat, "cat")).max()
+    assert 0 < model.predict(features(small, "cat"))[0] <= edge
+
+
+def test_outside_the_data_a_prediction_moves_no_faster_than_its_farthest_input(cpu_split):
+    """A model continued outside its data grows about as fast as its inputs, not as a
+    polynomial: from 10 to 1000 times the largest layer seen in every size, at most 200 times
+    (an exponent of 1.15; a cubic in the logs would give millions)."""
+    train, _ = cpu_split
+    conv = train[train.kind == "conv2d"]
+    from neuralpower.features import features
+
+    F = features(conv, "conv2d")
+    model, _ = fit_regressor(F, conv.runtime_ms.to_numpy(), seed=0)
+    X = F.loc[[F.macs.idxmax()]]
+    p = {}
+    for k in (10.0, 1000.0):
+        Xk = X.copy()
+        for c in Xk.columns:
+            if Xk[c].iloc[0] > 1:
+                Xk[c] = Xk[c] * k
+        p[k] = model.predict(Xk)[0]
+    assert 0 < p[10.0] < p[1000.0] <= 200 * p[10.0]
+
+
 def test_layers_outside_the_fitted_ranges_say_which_feature_and_how_far(cpu_predictor, cpu_split):
     from torch import nn
 
