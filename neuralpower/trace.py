@@ -468,6 +468,13 @@ def trace(model: nn.Module, input_shape=(1, 3, 224, 224), dtype=torch.float32) -
     same shapes stand in for them. Returns one row per ATen op, in call order, with the
     columns of :data:`COLUMNS`.
     """
+    # Inside a caller's inference mode the stand-ins would be inference tensors, which lose the
+    # marks that tell weights from activations: traced as in plain no_grad, whatever the mode.
+    with torch.inference_mode(False):
+        return _trace(model, input_shape, dtype)
+
+
+def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
     shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
     dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * len(shapes)
     inputs = tuple(torch.empty(tuple(s), dtype=d, device="meta") for s, d in zip(shapes, dtypes))

@@ -313,3 +313,14 @@ def test_context_columns_say_what_runs_around_each_op():
     assert list(work.prev_elements) == [linear_io, conv_io, relu_io]  # the first follows the last
     assert (work.net_elements == conv_io + relu_io + linear_io).all()
     assert t[t.kind == "free"].prev_elements.isna().all()
+
+
+def test_tracing_inside_inference_mode_gives_the_same_table():
+    """Callers often predict inside torch.inference_mode(); its inference tensors would lose the
+    marks that tell weights from activations (seen: NaN MACs and a ValueError)."""
+    import torchvision
+
+    plain = trace(torchvision.models.resnet18(), (1, 3, 224, 224))
+    with torch.inference_mode():
+        inside = trace(torchvision.models.resnet18(), (1, 3, 224, 224))
+    assert inside.equals(plain) and inside.macs.sum() == plain.macs.sum() > 0
