@@ -133,18 +133,25 @@ def power_scores(records: list[dict]) -> list[dict]:
     the device has no sensor or the predictor no power model."""
     out = []
     for setting, group in dict.fromkeys((r["setting"], r["group"]) for r in records):
-        rows = []
-        for r in records:
-            if (r["setting"], r["group"]) != (setting, group) or "power" not in r:
-                continue
-            pw, m = r["power"], r["measured"]
-            rows.append({"predicted": {"runtime_ms": None, "power_w": pw["predicted_w"],
-                                       "energy_mj": pw["predicted_mj"]},
-                         "measured": {"runtime_ms": None, "power_w": m.get("power_w"),
-                                      "energy_mj": m.get("energy_mj")},
-                         "error_pct": {"runtime_ms": None, **pw["error_pct"]}})
-        for target, s in summary(rows).items():
-            out.append({"setting": setting, "group": group, "target": target, **s})
+        mine = [r for r in records if (r["setting"], r["group"]) == (setting, group)
+                and "power" in r]
+        # energy twice: from neuralpower's runtime, and from np_calibrated's (--calibrate)
+        for energy, label in (("predicted_mj", "energy_mj"),
+                              ("calibrated_mj", f"energy_mj ({CALIBRATED})")):
+            rows = [{"predicted": {"runtime_ms": None, "power_w": r["power"]["predicted_w"],
+                                   "energy_mj": r["power"].get(energy)},
+                     "measured": {"runtime_ms": None, "power_w": r["measured"].get("power_w"),
+                                  "energy_mj": r["measured"].get("energy_mj")},
+                     "error_pct": {"runtime_ms": None,
+                                   "power_w": r["power"]["error_pct"]["power_w"],
+                                   "energy_mj": r["power"]["error_pct"].get(
+                                       energy.replace("predicted", "energy"))}}
+                    for r in mine]
+            for target, s in summary(rows).items():
+                if target == "power_w" and energy != "predicted_mj":
+                    continue  # once
+                out.append({"setting": setting, "group": group,
+                            "target": label if target == "energy_mj" else target, **s})
     return out
 
 
@@ -244,14 +251,15 @@ def write_json(path: Path, result: dict) -> None:
     os.replace(tmp, path)  # atomic: a killed run leaves the old file or the new one
 
 
-def load_reuse(path: Path | None) -> dict:
-    """(setting, network, device, threads) -> measured totals from an earlier --json file."""
+def load_reuse(path: Path | None, keep_noisy: bool = False) -> dict:
+    """(setting, network, device, threads) -> measured totals from an earlier --json file
+    (without the noisy ones, to be measured again, unless ``keep_noisy``)."""
     if path is None:
         return {}
     try:
         old = json.loads(path.read_text())
         return {(r["setting"], r["network"], r["measured"]["device"], r["measured"]["threads"]):
-                r["measured"] for r in old["networks"] if not noisy(r["measured"])}
+                r["measured"] for r in old["networks"] if keep_noisy or not noisy(r["measured"])}
     except FileNotFoundError:
         raise NeuralPowerError(f"--reuse: {str(path)!r} not found") from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -283,12 +291,22 @@ def run(args) -> dict:
     groups.update({qualified(n, "timm"): "timm" for n in args.timm})
     if not groups or not settings:
         raise NeuralPowerError("nothing to do: no networks or no settings")
-    reuse = load_reuse(args.reuse)
+    if args.rescore and args.reuse is None:
+        raise NeuralPowerError("--rescore needs --reuse FILE (the measurements to score)")
+    reuse = load_reuse(args.reuse, keep_noisy=args.rescore)
     # the uncalibrated predictor: a calibration is scored as its own method (--calibrate)
     predictor = Predictor.load(args.predictor).with_calibration(None)
+    models, unbuilt = {}, {}  # every name is built up front, before minutes of measuring
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        models = {name: nets.build(name) for name in groups}  # every name resolves up front
+        for name in groups:
+            try:
+                models[name] = nets.build(name)
+            except NeuralPowerError as e:  # a typo, or a model this library version cannot
+                unbuilt[name] = str(e)     # build on meta (timm 1.0.29's regnetx_002)
+                print(f"network_accuracy: skipping {name}: {e}", file=sys.stderr)
+    if not models:
+        raise NeuralPowerError("no network could be built: " + "; ".join(unbuilt.values()))
     rows = measurements.load(args.data)
     seen = zoo_settings(rows)
     start = time.perf_counter()
@@ -296,13 +314,17 @@ def run(args) -> dict:
     print(f"baselines fitted on {len(rows)} rows in {time.perf_counter() - start:.1f} s",
           file=sys.stderr)
 
-    threads = torch.get_num_threads()
-    dev = parse_device(args.device)
-    device = device_name(dev, threads)
+    if args.rescore:  # the reused file's device, which need not be this machine's
+        old = json.loads(args.reuse.read_text())
+        dev, device, threads = None, old["device"], old["threads"]
+    else:
+        threads = torch.get_num_threads()
+        dev = parse_device(args.device)
+        device = device_name(dev, threads)
     result = {
         "predictor": str(args.predictor), "predictor_device": predictor.device,
         "data": [str(p) for p in args.data], "device": device, "threads": threads,
-        "torch": torch.__version__, "target_s": args.target_s,
+        "torch": old["torch"] if args.rescore else torch.__version__, "target_s": args.target_s,
         "kinds_modeled": {"neuralpower": sorted({k for k, t in predictor.models
                                                  if t == "runtime_ms"}),
                           **{n: list(b.kinds) for n, b in baselines.items()}},
@@ -320,6 +342,12 @@ def run(args) -> dict:
     for setting, name in bar:
         bar.set_postfix_str(f"{setting} {name}")
         entry = {"setting": setting, "group": groups[name], "network": name}
+        if name in unbuilt:
+            result["failed"].append({**entry, "stage": "build", "error": unbuilt[name]})
+            continue
+        if args.rescore and (setting, name, device, threads) not in reuse:
+            result["failed"].append({**entry, "stage": "measure", "error": "not in --reuse"})
+            continue
         try:
             one_network(entry, models[name], settings[setting], predictor, baselines,
                         reuse.get((setting, name, device, threads)), threads, args.target_s,
@@ -333,6 +361,7 @@ def run(args) -> dict:
     if args.calibrate:
         add_calibrated(result["networks"], layers)
         result["summary"] = scores(result["networks"])
+        result["summary_power"] = power_scores(result["networks"])
         if args.json:
             write_json(args.json, result)
     return result
@@ -373,6 +402,11 @@ def add_calibrated(records: list[dict], layers: dict) -> None:
         r["predicted_ms"][CALIBRATED] = float(apply(fitted[key], kinds, runtime).sum()) * r["speed"]
         r["error_pct"][CALIBRATED] = error_pct(r["predicted_ms"][CALIBRATED],
                                                r["measured"]["runtime_ms"])
+        pw = r.get("power")
+        if pw and pw["predicted_w"] is not None:  # energy: predicted power x calibrated runtime
+            pw["calibrated_mj"] = pw["predicted_w"] * r["predicted_ms"][CALIBRATED]
+            pw["error_pct"]["calibrated_mj"] = error_pct(pw["calibrated_mj"],
+                                                         r["measured"].get("energy_mj"))
 
 
 def one_network(entry, meta_model, shape, predictor, baselines, measured, threads, target_s,
@@ -486,6 +520,8 @@ def main(argv=None) -> int:
                     help="seconds of repeats per measurement (default 1.0)")
     ap.add_argument("--json", type=Path, help="write all numbers here (after every network)")
     ap.add_argument("--reuse", type=Path, help="take measurements from this earlier --json")
+    ap.add_argument("--rescore", action="store_true", help="measure nothing: score the "
+                    "--reuse file's measurements (of any device, noisy ones too) alone")
     ap.add_argument("--calibrate", action="store_true", help="also score neuralpower calibrated "
                     "on the run's torchvision networks (np_calibrated: each left out of its own "
                     "calibration; timm held out)")

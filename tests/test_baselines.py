@@ -1,4 +1,5 @@
 """Baselines (neuralpower.baselines) on real measurements, and the network benchmark's scoring."""
+import json
 import importlib.util
 import math
 from pathlib import Path
@@ -113,3 +114,49 @@ def test_benchmark_bad_setting_is_one_line_error(capsys):
                      "--settings", "1x3xbad"])
     err = capsys.readouterr().err
     assert rc == 1 and err.count("\n") == 1 and "1x3xbad" in err
+
+
+def test_benchmark_power_and_energy_scores_by_hand():
+    bench = _benchmark()
+    records = []
+    # measured W, mJ; predicted W, mJ; calibrated mJ
+    for net, mw, mmj, pw, pmj, cmj in [("a", 100.0, 50.0, 110.0, 80.0, 52.0),
+                                       ("b", 200.0, 300.0, 190.0, 450.0, 280.0),
+                                       ("c", 150.0, 600.0, 150.0, 900.0, 640.0)]:
+        records.append({
+            "setting": "1x3x8x8", "group": "torchvision", "network": net,
+            "measured": {"runtime_ms": 1.0, "power_w": mw, "energy_mj": mmj},
+            "power": {"predicted_w": pw, "predicted_mj": pmj, "calibrated_mj": cmj,
+                      "error_pct": {"power_w": bench.error_pct(pw, mw),
+                                    "energy_mj": bench.error_pct(pmj, mmj),
+                                    "calibrated_mj": bench.error_pct(cmj, mmj)}}})
+    s = {r["target"]: r for r in bench.power_scores(records)}
+    assert set(s) == {"power_w", "energy_mj", "energy_mj (np_calibrated)"}
+    assert math.isclose(s["power_w"]["median_abs_error_pct"], 5.0)       # +10, -5, 0 %
+    assert math.isclose(s["energy_mj"]["median_abs_error_pct"], 50.0)    # +60, +50, +50 %
+    assert math.isclose(s["energy_mj (np_calibrated)"]["median_abs_error_pct"], 20 / 3)
+    assert math.isclose(s["energy_mj (np_calibrated)"]["within_10_pct_share"], 1.0)
+    # no sensor: nothing to score
+    for r in records:
+        r["measured"].update(power_w=None, energy_mj=None)
+        r["power"]["error_pct"] = dict.fromkeys(r["power"]["error_pct"])
+    assert bench.power_scores(records) == []
+
+
+def test_benchmark_rescore_needs_a_file_and_measures_nothing(tmp_path, capsys):
+    bench = _benchmark()
+    rc = bench.main(["--predictor", "models/amd_epyc_2t_cpu.predictor", "--data", str(CSV),
+                     "--rescore"])
+    assert rc == 1 and "--rescore needs --reuse" in capsys.readouterr().err
+    # the H100 run's measurements, scored here without a GPU: nothing is measured
+    run = ROOT / "benchmarks" / "results" / "gpu" / "network_accuracy_h100_device_run.json"
+    out = tmp_path / "r.json"
+    rc = bench.main(["--predictor", "models/nvidia_h100.predictor", "--data",
+                     str(ROOT / "profiling" / "dev_gpu" / "nvidia_h100.csv"), "--reuse",
+                     str(run), "--rescore", "--nets", "resnet18", "mobilenet_v2", "--timm",
+                     "--settings", "8x3x224x224", "--json", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["measured_in_run"] == 0 and r["reused"] == 2
+    assert r["device"] == "NVIDIA H100 80GB HBM3"
+    assert {s["target"] for s in r["summary_power"]} == {"power_w", "energy_mj"}
