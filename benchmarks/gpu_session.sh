@@ -49,10 +49,11 @@ print(min([x['window_s'] for x in w if x['window_s'] >= 0.1 and x.get('cv_pct', 
           or [0.5]))" 2>/dev/null || echo 0.5)
 echo "=== power window $PW s" | tee -a "$LOG"
 stage gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
-# synthetic networks with power (a window per layer), then real networks for runtime only
+# synthetic networks, half the time on power windows (0.5 s a layer on an H100), then real
+# networks for runtime only
 SYN=$(( (TOTAL * 25) / 100 )); ZOO=$(( (TOTAL * 15) / 100 ))
 stage profile $((SYN + 40)) $PY -m neuralpower profile -o "$D/$NAME.csv" --device $DEV \
-  --budget $SYN --power-window $PW --quiet
+  --budget $SYN --power-window $PW --power-share 0.5 --quiet
 stage profile_zoo $((ZOO + 40)) $PY -m neuralpower profile -o "$D/${NAME}_zoo.csv" \
   --device $DEV --budget $ZOO --zoo --no-power --quiet
 stage fit 90 $PY -m neuralpower fit "$D/$NAME.csv" "$D/${NAME}_zoo.csv" \

@@ -112,11 +112,13 @@ def _profile(args) -> None:
     campaign = Campaign(args.output, device=args.device, kinds=kinds, seed=args.seed,
                         threads=args.threads, power_window_s=args.power_window, mode=args.mode,
                         adaptive=args.adaptive, target_error_pct=args.target_error,
-                        zoo=args.zoo, power=not args.no_power,
+                        zoo=args.zoo, power=not args.no_power, power_share=args.power_share,
                         command=" ".join(["neuralpower", *sys.argv[1:]]))
     s = campaign.run(budget_s=args.budget, progress=not args.quiet)
     power = (f", {s['power_errors']} rows with a failed power read" if s.get("power_errors")
              else "")
+    if args.power_share is not None:
+        power += f", {s['power_networks']} networks with power"
     print(f"{s['ended']}: {s['networks']} networks, {s['rows']} rows ({s['failed']} failed "
           f"networks{power}) in {s['seconds']:.0f} s; wrote {args.output} and "
           f"{sidecar_path(args.output)}")
@@ -322,6 +324,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-power", action="store_true", help="measure runtime only, even where "
                    "there is a sensor (each layer's power reading costs a window of back-to-back "
                    "runs: most of the time of a campaign on a fast GPU)")
+    p.add_argument("--power-share", type=float, metavar="F", help="spend at most this share "
+                   "(0-1] of the time on power readings: networks past it are measured for "
+                   "runtime only (default: power for every network)")
     p.add_argument("--mode", choices=["inference", "train"], default="inference",
                    help="measure inference (forward) or a training step (forward + backward) "
                    "of each layer (default inference)")

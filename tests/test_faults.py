@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from neuralpower import Predictor
+from neuralpower import NeuralPowerError, Predictor
 from neuralpower.data import load
 from neuralpower.profiling import CSV_COLUMNS, Campaign, sidecar_path
 from neuralpower.profiling.synthetic import Limits, sample
@@ -103,3 +103,30 @@ def test_a_full_disk_ends_with_one_line_and_leaves_a_valid_file(tmp_path, how, p
     after = faults.audit(out, before)
     assert after["lost"] == after["duplicated"] == 0 and after["rows"] > len(before), after
     assert after["incomplete"] == [] and after["unfinished"] is None and after["gaps"] == [], after
+
+
+def test_power_share_caps_the_time_spent_on_power_windows(tmp_path):
+    out = tmp_path / "share.csv"
+    small = Limits(max_macs=10**6, max_pool_macs=10**5, max_elements=2**16)
+    specs = [(f"n{i}", sample(0, i, limits=small)) for i in range(12)]
+    meter = faults.FlakyMeter(fail_stop=lambda i: False, fail_start=lambda i: False)
+    summary = Campaign(out, meter=meter, power_window_s=0.05, power_share=0.25,
+                       log=lambda m: None).run(budget_s=1e6, progress=False, specs=specs)
+    d = pd.read_csv(out, dtype={"layer": str})
+    by_net = d.groupby("network").power_source.agg(set)
+    with_power = [n for n, s in by_net.items() if s == {"fake"}]
+    without = [n for n, s in by_net.items() if s == {"none"}]
+    assert len(with_power) + len(without) == 12 and with_power and without
+    assert summary["power_networks"] == len(with_power) and "n0" in with_power
+    assert d[d.power_source == "fake"].power_w.notna().all()
+    assert d[d.power_source == "none"].power_w.isna().all()
+    # the windows kept to their share, give or take the last network measured with power
+    windows = d.power_window_s.fillna(0).sum()
+    latest = d[d.network.isin(with_power)].sort_values("campaign_s").network.iloc[-1]
+    last = d[d.network == latest].power_window_s.sum()
+    assert windows - last <= 0.25 * d.campaign_s.max() + 1e-6
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["runs"][-1]["power_share"] == 0.25
+    assert meta["runs"][-1]["power_networks"] == len(with_power)
+    with pytest.raises(NeuralPowerError, match="--power-share"):
+        Campaign(tmp_path / "x.csv", meter=meter, power_share=1.5)

@@ -103,7 +103,8 @@ class Campaign:
                  threads: int | None = None, power_window_s: float | None = None, meter=None,
                  command: str | None = None, log=None, mode: str = "inference",
                  adaptive: bool = False, target_error_pct: float | None = None,
-                 zoo: bool = False, fresh_process: bool | None = None, power: bool = True):
+                 zoo: bool = False, fresh_process: bool | None = None, power: bool = True,
+                 power_share: float | None = None):
         self.path = Path(output)
         self.device = parse_device(device) if isinstance(device, str) else device
         unknown = sorted(set(kinds) - set(synthetic.PROFILED_KINDS))
@@ -140,6 +141,13 @@ class Campaign:
             fresh_process = self.device.type == "cpu" and meter is None and isolated.available()
         self.fresh_process = bool(fresh_process)
         self.power_window_s = float(power_window_s or max(0.3, self.meter.min_window_s))
+        # At most this share of the campaign's time on power windows: a network is measured
+        # with power while the windows so far took at most this share, else runtime only (on
+        # an H100 a window is 0.5 s a layer, and power windows took 97 % of a campaign)
+        if power_share is not None and not 0 < power_share <= 1:
+            raise NeuralPowerError(f"--power-share must be in (0, 1], got {power_share:g}")
+        self.power_share = power_share
+        self._power_s = 0.0
         self.command = command or " ".join(sys.argv)
         self.log = log or (lambda m: print(m, file=sys.stderr))
 
@@ -171,7 +179,7 @@ class Campaign:
                 self.log(f"power: not measured on {self.device} "
                          f"({self.meter.describe().get('reason', 'no sensor')}); runtime only")
             summary = {"networks": 0, "rows": 0, "failed": 0, "power_errors": 0,
-                       "ended": "budget"}
+                       "power_networks": 0, "ended": "budget"}
             bar = _bar(budget_s, progress)
             failing = True  # until the loop ends normally: then a sidecar error is the news
             try:
@@ -181,11 +189,16 @@ class Campaign:
                         continue
                     elapsed = time.perf_counter() - started
                     table = (zoo.trace_spec if zoo.is_zoo(spec) else synthetic.trace_spec)(spec)
-                    estimate_s = self._estimate(table)
+                    power = self._power_due(elapsed)
+                    estimate_s = self._estimate(table, power=power)
                     if elapsed + estimate_s * self._scale > budget_s:
                         break
                     t0 = time.perf_counter()
-                    rows = self._measure(net_id, spec, table, skip=done.get(net_id, set()))
+                    rows = self._measure(net_id, spec, table, skip=done.get(net_id, set()),
+                                         power=power)
+                    self._power_s += sum(r.get("power_window_s") or 0.0 for r in rows
+                                         if r.get("power_w") is not None)
+                    summary["power_networks"] += power
                     for r in rows:
                         r["campaign_s"] = round(offset + time.perf_counter() - started, 3)
                     _append(f, rows)
@@ -336,7 +349,8 @@ class Campaign:
                     meta["power"]["idle_power_error"] = _one_line(e)
                     self.log(f"power: idle power not measured ({_one_line(e)})")
         meta["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                             "command": self.command, "budget_s": budget_s, "ended": "running"})
+                             "command": self.command, "budget_s": budget_s, "ended": "running",
+                             "power_share": self.power_share})
         _write_json(path, meta)
         return meta
 
@@ -363,16 +377,22 @@ class Campaign:
     _reached = None  # why the campaign stopped early, when a target error was reached
     _reference = None  # the speed probe (timing.Reference), built on first use
 
-    def _estimate(self, t, batch: int = 1) -> float:
+    def _power_due(self, elapsed: float) -> bool:
+        """Whether the next network's layers get power readings (``power_share``)."""
+        return self.meter.measures_power and (self.power_share is None
+                                              or self._power_s <= self.power_share * elapsed)
+
+    def _estimate(self, t, batch: int = 1, power: bool | None = None) -> float:
         """Seconds the network traced as ``t`` will take to measure (at ``batch`` times the
-        batch it was traced at: its work grows with it)."""
+        batch it was traced at: its work grows with it; with power readings unless ``power``
+        is False)."""
         compute, streamed = synthetic.work(t)
         net_s = (batch * (compute.sum() / self.macs_per_s + streamed.sum() / self.pool_macs_per_s)
                  + 5e-5 * len(t))
         net_s *= 3 if self.train else 1  # a backward pass costs about two forward passes
         repeats = min(50, max(5, math.ceil(REPEAT_S / max(net_s, 1e-6))))
         power_s = (self.power_window_s * (t.kind != "free").sum()
-                   if self.meter.measures_power else 0.0)
+                   if self.meter.measures_power and power is not False else 0.0)
         return (2 + 2 * repeats) * net_s + power_s + 0.02
 
     def _learn(self, estimate_s: float, seconds: float):
@@ -381,7 +401,8 @@ class Campaign:
 
     # -- one network ---------------------------------------------------------------------------
 
-    def _measure(self, net_id: str, spec: dict, table, skip: set) -> list[dict]:
+    def _measure(self, net_id: str, spec: dict, table, skip: set,
+                 power: bool = True) -> list[dict]:
         real_net = zoo.is_zoo(spec)
         if real_net:  # its leaf modules running one op (found on the meta twin), of the kinds
             layers = [layer for layer in zoo.timed_layers(nets.build(spec["zoo"]), table)
@@ -392,18 +413,20 @@ class Campaign:
                   if name not in skip]
         if not layers:
             return []
+        meter = self.meter if power or not self.meter.measures_power else NoneMeter(
+            f"skipped: power windows had their share ({self.power_share:g}) of the time")
         base = {"device": device_name(self.device, self.threads), "network": net_id,
                 "threads": self.threads, "dtype": "float32", "mode": self.mode,
-                "power_source": self.meter.source}
+                "power_source": meter.source}
         setup = _Setup(self.device, self.threads, self.train, self.power_window_s)
         if self.fresh_process:
             try:
-                return isolated.call(_measure_fresh, setup, self.meter, spec, layers, base)
+                return isolated.call(_measure_fresh, setup, meter, spec, layers, base)
             except isolated.ChildDied as e:
                 return _failed(layers, base, e)
         if self._reference is None:
             self._reference = Reference(self.device)
-        return _measure_network(setup, self.meter, spec, layers, base, self._reference)
+        return _measure_network(setup, meter, spec, layers, base, self._reference)
 
     def _describe_device(self) -> dict:
         d = {"name": device_name(self.device, self.threads), "type": self.device.type,
