@@ -56,12 +56,15 @@ stage profile $((SYN + 40)) $PY -m neuralpower profile -o "$D/$NAME.csv" --devic
   --budget $SYN --power-window $PW --power-share 0.5 --quiet
 stage profile_zoo $((ZOO + 40)) $PY -m neuralpower profile -o "$D/${NAME}_zoo.csv" \
   --device $DEV --budget $ZOO --zoo --no-power --quiet
+# calibrated on the zoo networks' whole times (fit --calibrate); plain if that fails
 stage fit 90 $PY -m neuralpower fit "$D/$NAME.csv" "$D/${NAME}_zoo.csv" \
-  -o "$D/$NAME.predictor" --card "$D/$NAME.md"
+  -o "$D/$NAME.predictor" --card "$D/$NAME.md" --calibrate
+[ -f "$D/$NAME.predictor" ] || stage fit_plain 60 $PY -m neuralpower fit "$D/$NAME.csv" \
+  "$D/${NAME}_zoo.csv" -o "$D/$NAME.predictor" --card "$D/$NAME.md"
 stage predict 30 $PY -m neuralpower predict "$D/$NAME.predictor" torchvision:resnet50 \
   --input 8x3x224x224 --top 5
 stage network_accuracy $(( $(left) - 25 )) $PY benchmarks/network_accuracy.py \
   --predictor "$D/$NAME.predictor" --data "$D/$NAME.csv" "$D/${NAME}_zoo.csv" \
-  --device $DEV --target-s 0.5 --json "$D/network_accuracy_$NAME.json"
+  --device $DEV --target-s 0.5 --calibrate --json "$D/network_accuracy_$NAME.json"
 tar -C "$OUT" -czf "$OUT/results.tgz" "$NAME" && echo "=== packed $(du -h "$OUT/results.tgz" | cut -f1)" | tee -a "$LOG"
 echo "=== done in $(( $(date +%s) - START ))s" | tee -a "$LOG"

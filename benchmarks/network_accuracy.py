@@ -294,8 +294,11 @@ def run(args) -> dict:
     if args.rescore and args.reuse is None:
         raise NeuralPowerError("--rescore needs --reuse FILE (the measurements to score)")
     reuse = load_reuse(args.reuse, keep_noisy=args.rescore)
-    # the uncalibrated predictor: a calibration is scored as its own method (--calibrate)
-    predictor = Predictor.load(args.predictor).with_calibration(None)
+    # a calibration on measured networks is scored as its own method (--calibrate); one that
+    # `fit --calibrate` made from the profiling data is part of the predictor
+    predictor = Predictor.load(args.predictor)
+    if (predictor.card.get("calibration") or {}).get("source") != "data":
+        predictor = predictor.with_calibration(None)
     models, unbuilt = {}, {}  # every name is built up front, before minutes of measuring
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

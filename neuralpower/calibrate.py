@@ -151,6 +151,34 @@ def measure_networks(predictor, names, shapes, device="cpu", *, threads=None,
     return observed
 
 
+def observed_in_data(data, predictor) -> list[Observed]:
+    """The real networks a ``profile --zoo`` campaign measured whole (``network_runtime_ms`` on
+    its rows; ids ``z<seed>-<index>-<NET>``), each traced again at its input (the first timed
+    layer's) and predicted op by op, without any calibration. ``data`` at one speed
+    (``data.at_reference_speed``: the speed is then 1)."""
+    from . import nets
+    from .predict import predict
+    from .profiling import zoo
+
+    if not {"network", "network_runtime_ms", "position"} <= set(data.columns):
+        return []
+    base = predictor.with_calibration(None)
+    rows = data[data.network.map(zoo.net_of).notna() & data.network_runtime_ms.notna()]
+    observed = []
+    for net_id, g in rows.groupby("network", sort=False):
+        first = g.sort_values("position").iloc[0]
+        cols = ["batch", "in_channels", "in_h", "in_w"]
+        if not first[cols].notna().all():
+            continue
+        name, shape = zoo.net_of(net_id), tuple(int(first[c]) for c in cols)
+        p = predict(nets.build(name), shape, base, network=name)
+        layers = p.modeled
+        observed.append(Observed(name, layers.kind.to_numpy(), layers.runtime_ms.to_numpy(),
+                                 float(g.network_runtime_ms.median()), 1.0,
+                                 "x".join(map(str, shape))))
+    return observed
+
+
 def calibration_text(cal: dict) -> str:
     """The measurements, their errors before and after (cross-validated), and the summary."""
     import pandas as pd

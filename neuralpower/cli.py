@@ -16,7 +16,8 @@ def _fit(args) -> None:
 
     rows = data.load(args.data)
     print(f"fitting on {len(rows)} rows from {', '.join(args.data)}", file=sys.stderr)
-    predictor = Predictor.fit(rows, log=lambda m: print(m, file=sys.stderr))
+    predictor = Predictor.fit(rows, log=lambda m: print(m, file=sys.stderr),
+                              calibrate=args.calibrate)
     if args.card:  # the card first: a card that cannot be written leaves no predictor either
         from pathlib import Path
 
@@ -366,6 +367,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="+", help="measurement CSV files (DESIGN.md schema)")
     p.add_argument("-o", "--output", required=True, help="predictor file to write")
     p.add_argument("--card", help="also write the model card as Markdown to this file")
+    p.add_argument("--calibrate", action="store_true", help="also calibrate on the whole "
+                   "times of the real networks in the data (profile --zoo), as `calibrate` "
+                   "does on networks it measures")
     p.set_defaults(run=_fit)
 
     p = sub.add_parser("score", help="errors of a predictor on measured rows")

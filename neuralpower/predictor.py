@@ -54,8 +54,12 @@ class Predictor:
 
     # ---------------------------------------------------------------- fitting
     @classmethod
-    def fit(cls, data: pd.DataFrame, log=print, seed: int = 0) -> "Predictor":
-        """Fit every (kind, target) that has data; say which are skipped and why."""
+    def fit(cls, data: pd.DataFrame, log=print, seed: int = 0,
+            calibrate: bool = False) -> "Predictor":
+        """Fit every (kind, target) that has data; say which are skipped and why. With
+        ``calibrate``, also calibrate on the whole times of the real networks in the data
+        (``profile --zoo``; ``calibrate.observed_in_data``), as ``neuralpower calibrate`` does
+        on networks it measures."""
         from .data import DISTURBED, at_reference_speed
         from .regression import fit_regressor
 
@@ -119,6 +123,22 @@ class Predictor:
                 f"{network['per_op_ms'] * 1e3:.1f} us per op; whole-network RMSPE "
                 f"{network['rmspe_layers_pct']:.1f} % -> {network['rmspe_pct']:.1f} % "
                 f"({network['networks']} networks)")
+        if calibrate:
+            from .calibrate import fit_calibration, observed_in_data
+
+            observed = observed_in_data(data, predictor)
+            if len({o.network for o in observed}) < 3:
+                raise NeuralPowerError(
+                    f"--calibrate: the data has the whole times of {len(observed)} real "
+                    "networks (profile --zoo writes them); calibrating needs at least 3 "
+                    "different ones")
+            # "data": fitted on the profiling data, part of the predictor as its models are
+            card["calibration"] = {**fit_calibration(observed), "source": "data"}
+            c = card["calibration"]
+            log(f"calibrated on {c['measurements']} real networks of the data "
+                f"({len(c['networks'])} architectures): median |error| "
+                f"{c['uncalibrated_median_abs_error_pct']:.1f} % -> "
+                f"{c['cross_validated_median_abs_error_pct']:.1f} % (leave one architecture out)")
         return predictor
 
     def _fit_network(self, data: pd.DataFrame) -> dict | None:
@@ -129,11 +149,14 @@ class Predictor:
         and the whole network's time), for relative error. None when the data has no networks."""
         from scipy.optimize import nnls
 
+        from .profiling import zoo
+
         need = {"network", "network_runtime_ms"}
         if not need <= set(data.columns):
             return None
+        # every op of a synthetic network has its row; a zoo network's rows leave out ops
         rows = data[data.network_runtime_ms.notna() & data.kind.isin(
-            [k for k, _ in self.models])]
+            [k for k, _ in self.models]) & data.network.map(zoo.net_of).isna()]
         if rows.network.nunique() < 20:
             return None
         pred = np.full(len(rows), np.nan)

@@ -100,3 +100,34 @@ def test_calibrate_command_on_real_networks(tmp_path):
                         "torchvision:resnet18", "torchvision:resnet18", "-o", str(out)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "3" in r.stderr
+
+
+def test_fit_calibrates_on_the_real_networks_a_zoo_campaign_measured_whole():
+    """``fit --calibrate``: each zoo network is traced again at its input, predicted op by op,
+    and the calibration is fitted on its measured whole time."""
+    from neuralpower.calibrate import observed_in_data
+    from neuralpower.data import at_reference_speed, load
+    from neuralpower.profiling import zoo
+
+    rows, _ = at_reference_speed(load(ROOT / "profiling" / "dev_cpu" /
+                                      "intel_xeon_2t_zoo_s6.csv"))
+    first = list(dict.fromkeys(rows.network))[:6]
+    rows = rows[rows.network.isin(first)]
+    predictor = Predictor.fit(rows, log=lambda m: None)
+    observed = observed_in_data(rows, predictor)
+    assert [o.network for o in observed] == [zoo.net_of(n) for n in first]
+    for o, net_id in zip(observed, first):
+        g = rows[rows.network == net_id].sort_values("position")
+        assert o.measured_ms == g.network_runtime_ms.iloc[0] > g.runtime_ms.sum() * 0.5
+        assert o.setting == "x".join(str(int(g[c].iloc[0])) for c in
+                                     ("batch", "in_channels", "in_h", "in_w"))
+        assert (o.runtime_ms > 0).all() and len(o.kinds) >= len(g)
+    calibrated = Predictor.fit(rows, log=lambda m: None, calibrate=True)
+    cal = calibrated.card["calibration"]
+    assert cal["measurements"] == len(observed) and set(cal["networks"]) == {
+        o.network for o in observed}
+    assert "calibration" not in predictor.card
+    # fewer than three networks: a clear error
+    two = rows[rows.network.isin(first[:2])]
+    with pytest.raises(NeuralPowerError, match="at least 3"):
+        Predictor.fit(two, log=lambda m: None, calibrate=True)

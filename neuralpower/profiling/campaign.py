@@ -480,9 +480,10 @@ def _measure_network(setup: _Setup, meter, spec: dict, layers: list, base: dict,
         for position, name, columns in layers:
             row = {**base, **columns, **timings.summary(name), "layer": name,
                    "position": position, "reference_ms": timings.reference_ms, "status": "ok"}
-            if not real_net:  # a zoo network's rows do not cover its ops (zoo.py)
-                row.update(network_runtime_ms=whole["runtime_ms"],
-                           network_runtime_iqr_ms=whole["runtime_iqr_ms"])
+            # the whole network's time (of a zoo network too, whose rows do not cover all its
+            # ops: its whole time is what `fit --calibrate` calibrates on; zoo.py)
+            row.update(network_runtime_ms=whole["runtime_ms"],
+                       network_runtime_iqr_ms=whole["runtime_iqr_ms"])
             if meter.measures_power:
                 try:
                     watts, seconds = layer_power(model.get_submodule(name),

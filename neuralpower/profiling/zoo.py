@@ -8,7 +8,9 @@ network up to twice as slow as the network itself does (MobileNetV2's ReLU6 on 4
 architectures put them teach the models the contexts real networks have. Only a network's leaf
 modules that run exactly one op, once per run, are timed (a reused ReLU module or a residual add
 in a block's ``forward`` is not: its hooks would time something else); so a zoo network's rows do
-not add up to the network, and its whole time is not written (``network_runtime_ms`` empty).
+not add up to the network. Its whole time is written beside them (``network_runtime_ms``): not
+for the network-level fit of ``Predictor._fit_network``, which needs every op's row, but for
+``fit --calibrate`` (``calibrate.observed_in_data``), which traces the network again.
 
 A spec is ``{"zoo": "torchvision:NAME", "input": [batch, 3, size, size]}``; network ``index`` of
 seed ``seed`` is the same spec on every machine (the draw is seeded; torchvision's list is
