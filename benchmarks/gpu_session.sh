@@ -49,6 +49,7 @@ print(min([x['window_s'] for x in w if x['window_s'] >= 0.1 and x.get('cv_pct', 
           or [0.5]))" 2>/dev/null || echo 0.5)
 echo "=== power window $PW s" | tee -a "$LOG"
 stage gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
+stage hook_check 60 $PY benchmarks/gpu_hook_check.py --device $DEV
 # synthetic networks, half the time on power windows (0.5 s a layer on an H100), then real
 # networks for runtime only
 SYN=$(( (TOTAL * 25) / 100 )); ZOO=$(( (TOTAL * 15) / 100 ))
