@@ -7,7 +7,7 @@ after a 10-minute campaign on a 2-core CPU.
 
     python benchmarks/profile_accuracy.py                      # profiles for 10 minutes first
     python benchmarks/profile_accuracy.py --csv profiling/cpu/epyc_2t.csv
-    python benchmarks/profile_accuracy.py --csv profiling/dev_cpu/intel_xeon_2t_zoo.csv \
+    python benchmarks/profile_accuracy.py --csv profiling/dev_cpu/intel_xeon_2t_zoo.csv.gz \
         --hold-out architectures
 
 ``--hold-out`` says what the 20 % are: rows (the default), whole networks, or whole

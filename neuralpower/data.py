@@ -43,7 +43,8 @@ def _read_one(path: Path) -> pd.DataFrame:
             d = pd.read_csv(path, low_memory=False, index_col=False)
     except pd.errors.EmptyDataError:
         raise NeuralPowerError(f"{path}: file is empty") from None
-    except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError) as e:
+    except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError, OSError,
+            EOFError) as e:  # (a damaged .csv.gz: BadGzipFile is an OSError, a cut one EOF)
         raise NeuralPowerError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
     if d.empty:
         raise NeuralPowerError(f"{path}: no data rows")

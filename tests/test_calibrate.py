@@ -110,7 +110,7 @@ def test_fit_calibrates_on_the_real_networks_a_zoo_campaign_measured_whole():
     from neuralpower.profiling import zoo
 
     rows, _ = at_reference_speed(load(ROOT / "profiling" / "dev_cpu" /
-                                      "intel_xeon_2t_zoo_s6.csv"))
+                                      "intel_xeon_2t_zoo_s6.csv.gz"))
     first = list(dict.fromkeys(rows.network))[:6]
     rows = rows[rows.network.isin(first)]
     predictor = Predictor.fit(rows, log=lambda m: None)

@@ -68,3 +68,21 @@ def test_failed_rows_of_the_profiler_are_skipped(tmp_path):
     d = load(write(tmp_path, "kind,batch,in_features,out_features,runtime_ms,status\n"
                    "linear,8,16,32,0.05,ok\nlinear,9999,16,32,,failed: out of memory\n"))
     assert len(d) == 1
+
+
+def test_gzipped_campaigns_load_and_damaged_ones_are_one_line(tmp_path):
+    import gzip
+
+    src = PUBLIC.parent / "dev_cpu" / "intel_xeon_2t_zoo_s6.csv.gz"
+    rows = load(src)
+    assert len(rows) > 1000 and rows.network_runtime_ms.notna().all()
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(src.read_bytes()[:5000])          # a download cut short
+    bad = tmp_path / "bad.csv.gz"
+    bad.write_bytes(b"not gzip at all\n")
+    for path in (cut, bad):
+        with pytest.raises(NeuralPowerError, match="not a readable CSV"):
+            load(path)
+    plain = tmp_path / "ok.csv.gz"
+    plain.write_bytes(gzip.compress(GOOD.encode()))
+    assert len(load(plain)) == 1

@@ -101,7 +101,7 @@ def test_a_model_of_few_rows_does_not_explode_far_from_them():
     def own(r):  # the layer's own features: the rows and terms this reproducer was found with
         return features(r, "linear", context=False)
 
-    rows, _ = at_reference_speed(load(ROOT / "profiling" / "dev_cpu" / "intel_xeon_2t_zoo.csv"))
+    rows, _ = at_reference_speed(load(ROOT / "profiling" / "dev_cpu" / "intel_xeon_2t_zoo.csv.gz"))
     linear = rows[rows.kind == "linear"]
     early = linear[linear.out_features == 1000].iloc[:14]
     model, info = fit_regressor(own(early), early.runtime_ms.to_numpy(), seed=0)
@@ -342,7 +342,7 @@ def test_a_context_model_predicts_a_row_without_context_as_a_neutral_one():
     model = xeon.models[("conv2d", "runtime_ms")]
     assert "prev_permille" in model.backbone.named_steps["features"].columns_
     assert "prev_permille" in xeon.card["kinds"]["conv2d"]["feature_ranges"]
-    rows = load(ROOT / "profiling" / "dev_cpu" / "intel_xeon_2t_zoo.csv").query(
+    rows = load(ROOT / "profiling" / "dev_cpu" / "intel_xeon_2t_zoo.csv.gz").query(
         "kind == 'conv2d'").head(40)
     own = rows.batch * rows.in_channels * rows.in_h * rows.in_w \
         + rows.batch * rows.out_channels * rows.out_h * rows.out_w

@@ -305,3 +305,9 @@ def test_no_power_measures_runtime_only_and_says_so(tmp_path):
     d = pd.read_csv(out)
     assert len(d) > 0 and (d.power_source == "none").all() and d.power_w.isna().all()
     assert "--no-power" in json.loads(sidecar_path(out).read_text())["power"]["reason"]
+
+
+def test_a_campaign_refuses_a_compressed_output(tmp_path):
+    with pytest.raises(NeuralPowerError, match="plain CSV"):
+        Campaign(tmp_path / "x.csv.gz")
+    assert not list(tmp_path.iterdir())

@@ -106,6 +106,9 @@ class Campaign:
                  zoo: bool = False, fresh_process: bool | None = None, power: bool = True,
                  power_share: float | None = None):
         self.path = Path(output)
+        if self.path.suffix in (".gz", ".bz2", ".xz", ".zip", ".zst"):
+            raise NeuralPowerError(f"{self.path}: a campaign writes plain CSV (it appends and "
+                                   "resumes); compress the file when the campaign is done")
         self.device = parse_device(device) if isinstance(device, str) else device
         unknown = sorted(set(kinds) - set(synthetic.PROFILED_KINDS))
         if unknown or not kinds:
