@@ -15,7 +15,8 @@ tau per setting x group x method, against the goals: median |error| <= 5 %, >= 9
     python benchmarks/network_accuracy.py --predictor models/amd_epyc_2t_cpu.predictor \\
         --data profiling/dev_cpu/amd_epyc_2t.csv [--nets ...] [--timm ...] \\
         [--settings 1x3x224x224 8x3x224x224 1x3x160x160] [--target-s 1.0] \\
-        [--device cpu|cuda|cuda:N] [--json OUT.json] [--reuse OUT.json]
+        [--device cpu|cuda|cuda:N] [--json OUT.json] [--reuse OUT.json [--rescore]]
+        [--calibrate [--save-calibrated OUT.predictor]]
 
 On a GPU (``--device cuda``) the networks are measured in this process (a CUDA context per
 network would cost seconds), and where the device has a power sensor (NVML) and the predictor a
@@ -291,6 +292,8 @@ def run(args) -> dict:
     groups.update({qualified(n, "timm"): "timm" for n in args.timm})
     if not groups or not settings:
         raise NeuralPowerError("nothing to do: no networks or no settings")
+    if args.save_calibrated and not args.calibrate:
+        raise NeuralPowerError("--save-calibrated needs --calibrate")
     if args.rescore and args.reuse is None:
         raise NeuralPowerError("--rescore needs --reuse FILE (the measurements to score)")
     reuse = load_reuse(args.reuse, keep_noisy=args.rescore)
@@ -362,7 +365,11 @@ def run(args) -> dict:
             if args.json:
                 write_json(args.json, result)
     if args.calibrate:
-        add_calibrated(result["networks"], layers)
+        calibration = add_calibrated(result["networks"], layers)
+        if args.save_calibrated:  # the predictor calibrated on every torchvision network here
+            Predictor.load(args.predictor).with_calibration(calibration).save(
+                args.save_calibrated)
+            print(f"wrote {args.save_calibrated}", file=sys.stderr)
         result["summary"] = scores(result["networks"])
         result["summary_power"] = power_scores(result["networks"])
         if args.json:
@@ -384,11 +391,12 @@ def zoo_settings(rows) -> set:
     return out
 
 
-def add_calibrated(records: list[dict], layers: dict) -> None:
+def add_calibrated(records: list[dict], layers: dict) -> dict:
     """The ``np_calibrated`` method: neuralpower with ``neuralpower.calibrate`` fitted on the
     measured torchvision networks of this run, each torchvision network left out of its own
     calibration (all its settings together), the timm networks predicted by the calibration of
-    all torchvision ones: held out, as they are from development."""
+    all torchvision ones: held out, as they are from development. Returns that calibration (of
+    all the run's torchvision networks)."""
     def observed(r):
         kinds, runtime = layers[(r["setting"], r["network"])]
         return Observed(r["network"], kinds, runtime, r["measured"]["runtime_ms"], r["speed"],
@@ -410,6 +418,9 @@ def add_calibrated(records: list[dict], layers: dict) -> None:
             pw["calibrated_mj"] = pw["predicted_w"] * r["predicted_ms"][CALIBRATED]
             pw["error_pct"]["calibrated_mj"] = error_pct(pw["calibrated_mj"],
                                                          r["measured"].get("energy_mj"))
+    if None not in fitted:  # no timm network in the run
+        fitted[None] = fit_calibration([observed(o) for o in torchvision])
+    return fitted[None]
 
 
 def one_network(entry, meta_model, shape, predictor, baselines, measured, threads, target_s,
@@ -525,6 +536,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse", type=Path, help="take measurements from this earlier --json")
     ap.add_argument("--rescore", action="store_true", help="measure nothing: score the "
                     "--reuse file's measurements (of any device, noisy ones too) alone")
+    ap.add_argument("--save-calibrated", type=Path, metavar="OUT", help="with --calibrate: "
+                    "write the predictor calibrated on every torchvision network of the run "
+                    "(as `neuralpower calibrate` would; the timm networks stay out)")
     ap.add_argument("--calibrate", action="store_true", help="also score neuralpower calibrated "
                     "on the run's torchvision networks (np_calibrated: each left out of its own "
                     "calibration; timm held out)")

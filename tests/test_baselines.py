@@ -160,3 +160,21 @@ def test_benchmark_rescore_needs_a_file_and_measures_nothing(tmp_path, capsys):
     assert r["measured_in_run"] == 0 and r["reused"] == 2
     assert r["device"] == "NVIDIA H100 80GB HBM3"
     assert {s["target"] for s in r["summary_power"]} == {"power_w", "energy_mj"}
+
+
+def test_benchmark_saves_the_predictor_calibrated_on_its_torchvision_networks(tmp_path):
+    bench = _benchmark()
+    run = ROOT / "benchmarks" / "results" / "gpu" / "network_accuracy_h100_device_run.json"
+    out = tmp_path / "cal.predictor"
+    args = ["--predictor", "models/nvidia_h100.predictor", "--data",
+            str(ROOT / "profiling" / "dev_gpu" / "nvidia_h100.csv"), "--reuse", str(run),
+            "--rescore", "--nets", "resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "--timm",
+            "lcnet_050", "--settings", "1x3x224x224", "--save-calibrated", str(out)]
+    assert bench.main(args) == 1 and not out.exists()      # needs --calibrate
+    assert bench.main(args + ["--calibrate"]) == 0
+    from neuralpower import Predictor
+
+    cal = Predictor.load(out).card["calibration"]
+    assert sorted(cal["networks"]) == [  # the timm network stays out
+        "torchvision:efficientnet_b0", "torchvision:mobilenet_v2", "torchvision:resnet18",
+        "torchvision:resnet50"]
