@@ -101,12 +101,19 @@ def error_pct(predicted, measured):
     return (predicted / measured - 1) * 100
 
 
+def total_scores(triples) -> dict | None:
+    """``neuralpower.validate.summary`` of one total from ``(predicted, measured, error_pct)``
+    triples; None when no triple has an error."""
+    none = {"power_w": None, "energy_mj": None}  # the shape summary reads, one total in it
+    return summary([{"predicted": {"runtime_ms": p, **none}, "measured": {"runtime_ms": m, **none},
+                     "error_pct": {"runtime_ms": e, **none}}
+                    for p, m, e in triples]).get("runtime_ms")
+
+
 def runtime_scores(triples) -> dict | None:
-    """``neuralpower.validate.summary`` of the runtimes of ``(predicted_ms, measured_ms,
-    error_pct)`` triples, with whether each goal is met; None when no triple has an error."""
-    none = {"power_w": None, "energy_mj": None}  # the shape summary reads; power is out of scope
-    s = summary([{"predicted": {"runtime_ms": p, **none}, "measured": {"runtime_ms": m, **none},
-                  "error_pct": {"runtime_ms": e, **none}} for p, m, e in triples]).get("runtime_ms")
+    """:func:`total_scores` of the runtimes of ``(predicted_ms, measured_ms, error_pct)``
+    triples, with whether each goal is met; None when no triple has an error."""
+    s = total_scores(triples)
     if s is None:
         return None
     return {**s, "goals_met": {k: s[k] is not None and (s[k] >= goal if higher else s[k] <= goal)
@@ -132,27 +139,20 @@ def power_scores(records: list[dict]) -> list[dict]:
     """Per setting x group: neuralpower's network power and energy against the measured ones
     (``validate.summary``: n, median |error| %, share within +-10 %, Kendall tau); empty where
     the device has no sensor or the predictor no power model."""
+    # (target, predicted key in "power", measured key, error key): energy twice, from
+    # neuralpower's runtime and from np_calibrated's (--calibrate)
+    targets = (("power_w", "predicted_w", "power_w", "power_w"),
+               ("energy_mj", "predicted_mj", "energy_mj", "energy_mj"),
+               (f"energy_mj ({CALIBRATED})", "calibrated_mj", "energy_mj", "calibrated_mj"))
     out = []
     for setting, group in dict.fromkeys((r["setting"], r["group"]) for r in records):
         mine = [r for r in records if (r["setting"], r["group"]) == (setting, group)
                 and "power" in r]
-        # energy twice: from neuralpower's runtime, and from np_calibrated's (--calibrate)
-        for energy, label in (("predicted_mj", "energy_mj"),
-                              ("calibrated_mj", f"energy_mj ({CALIBRATED})")):
-            rows = [{"predicted": {"runtime_ms": None, "power_w": r["power"]["predicted_w"],
-                                   "energy_mj": r["power"].get(energy)},
-                     "measured": {"runtime_ms": None, "power_w": r["measured"].get("power_w"),
-                                  "energy_mj": r["measured"].get("energy_mj")},
-                     "error_pct": {"runtime_ms": None,
-                                   "power_w": r["power"]["error_pct"]["power_w"],
-                                   "energy_mj": r["power"]["error_pct"].get(
-                                       energy.replace("predicted", "energy"))}}
-                    for r in mine]
-            for target, s in summary(rows).items():
-                if target == "power_w" and energy != "predicted_mj":
-                    continue  # once
-                out.append({"setting": setting, "group": group,
-                            "target": label if target == "energy_mj" else target, **s})
+        for target, predicted, measured, error in targets:
+            s = total_scores((r["power"].get(predicted), r["measured"].get(measured),
+                              r["power"]["error_pct"].get(error)) for r in mine)
+            if s is not None:
+                out.append({"setting": setting, "group": group, "target": target, **s})
     return out
 
 
@@ -164,6 +164,13 @@ def power_table(records: list[dict]) -> str:
             for r in records if r["measured"].get("power_w") is not None]
     return markdown(["network", "group", "measured W", "predicted W (err)", "measured mJ",
                      "predicted mJ (err)"], rows)
+
+
+def score_cells(s: dict) -> list[str]:
+    """A summary's median |error|, share within +-10 % and Kendall tau as table cells."""
+    tau = s["kendall_tau"]
+    return [f"{s['median_abs_error_pct']:.1f}", f"{100 * s['within_10_pct_share']:.0f} %",
+            "–" if tau is None else f"{tau:.2f}"]
 
 
 def markdown(header: list[str], rows: list[list]) -> str:
@@ -252,15 +259,17 @@ def write_json(path: Path, result: dict) -> None:
     os.replace(tmp, path)  # atomic: a killed run leaves the old file or the new one
 
 
-def load_reuse(path: Path | None, keep_noisy: bool = False) -> dict:
+def load_reuse(path: Path | None, keep_noisy: bool = False) -> tuple[dict, dict]:
     """(setting, network, device, threads) -> measured totals from an earlier --json file
-    (without the noisy ones, to be measured again, unless ``keep_noisy``)."""
+    (without the noisy ones, to be measured again, unless ``keep_noisy``), and that run's
+    device, threads and torch version."""
     if path is None:
-        return {}
+        return {}, {}
     try:
         old = json.loads(path.read_text())
-        return {(r["setting"], r["network"], r["measured"]["device"], r["measured"]["threads"]):
-                r["measured"] for r in old["networks"] if keep_noisy or not noisy(r["measured"])}
+        return ({(r["setting"], r["network"], r["measured"]["device"], r["measured"]["threads"]):
+                 r["measured"] for r in old["networks"] if keep_noisy or not noisy(r["measured"])},
+                {k: old[k] for k in ("device", "threads", "torch")})
     except FileNotFoundError:
         raise NeuralPowerError(f"--reuse: {str(path)!r} not found") from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -296,7 +305,7 @@ def run(args) -> dict:
         raise NeuralPowerError("--save-calibrated needs --calibrate")
     if args.rescore and args.reuse is None:
         raise NeuralPowerError("--rescore needs --reuse FILE (the measurements to score)")
-    reuse = load_reuse(args.reuse, keep_noisy=args.rescore)
+    reuse, old = load_reuse(args.reuse, keep_noisy=args.rescore)
     # a calibration on measured networks is scored as its own method (--calibrate); one that
     # `fit --calibrate` made from the profiling data is part of the predictor
     predictor = Predictor.load(args.predictor)
@@ -321,7 +330,6 @@ def run(args) -> dict:
           file=sys.stderr)
 
     if args.rescore:  # the reused file's device, which need not be this machine's
-        old = json.loads(args.reuse.read_text())
         dev, device, threads = None, old["device"], old["threads"]
     else:
         threads = torch.get_num_threads()
@@ -367,8 +375,7 @@ def run(args) -> dict:
     if args.calibrate:
         calibration = add_calibrated(result["networks"], layers)
         if args.save_calibrated:  # the predictor calibrated on every torchvision network here
-            Predictor.load(args.predictor).with_calibration(calibration).save(
-                args.save_calibrated)
+            predictor.with_calibration(calibration).save(args.save_calibrated)
             print(f"wrote {args.save_calibrated}", file=sys.stderr)
         result["summary"] = scores(result["networks"])
         result["summary_power"] = power_scores(result["networks"])
@@ -378,17 +385,8 @@ def run(args) -> dict:
 
 
 def zoo_settings(rows) -> set:
-    """``(NET, input shape)`` of the real networks measured in ``rows`` (``profile --zoo``:
-    network ids ``z<seed>-<index>-<name>``; a network's first timed layer reads its input)."""
-    if "network" not in rows:
-        return set()
-    out = set()
-    for net_id, g in rows[rows.network.map(zoo.net_of).notna()].groupby("network", sort=False):
-        first = g.sort_values("position").iloc[0]
-        if first[["batch", "in_channels", "in_h", "in_w"]].notna().all():
-            out.add((zoo.net_of(net_id),
-                     (int(first.batch), int(first.in_channels), int(first.in_h), int(first.in_w))))
-    return out
+    """``(NET, input shape)`` of the real networks measured in ``rows`` (``profile --zoo``)."""
+    return {(zoo.net_of(net_id), shape) for net_id, shape in zoo.network_inputs(rows).items()}
 
 
 def add_calibrated(records: list[dict], layers: dict) -> dict:
@@ -508,12 +506,9 @@ def report(result: dict, reuse_path) -> str:
         for setting in dict.fromkeys(r["setting"] for r in measured):
             out += [f"{setting}:", "", power_table([r for r in measured
                                                     if r["setting"] == setting]), ""]
-        tau = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
         out += [markdown(["setting", "group", "total", "networks", "median abs error %",
                           "within ±10 %", "Kendall tau"],
-                         [[s["setting"], s["group"], s["target"], s["n"],
-                           f"{s['median_abs_error_pct']:.1f}",
-                           f"{100 * s['within_10_pct_share']:.0f} %", tau(s["kendall_tau"])]
+                         [[s["setting"], s["group"], s["target"], s["n"], *score_cells(s)]
                           for s in result["summary_power"]])]
     return "\n".join(out)
 

@@ -160,22 +160,19 @@ def observed_in_data(data, predictor) -> list[Observed]:
     from .predict import predict
     from .profiling import zoo
 
-    if not {"network", "network_runtime_ms", "position"} <= set(data.columns):
+    if "network_runtime_ms" not in data.columns:
         return []
     base = predictor.with_calibration(None)
-    rows = data[data.network.map(zoo.net_of).notna() & data.network_runtime_ms.notna()]
+    whole = data[data.network_runtime_ms.notna()]
+    inputs = zoo.network_inputs(whole)
+    measured = whole.groupby("network").network_runtime_ms.median() if inputs else None
     observed = []
-    for net_id, g in rows.groupby("network", sort=False):
-        first = g.sort_values("position").iloc[0]
-        cols = ["batch", "in_channels", "in_h", "in_w"]
-        if not first[cols].notna().all():
-            continue
-        name, shape = zoo.net_of(net_id), tuple(int(first[c]) for c in cols)
+    for net_id, shape in inputs.items():
+        name = zoo.net_of(net_id)
         p = predict(nets.build(name), shape, base, network=name)
         layers = p.modeled
         observed.append(Observed(name, layers.kind.to_numpy(), layers.runtime_ms.to_numpy(),
-                                 float(g.network_runtime_ms.median()), 1.0,
-                                 "x".join(map(str, shape))))
+                                 float(measured[net_id]), 1.0, "x".join(map(str, shape))))
     return observed
 
 

@@ -99,6 +99,20 @@ def trace_spec(spec: dict):
     return _trace(nets.build(spec["zoo"]), spec)
 
 
+def network_inputs(rows) -> dict[str, tuple[int, int, int, int]]:
+    """The input shape of each zoo network measured in ``rows`` (ids ``z<seed>-<index>-<NET>``;
+    a network's first timed layer reads its input), by network id."""
+    if not {"network", "position"} <= set(rows.columns):
+        return {}
+    cols = ["batch", "in_channels", "in_h", "in_w"]
+    out = {}
+    for net_id, g in rows[rows.network.map(net_of).notna()].groupby("network", sort=False):
+        first = g.sort_values("position").iloc[0]
+        if first[cols].notna().all():
+            out[net_id] = tuple(int(first[c]) for c in cols)
+    return out
+
+
 def build(spec: dict, device) -> torch.nn.Module:
     """The spec's network with its own random initialisation on ``device``, in eval mode."""
     return nets.build(spec["zoo"], device=device)
