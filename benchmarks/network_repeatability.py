@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from network_accuracy import markdown, runtime_scores  # noqa: E402
+from network_accuracy import markdown, runtime_scores, score_cells  # noqa: E402
 
 
 def load(path: Path) -> dict:
@@ -68,12 +68,8 @@ def main(argv=None) -> int:
             for s in scores(a, b, speed):
                 result.append({"predicting": a["label"], "measured": b["label"],
                                "speed_corrected": speed, **s})
-                tau = s["kendall_tau"]
                 table.append([f"{a['label']} → {b['label']}", "yes" if speed else "no",
-                              s["setting"], s["group"], s["n"],
-                              f"{s['median_abs_error_pct']:.1f}",
-                              f"{100 * s['within_10_pct_share']:.0f} %",
-                              "–" if tau is None else f"{tau:.2f}"])
+                              s["setting"], s["group"], s["n"], *score_cells(s)])
     print("One run's measurement as the prediction of another's (goals: median |error| ≤ 5 %, "
           "≥ 90 % within ±10 %, Kendall tau ≥ 0.9)\n")
     print(markdown(["runs", "speed probe", "setting", "group", "networks", "median abs error %",
