@@ -381,8 +381,8 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
         # Beyond the data the target changes at most as fast as the farthest-moved input (an
         # exponent of at most 1 in raw log units: MACs are an input, so work-bound layers keep
         # their linear scaling). A fit on few, correlated columns can otherwise continue with
-        # exponents that cancel inside the data and not outside it (on an H100's first 84 s of
-        # data, a concat 3x smaller than any seen was predicted at 29 s).
+        # exponents that cancel inside the data and not outside it (in an H100's 141 s synthetic
+        # campaign, 5 concat rows: one 3x smaller than any seen was predicted at 29 s).
         scale = getattr(pre[-1], "scale_", None)
         if scale is not None:
             moved = np.abs(U[out] * (1.0 - to)[:, None] * np.asarray(scale, dtype=float))
