@@ -30,7 +30,7 @@ import pandas as pd
 
 from .data import invalid_size, lowest_size
 from .errors import NeuralPowerError
-from .features import FEATURE_INPUTS, INPUT_COLUMNS, MAC_KINDS, macs
+from .features import INPUT_COLUMNS, MAC_KINDS, PREDICT_INPUTS, VALUE_COLUMNS, macs
 from .predict import predict_table
 from .predictor import Predictor
 
@@ -128,7 +128,7 @@ def _check_layers(table: pd.DataFrame, where: list[str]) -> None:
                                "a \"kind\"")
     if "count" not in table:
         table["count"] = 1
-    for c in ("count", *[c for c in FEATURE_INPUTS if c in table]):
+    for c in ("count", *[c for c in PREDICT_INPUTS if c in table]):
         values = pd.to_numeric(table[c], errors="coerce")
         text = values.isna() & table[c].notna()
         if text.any():
@@ -136,6 +136,12 @@ def _check_layers(table: pd.DataFrame, where: list[str]) -> None:
             raise NeuralPowerError(f"{where[row]}: {c} = {table[c].iloc[row]!r} is not a number")
         table[c] = values
     table["count"] = table["count"].fillna(1)
+    for c in [c for c in VALUE_COLUMNS if c in table]:  # shares
+        bad = ~table[c].between(0, 1) & table[c].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise NeuralPowerError(f"{where[row]}: {c} {table[c].iloc[row]:g} (a share from 0 "
+                                   "to 1 is needed)")
     for kind, cols in INPUT_COLUMNS.items():
         rows = table["kind"] == kind
         if not rows.any():
@@ -237,7 +243,7 @@ def to_jsonl(rows, path) -> None:
 def layers_of(table: pd.DataFrame) -> list[dict]:
     """A traced layer table as JSON-lines layers: the schema columns each row has, and kind
     (views and allocations, kind ``free``, cost nothing and are left out)."""
-    keep = ["kind", *FEATURE_INPUTS, "macs"]
+    keep = ["kind", *PREDICT_INPUTS, "macs"]
     out = []
     for r in table.loc[table.kind != "free", [c for c in keep if c in table]].to_dict("records"):
         out.append({k: (int(v) if isinstance(v, float) and v.is_integer() else v)

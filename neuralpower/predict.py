@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from .features import FEATURE_INPUTS, STAND_INS
+from .features import PREDICT_INPUTS, STAND_INS
 from .predictor import Predictor
 from .trace import trace
 
@@ -89,7 +89,7 @@ def predict_table(table: pd.DataFrame, predictor: Predictor,
     modeled = np.zeros(len(table), dtype=bool)
     outside = np.full(len(table), None, dtype=object)
     kinds = table["kind"].to_numpy()
-    shapes = table[[c for c in FEATURE_INPUTS if c in table.columns]]  # what features() reads
+    shapes = table[[c for c in PREDICT_INPUTS if c in table.columns]]  # what predictions read
     for kind in pd.unique(kinds):
         model = kind if predictor.has(kind, "runtime_ms") else STAND_INS.get(kind)
         if model is None or not predictor.has(model, "runtime_ms"):

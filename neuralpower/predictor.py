@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from . import __version__, subnormal
 from .errors import NeuralPowerError
 from .features import CONTEXT_FEATURES, MODELED_KINDS, MODES, TARGETS, features
 
@@ -78,8 +78,10 @@ class Predictor:
             log("skipping kinds with no model: "
                 + ", ".join(f"{k} ({counts[k]} rows)" for k in unknown))
         models, kinds_card, unmeasured = {}, {}, {}
+        # rows slowed by subnormal numbers: their extra time is fitted apart (subnormal.py)
+        slowed = subnormal.meets(data)
         for kind in MODELED_KINDS:
-            rows = data[data.kind == kind]
+            rows = data[(data.kind == kind) & ~slowed]
             if rows.empty:
                 continue
             X = features(rows, kind)
@@ -116,6 +118,13 @@ class Predictor:
             "reference_ms": reference_ms,
         }
         predictor = cls(models, card)
+        costs = subnormal.fit_costs(data[slowed], predictor._model_runtime)
+        if costs:
+            card["subnormal"] = costs
+            for kind, c in costs.items():
+                log(f"{kind:>11} subnormal: +{c['ms'] * 1e6:.3f} ns per {c['per'][:-1]} that meets "
+                    f"one ({c['rows']} rows: median error {c['median_abs_error_pct_without']:.0f} "
+                    f"% -> {c['median_abs_error_pct']:.0f} %)")
         network = predictor._fit_network(data)
         if network:
             card["network"] = network
@@ -202,8 +211,20 @@ class Predictor:
         return pd.DataFrame(self.predict_arrays(rows, kind), index=rows.index)
 
     def predict_arrays(self, rows: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
-        """:meth:`predict_rows` as ``{target: values}``. Rows with identical features (a
-        network repeats its blocks) are predicted once."""
+        """:meth:`predict_rows` as ``{target: values}``: the models' figures, plus the time
+        subnormal numbers add where a row meets them (subnormal.py)."""
+        out = self._model_arrays(rows, kind)
+        extra = subnormal.extra_ms(self.card.get("subnormal"), rows, kind)
+        if extra is not None:
+            out["runtime_ms"] = out["runtime_ms"] + extra
+        return out
+
+    def _model_runtime(self, rows: pd.DataFrame, kind: str) -> np.ndarray:
+        return self._model_arrays(rows, kind)["runtime_ms"]
+
+    def _model_arrays(self, rows: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
+        """The models' figures. Rows with identical features (a network repeats its blocks)
+        are predicted once."""
         X = features(rows, kind)
         unique, inverse = np.unique(X.to_numpy(), axis=0, return_inverse=True)
         unique = pd.DataFrame(unique, columns=X.columns)
@@ -364,6 +385,11 @@ def _check_card(card: dict, path: Path) -> None:
             and all(isinstance(c, dict) and numbers([c.get("a"), c.get("b")])
                     and numbers(c.get("z_range"), 2) for c in cal["kinds"].values())):
         raise NeuralPowerError(f"{path}: card has no valid calibration (edited?)")
+    sub = card.get("subnormal")
+    if sub is not None and not (isinstance(sub, dict) and all(
+            kind in subnormal.WORK and isinstance(c, dict) and c.get("per") == subnormal.WORK[kind]
+            and numbers([c.get("ms")]) and c["ms"] >= 0 for kind, c in sub.items())):
+        raise NeuralPowerError(f"{path}: card has no valid subnormal costs (edited?)")
     ref = card.get("reference_ms")
     if ref is not None and not numbers([ref]):
         raise NeuralPowerError(f"{path}: card has no valid reference_ms (edited?)")
@@ -408,6 +434,16 @@ def card_markdown(card: dict) -> str:
             lines.append(f"| {kind} | {target} | {info['n_rows']} | {info['rmspe_pct']:.1f} | "
                          f"{info['mape_pct']:.1f} | {info['median_ape_pct']:.1f} | "
                          f"{info['family']}, degree {info['degree']}, {info['n_terms']} terms |")
+    sub = card.get("subnormal")
+    if sub:
+        lines += ["", "## Subnormal numbers", "",
+                  "Extra time where a layer meets subnormal numbers (neuralpower/subnormal.py), "
+                  "fitted on the rows that did; median |error| of those rows without and with it.",
+                  "", "| kind | ns per unit | unit | rows | error without % | error with % |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {c['ms'] * 1e6:.3f} | {c['per'][:-1]} that meets one | {c['rows']} | "
+                  f"{c['median_abs_error_pct_without']:.0f} | {c['median_abs_error_pct']:.0f} |"
+                  for k, c in sub.items()]
     cal = card.get("calibration")
     if cal:
         lines += ["", "## Calibration on measured real networks", "",

@@ -29,7 +29,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from .errors import NeuralPowerError
-from .features import ACTIVATIONS, CONTEXT_COLUMNS, ELEMENTWISE, MAC_KINDS, SHAPE_COLUMNS, macs
+from .features import (ACTIVATIONS, CONTEXT_COLUMNS, ELEMENTWISE, MAC_KINDS, SHAPE_COLUMNS,
+                       VALUE_COLUMNS, macs)
+from .subnormal import Values
 
 aten = torch.ops.aten
 
@@ -358,6 +360,7 @@ class _Recorder(TorchDispatchMode):
         super().__init__()
         self.rows: list[dict] = []
         self.stack = module_stack
+        self.values = Values()  # the few values a trace knows (subnormal.py)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -385,6 +388,9 @@ class _Recorder(TorchDispatchMode):
                    input_shape=_shape(first), output_shape=_shape(result), moved=moved,
                    # a modeled kind's MACs come from features.py, in trace()
                    macs=0 if row["kind"] in _MAC_KINDS else _macs(func, args, kwargs, out))
+        share = self.values.see(func, args, kwargs, result)
+        if share:
+            row["subnormal_share"] = round(share, 4)
         self.rows.append(row)
         return out
 
@@ -448,7 +454,7 @@ def _name_layers(rows: list[dict], types: dict[str, str]) -> list[str]:
 
 
 COLUMNS = ["name", "kind", "op", "module", "module_type", *SHAPE_COLUMNS, "macs",
-           "input_shape", "output_shape", *CONTEXT_COLUMNS]
+           "input_shape", "output_shape", *CONTEXT_COLUMNS, *VALUE_COLUMNS]
 
 
 def _context(rows: list[dict]) -> None:

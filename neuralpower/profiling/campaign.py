@@ -38,20 +38,22 @@ import torch
 
 from .. import __version__, nets
 from ..errors import NeuralPowerError
-from ..features import CONTEXT_COLUMNS, MODES, SHAPE_COLUMNS
+from ..features import CONTEXT_COLUMNS, MODES, SHAPE_COLUMNS, VALUE_COLUMNS
 from . import adaptive, isolated, synthetic, zoo
 from .meters import MeterError, NoneMeter, idle_power, open_meter
 from .timing import Reference, layer_power, spread, steady_allocator, time_network
 
 FORMAT_VERSION = 1
 CSV_COLUMNS = [
-    "kind", *SHAPE_COLUMNS, "macs", *CONTEXT_COLUMNS, "runtime_ms", "runtime_iqr_ms",
+    "kind", *SHAPE_COLUMNS, "macs", *CONTEXT_COLUMNS, *VALUE_COLUMNS, "runtime_ms", "runtime_iqr_ms",
     "runtime_min_ms", "repeats", "mode", "forward_ms", "backward_ms", "power_w", "power_source",
     "power_window_s", "power_error", "device", "network", "layer", "position",
     "network_runtime_ms", "network_runtime_iqr_ms", "reference_ms", "threads", "dtype", "status",
     "error", "campaign_s",
 ]
 _HEADER = ",".join(CSV_COLUMNS) + "\n"
+# Files begun before ``subnormal_share`` was a column resume in their own columns.
+_EARLIER_COLUMNS = [c for c in CSV_COLUMNS if c not in VALUE_COLUMNS]
 # Seconds of repeated runs per network and mode (at least 5 runs). Two measurements of one
 # network built twice differ more than the runs of one build do, so a campaign learns more from
 # more networks than from more repeats.
@@ -176,7 +178,7 @@ class Campaign:
             except BlockingIOError:
                 raise NeuralPowerError(f"{self.path}: another campaign is writing this file; "
                                        "wait for it to end or write to another file") from None
-            done, partial, offset = self._resume(f)
+            done, partial, offset, columns = self._resume(f)
             meta = self._sidecar(budget_s, resumed=bool(done))
             if not self.meter.measures_power:
                 self.log(f"power: not measured on {self.device} "
@@ -204,7 +206,7 @@ class Campaign:
                     summary["power_networks"] += power
                     for r in rows:
                         r["campaign_s"] = round(offset + time.perf_counter() - started, 3)
-                    _append(f, rows)
+                    _append(f, rows, columns)
                     self._learn(estimate_s, time.perf_counter() - t0)
                     summary["networks"] += 1
                     summary["rows"] += len(rows)
@@ -283,15 +285,19 @@ class Campaign:
 
     # -- resuming ----------------------------------------------------------------------------
 
-    def _resume(self, f) -> tuple[dict, set, float]:
+    def _resume(self, f) -> tuple[dict, set, float, list]:
         """Networks already in the file (id -> layers written), the ones a torn write left
-        incomplete, and the campaign time measured so far. Cuts off a torn last line."""
+        incomplete, the campaign time measured so far and the file's columns. Cuts off a torn
+        last line."""
         f.seek(0)
         text = f.read()
         if not text:
             _write_whole(f, _HEADER)
-            return {}, set(), 0.0
-        if not text.startswith(_HEADER):
+            return {}, set(), 0.0, CSV_COLUMNS
+        columns = CSV_COLUMNS
+        if text.startswith(",".join(_EARLIER_COLUMNS) + "\n"):
+            columns = _EARLIER_COLUMNS
+        elif not text.startswith(_HEADER):
             raise NeuralPowerError(f"{self.path}: not a campaign file of this version (its header "
                                    "differs); write to a new file")
         if not text.endswith("\n"):  # a write torn by a kill: drop the partial line
@@ -306,7 +312,7 @@ class Campaign:
         # Each network is written whole before the next starts: only the last can be torn.
         partial = {rows["network"].iloc[-1]} if len(rows) else set()
         offset = float(rows["campaign_s"].max()) if len(rows) else 0.0
-        return done, partial, offset
+        return done, partial, offset, columns
 
     def _sidecar(self, budget_s: float, resumed: bool) -> dict:
         path = sidecar_path(self.path)
@@ -514,13 +520,16 @@ def _layer_columns(op) -> dict:
         v = op[c]
         if pd.notna(v):
             out[c] = int(v)
+    for c in VALUE_COLUMNS:
+        if pd.notna(op.get(c)):
+            out[c] = float(op[c])
     return out
 
 
-def _append(f, rows: list[dict]) -> None:
+def _append(f, rows: list[dict], columns=CSV_COLUMNS) -> None:
     """All rows of a network in one write, on disk before the next network starts."""
     buf = io.StringIO()
-    table = pd.DataFrame(rows, dtype=object).reindex(columns=CSV_COLUMNS)  # ints stay ints
+    table = pd.DataFrame(rows, dtype=object).reindex(columns=columns)  # ints stay ints
     table.to_csv(buf, header=False, index=False, lineterminator="\n")
     _write_whole(f, buf.getvalue())
 

@@ -391,6 +391,10 @@ def _attention(net: _Net, v) -> None:
         return
     net.add({"kind": "matmul", "op": "scores", "heads": heads}, scores)
     if "softmax" in net.kinds:
+        if v[8] < 0.3 and t > 1:  # a mask that makes subnormal numbers, as Swin's does
+            u = v[8] / 0.3
+            net.add({"kind": "mask", "rows": max(1, math.ceil(t * (0.1 + 0.9 * u))),
+                     "keys": max(1, int((t - 1) * (1 - 0.9 * u)))}, scores)
         net.add({"kind": "softmax"}, scores)
     net.add({"kind": "matmul", "op": "mix", "heads": heads,
              "inputs": [len(net.shapes) - 1, start]}, [b, t, c])
@@ -534,6 +538,21 @@ class _Copy(nn.Module):
         return y.contiguous().view(x.shape)
 
 
+class _Mask(nn.Module):
+    """Scores brought to order one, with -95 added to the first ``keys`` keys of the first
+    ``rows`` queries: the softmax after it makes subnormal numbers there (exp(-95) is 5.5e-42),
+    as Swin's -100 between windows' regions does; the tracer knows where (subnormal.py)."""
+
+    def __init__(self, rows: int, keys: int):
+        super().__init__()
+        self.rows, self.keys = rows, keys
+
+    def forward(self, x):
+        offsets = x.new_zeros(x.shape[-2:])
+        offsets[:self.rows, :self.keys] = -95.0
+        return x.clamp(-3.0, 3.0) + offsets
+
+
 class _Scores(nn.Module):
     def __init__(self, heads: int):
         super().__init__()
@@ -584,6 +603,8 @@ def _module(layer: dict, shape: list) -> nn.Module:
         return nn.Embedding(layer["num"], layer["out_features"])
     if kind == "matmul":
         return (_Scores if layer["op"] == "scores" else _Mix)(layer["heads"])
+    if kind == "mask":
+        return _Mask(layer["rows"], layer["keys"])
     simple = {"add": _Add, "mul": _Mul, "cat": _Cat, "flatten": nn.Flatten}
     if kind == "copy":
         return _Copy(layer.get("heads", 0))

@@ -1,0 +1,207 @@
+"""Where a traced network meets subnormal numbers, which the tracer sees without running it.
+
+On x86 CPUs an operation on a subnormal float (below 1.18e-38 in float32) takes a slow path:
+a batched matmul with some of them in an operand ran 25 to 80 times slower on this project's
+Xeon (about 1.2 ns more per such multiply-add), a softmax whose rows produce them 6 to 8 times
+slower. Real networks make them on purpose: Swin's shifted windows add -100 to the attention
+scores of tokens from different regions, and ``exp(-100)`` is subnormal (3.7e-44). In
+torchvision's Swin-T that is 13 ms of a 70 ms run at batch 1, whatever the weights.
+
+The tracer runs on meta tensors, which hold no values, but such a mask is built in ``forward``
+from nothing (zeros, slices filled with region numbers, comparisons, fills). :class:`Values`
+computes such constants for real on the CPU beside their meta stand-ins, while they are small;
+marks the entries of a tensor that a constant offset in the subnormal range reached; carries the
+marks through views and copies to a softmax, whose outputs there are subnormal; and gives the
+softmax and the product that reads its output the share of their work that meets them
+(``subnormal_share`` in the layer table: a softmax's share of rows that produce one, a
+product's share of multiply-adds with one as operand). A predictor turns that share into time
+with a cost per device measured by ``profile`` (regression.subnormal_costs).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils.weak import WeakIdKeyDictionary
+
+aten = torch.ops.aten
+
+# exp(v) in float32 is subnormal for v in (-103.97, -87.34): such an offset added to scores of
+# order one leaves softmax outputs subnormal (an offset below gives exact zeros, which are fast,
+# as -inf and -1e9 masks do)
+LOW, HIGH = -103.97, -87.34
+MAX_CONSTANT = 1 << 20   # elements: a constant larger than this is not computed
+MAX_MARKED = 1 << 26     # elements (a profiled layer's largest tensor): larger ones are not followed
+
+_FACTORIES = {aten.zeros, aten.ones, aten.full, aten.arange, aten.scalar_tensor, aten.eye}
+_NEW = {aten.new_zeros, aten.new_ones, aten.new_full}
+_COPIES = {aten.clone, aten._unsafe_view, aten.alias}
+_OFFSETS = {aten.add, aten.add_}
+_FILLS = {aten.masked_fill, aten.masked_fill_}
+_SOFTMAX = {aten._softmax, aten._safe_softmax}
+_PRODUCTS = {aten.mm, aten.bmm}
+
+
+class _Unknown(Exception):
+    pass
+
+
+def _in_range(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and LOW < v < HIGH
+
+
+class Values:
+    """What the tracer knows of values: small constants, and where subnormal numbers arise."""
+
+    def __init__(self):
+        self.constants = WeakIdKeyDictionary()  # meta tensor -> its value, on the CPU
+        self.marks = WeakIdKeyDictionary()      # meta tensor -> bool CPU tensor of its shape
+
+    def see(self, func, args, kwargs, out) -> float | None:
+        """Record what ``func`` made of ``args``; for a softmax or a product that meets
+        subnormal numbers, the share of its work that does (else None)."""
+        packet = func.overloadpacket
+        if packet in _FACTORIES or packet in _NEW or self.constants:
+            self._constant(func, packet, args, kwargs, out)
+        if not (self.constants or self.marks) or not isinstance(out, torch.Tensor):
+            return None
+        try:
+            return self._follow(func, packet, args, out)
+        except (RuntimeError, TypeError, ValueError, IndexError):
+            return None
+
+    def _constant(self, func, packet, args, kwargs, out) -> None:
+        """Compute ``out`` for real when every tensor it depends on is a known constant."""
+        flat, _ = tree_flatten(out)
+        if not flat or any(not isinstance(t, torch.Tensor) or t.numel() > MAX_CONSTANT
+                           for t in flat):
+            return
+        if packet in _NEW:  # values from the arguments, never from the tensor it is called on
+            args = (torch.empty(0, dtype=args[0].dtype), *args[1:])
+        elif packet not in _FACTORIES and not any(
+                isinstance(a, torch.Tensor) for a in tree_flatten((args, kwargs))[0]):
+            return  # (random draws and the like make no constant)
+
+        def real(a):
+            if isinstance(a, torch.Tensor):
+                if not a.is_meta:
+                    return a  # a tensor made for real in forward (``torch.tensor(3)``)
+                value = self.constants.get(a)
+                if value is None:
+                    raise _Unknown
+                return value
+            if isinstance(a, torch.device) and a.type == "meta":
+                return torch.device("cpu")
+            return a
+        try:
+            cpu_args, cpu_kwargs = tree_map(real, (args, kwargs))
+            if packet in _FACTORIES or packet in _NEW:
+                cpu_kwargs = {**cpu_kwargs, "device": torch.device("cpu")}
+            value = func(*cpu_args, **cpu_kwargs)
+        except (_Unknown, RuntimeError, TypeError, ValueError, IndexError):
+            return
+        for t, v in zip(flat, tree_flatten(value)[0]):
+            if isinstance(v, torch.Tensor) and t.is_meta and v.shape == t.shape:
+                self.constants[t] = v
+
+    def _follow(self, func, packet, args, out) -> float | None:
+        if out.is_meta and out in self.constants:
+            return None
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if packet in _OFFSETS and out.numel() <= MAX_MARKED:
+            marked = [self._offset_marks(a, out.shape) for a in args[:2]
+                      if isinstance(a, torch.Tensor)]
+            self._mark(out, [m for m in marked if m is not None])
+        elif packet in _FILLS and len(args) > 2 and _in_range(args[2]) \
+                and out.numel() <= MAX_MARKED:
+            mask = self.constants.get(args[1]) if isinstance(args[1], torch.Tensor) else None
+            if mask is not None:
+                self._mark(out, [mask.expand(out.shape), self.marks.get(x)])
+        elif x is not None and x in self.marks and (func.is_view or packet in _COPIES):
+            carried = func(self.marks[x], *args[1:])
+            if isinstance(carried, torch.Tensor) and carried.shape == out.shape:
+                self.marks[out] = carried
+        elif packet in _SOFTMAX and x is not None and x in self.marks:
+            marks = self.marks[x]
+            self.marks[out] = marks  # there the outputs are subnormal
+            return float(marks.any(dim=args[1]).float().mean())
+        elif packet in _PRODUCTS:
+            share = sum(float(self.marks[t].float().mean()) for t in args[:2]
+                        if isinstance(t, torch.Tensor) and t in self.marks)
+            return min(share, 1.0) if share else None
+        return None
+
+    def _offset_marks(self, t: torch.Tensor, shape):
+        """Entries of a result of ``shape`` that ``t`` (an operand of an add) marks."""
+        if t.is_meta and t in self.marks:
+            return self.marks[t].expand(shape)
+        value = self.constants.get(t) if t.is_meta else t
+        if value is None or not value.is_floating_point():
+            return None
+        return ((value > LOW) & (value < HIGH)).expand(shape)
+
+    def _mark(self, out: torch.Tensor, marks: list) -> None:
+        marks = [m for m in marks if m is not None]
+        if not marks:
+            return
+        m = marks[0]
+        for other in marks[1:]:
+            m = m | other
+        if bool(m.any()):
+            self.marks[out] = m.contiguous()
+        else:
+            self.marks.pop(out, None)
+
+
+# What a kind's extra time is proportional to: a product's multiply-adds with a subnormal
+# operand, a softmax's elements in rows that produce one (measured: 1.1-1.3 ns per such
+# multiply-add for any batch, size and share; a softmax 6-8 times slower in such rows).
+WORK = {"matmul": "macs", "softmax": "elements"}
+MIN_ROWS = 3
+
+
+def _units(rows: pd.DataFrame, kind: str) -> np.ndarray:
+    """Units of work that meet subnormal numbers, per row (from the schema's shape columns)."""
+    def col(c):
+        return pd.to_numeric(rows[c], errors="coerce").to_numpy(float) if c in rows else np.nan
+    share = col("subnormal_share")
+    work = (col("batch") * col("rows") * col("in_features") * col("out_features")
+            if kind == "matmul" else col("elements"))
+    return np.nan_to_num(share * work)
+
+
+def meets(rows: pd.DataFrame) -> pd.Series:
+    """Rows whose work meets subnormal numbers (their time is not the shape's alone)."""
+    if "subnormal_share" not in rows:
+        return pd.Series(False, index=rows.index)
+    return pd.to_numeric(rows["subnormal_share"], errors="coerce").fillna(0.0) > 0
+
+
+def fit_costs(rows: pd.DataFrame, base_ms) -> dict:
+    """Per kind, the device's extra milliseconds per unit of work that meets subnormal
+    numbers: the median over measured ``rows`` that meet them of (measured - ``base_ms(rows,
+    kind)``, the models' time for the same shape) / units. Kinds with fewer than
+    ``MIN_ROWS`` such rows are left out (their extra time is then not predicted)."""
+    out = {}
+    for kind in WORK:
+        r = rows[(rows.kind == kind) & meets(rows) & rows.runtime_ms.notna()]
+        if len(r) < MIN_ROWS:
+            continue
+        units = _units(r, kind)
+        base = np.asarray(base_ms(r, kind), dtype=float)
+        per_unit = (r.runtime_ms.to_numpy(float) - base) / units
+        ms = max(float(np.median(per_unit[np.isfinite(per_unit)])), 0.0)
+        fitted = base + ms * units
+        rel = lambda p: float(np.median(np.abs(p / r.runtime_ms.to_numpy(float) - 1)) * 100)  # noqa: E731
+        out[kind] = {"per": WORK[kind], "ms": ms, "rows": int(len(r)),
+                     "median_abs_error_pct_without": rel(base), "median_abs_error_pct": rel(fitted)}
+    return out
+
+
+def extra_ms(costs: dict | None, rows: pd.DataFrame, kind: str) -> np.ndarray | None:
+    """Each row's extra milliseconds from subnormal numbers (None when none applies)."""
+    cost = (costs or {}).get(kind)
+    if not cost or "subnormal_share" not in rows:
+        return None
+    return cost["ms"] * _units(rows, kind)

@@ -1,0 +1,188 @@
+"""Subnormal numbers: where the tracer finds them (Swin's -100 mask), the profiler's masked
+attention, the cost a fit learns from real rows, and how a prediction uses it."""
+import csv
+import json
+import zipfile
+
+import pandas as pd
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from neuralpower import NeuralPowerError, Predictor, trace
+from neuralpower.data import load
+from neuralpower.predict import predict
+from neuralpower.profiling import synthetic
+from neuralpower.profiling.campaign import _EARLIER_COLUMNS, Campaign
+
+ATTENTION_DATA = "profiling/dev_cpu/intel_xeon_2t_attention.csv"
+
+
+def _swin_share(windows: int) -> tuple[float, float]:
+    """By hand: Swin's shifted windows (7x7, shift 3) on an n x n grid of windows. A window on
+    the last row or column holds two regions (4 and 3 rows or columns of 7), the corner four;
+    tokens of different regions are masked. (share of masked scores, share of rows with one)"""
+    edge = 2 * (4 * 7) * (3 * 7)                      # pairs across the cut of an edge window
+    corner = 49**2 - (16**2 + 12**2 + 12**2 + 9**2)   # pairs across the corner's four regions
+    n = windows
+    pairs = (2 * (n - 1) * edge + corner) / (n * n * 49**2)
+    rows = (2 * n - 1) / (n * n)  # every token of a mixed window has a masked partner
+    return pairs, rows
+
+
+def test_swins_shifted_windows_are_found_with_the_share_of_masked_scores():
+    t = trace(torchvision.models.swin_t(), (1, 3, 224, 224))
+    hit = t[t.subnormal_share.notna()]
+    # the shifted block of each stage whose map is larger than one window (the last is 7x7)
+    assert list(hit.name) == [f"features.{s}.{b}.attn.{op}" for s, b in
+                              ((1, 1), (3, 1), (5, 1), (5, 3), (5, 5)) for op in ("_softmax", "bmm_1")]
+    for stage, windows in ((1, 8), (3, 4), (5, 2)):
+        pairs, rows = _swin_share(windows)
+        mix = hit[hit.name == f"features.{stage}.1.attn.bmm_1"].iloc[0]
+        soft = hit[hit.name == f"features.{stage}.1.attn._softmax"].iloc[0]
+        assert mix.kind == "matmul" and mix.subnormal_share == pytest.approx(pairs, abs=1e-4)
+        assert soft.kind == "softmax" and soft.subnormal_share == pytest.approx(rows, abs=1e-4)
+    # the unshifted blocks, and the scores' product (q @ k, before the mask), meet none
+    assert t[t.name == "features.1.0.attn.bmm_1"].subnormal_share.isna().all()
+    assert t[t.name == "features.1.1.attn.bmm"].subnormal_share.isna().all()
+
+
+class _Masked(nn.Module):
+    def __init__(self, fill, from_input=False):
+        super().__init__()
+        self.fill, self.from_input = fill, from_input
+
+    def forward(self, q, v):
+        scores = q @ q.transpose(1, 2)
+        if self.from_input:  # a mask that depends on the data: its values are unknown
+            mask = scores > 0
+        else:
+            mask = scores.new_zeros(scores.shape[-2:], dtype=torch.bool)
+            mask[:, : scores.shape[-1] // 4] = True
+        return torch.softmax(scores.masked_fill(mask, self.fill), -1) @ v
+
+
+@pytest.mark.parametrize("fill, share", [(-100.0, 0.25), (-90.0, 0.25), (float("-inf"), None),
+                                         (-1e9, None), (-10.0, None)])
+def test_only_offsets_whose_exponential_is_subnormal_count(fill, share):
+    t = trace(_Masked(fill), [(2, 16, 8), (2, 16, 8)])
+    mix = t[(t.kind == "matmul")].iloc[-1]
+    if share is None:  # exact zeros (or normal numbers) after softmax: no slow path
+        assert t.subnormal_share.isna().all()
+    else:
+        assert mix.subnormal_share == pytest.approx(share)
+        assert t[t.kind == "softmax"].subnormal_share.iloc[0] == 1.0   # every row has one
+
+
+def test_a_mask_made_from_the_data_is_not_guessed():
+    t = trace(_Masked(-100.0, from_input=True), [(2, 16, 8), (2, 16, 8)])
+    assert t.subnormal_share.isna().all()
+
+
+def test_the_profilers_masked_attention_is_traced_with_its_share():
+    found = 0
+    for i in range(40):
+        spec = synthetic.sample(0, i, kinds=("matmul", "softmax"))
+        masks = [layer for layer in spec["layers"] if layer["kind"] == "mask"]
+        if not masks:
+            continue
+        t = synthetic.trace_spec(spec)
+        softmax = t[(t.kind == "softmax") & t.subnormal_share.notna()]
+        assert len(softmax) == len(masks)
+        for m, (_, row) in zip(masks, softmax.iterrows()):
+            t_len = int(row.inner)
+            assert row.subnormal_share == pytest.approx(m["rows"] / t_len, abs=1e-4)
+        found += 1
+    assert found >= 3
+
+
+@pytest.fixture(scope="module")
+def attention_predictor():
+    return Predictor.fit(load([ATTENTION_DATA]), log=lambda m: None)
+
+
+def test_fit_learns_the_devices_cost_per_subnormal_operand(attention_predictor):
+    costs = attention_predictor.card["subnormal"]
+    assert set(costs) == {"matmul", "softmax"}
+    # this CPU: about a nanosecond per multiply-add with a subnormal operand (measured alone:
+    # 1.1-1.3 ns), and the cost makes those rows' median error smaller
+    assert 0.5e-6 < costs["matmul"]["ms"] < 3e-6
+    for c in costs.values():
+        assert c["median_abs_error_pct"] < c["median_abs_error_pct_without"]
+    # the base models never saw the slowed rows
+    data = load([ATTENTION_DATA])
+    slowed = pd.to_numeric(data.subnormal_share, errors="coerce").fillna(0) > 0
+    assert attention_predictor.card["kinds"]["matmul"]["rows"] == int(
+        ((data.kind == "matmul") & ~slowed).sum())
+
+
+def test_prediction_adds_the_cost_where_a_layer_meets_subnormals(attention_predictor):
+    model = torchvision.models.swin_t()
+    with_cost = predict(model, (1, 3, 224, 224), attention_predictor).layers.set_index("name")
+    without = predict(model, (1, 3, 224, 224),
+                      Predictor(attention_predictor.models,
+                                {k: v for k, v in attention_predictor.card.items()
+                                 if k != "subnormal"})).layers.set_index("name")
+    diff = (with_cost.runtime_ms - without.runtime_ms).fillna(0.0)  # (unmodeled: NaN both)
+    hit = with_cost.subnormal_share.fillna(0) > 0
+    assert (diff[~hit].abs() < 1e-12).all() and (diff[hit] > 0).all()
+    name = "features.5.1.attn.bmm_1"
+    expected = attention_predictor.card["subnormal"]["matmul"]["ms"] * (
+        with_cost.subnormal_share[name] * with_cost.macs[name])
+    scale = attention_predictor.card.get("network", {}).get("scale", 1.0)
+    assert diff[name] == pytest.approx(scale * expected, rel=1e-6)
+
+
+def test_an_edited_subnormal_cost_is_refused_in_one_line(attention_predictor, tmp_path):
+    good = tmp_path / "p.predictor"
+    attention_predictor.save(good)
+    bad = tmp_path / "bad.predictor"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.namelist():
+            data = src.read(item)
+            if item == "card.json":
+                card = json.loads(data)
+                card["subnormal"]["matmul"]["ms"] = "fast"
+                data = json.dumps(card)
+            dst.writestr(item, data)
+    with pytest.raises(NeuralPowerError, match="subnormal") as e:
+        Predictor.load(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_a_campaign_begun_before_the_column_resumes_in_its_own_columns(tmp_path):
+    out = tmp_path / "old.csv"
+    out.write_text(",".join(_EARLIER_COLUMNS) + "\n")
+    summary = Campaign(out, kinds=("matmul", "softmax"), fresh_process=False).run(
+        budget_s=3, progress=False)
+    lines = list(csv.reader(out.read_text().splitlines()))
+    assert summary["rows"] > 0 and len(lines) == summary["rows"] + 1
+    assert lines[0] == _EARLIER_COLUMNS
+    assert all(len(line) == len(_EARLIER_COLUMNS) for line in lines[1:])
+
+
+def test_a_search_space_carries_the_share_and_scores_as_predict_does(attention_predictor,
+                                                                       tmp_path):
+    from neuralpower.archs import layers_of, predict_many, read_jsonl, to_jsonl
+
+    table = trace(torchvision.models.swin_t(), (1, 3, 224, 224))
+    layers = layers_of(table)
+    assert sum("subnormal_share" in layer for layer in layers) == 10
+    path = tmp_path / "space.jsonl"
+    to_jsonl([{"name": "swin", "layers": layers}], path)
+    total = predict_many(read_jsonl(path), attention_predictor).runtime_ms.iloc[0]
+    direct = predict(table, (1, 3, 224, 224), attention_predictor).totals["runtime_ms"]
+    assert total == pytest.approx(direct, rel=1e-9)
+
+
+def test_a_search_space_share_outside_0_to_1_is_refused(tmp_path):
+    from neuralpower.archs import read_jsonl
+
+    path = tmp_path / "space.jsonl"
+    path.write_text(json.dumps({"name": "a", "layers": [
+        {"kind": "softmax", "batch": 1, "elements": 100, "in_elements": 100, "inner": 10,
+         "subnormal_share": 2}]}) + "\n")
+    with pytest.raises(NeuralPowerError, match="subnormal_share 2") as e:
+        read_jsonl(path)
+    assert "\n" not in str(e.value)
