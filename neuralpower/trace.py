@@ -6,7 +6,8 @@ functional ones alike (``F.conv2d``, ``x @ w``, ``torch.cat``, ``x + y``). Each 
 one row: its kind, its hyper-parameters in the measurement CSV schema, its MACs and the
 module path that called it. Ops of kinds the regression models are mapped by the handlers
 in ``OP_HANDLERS``; every other op keeps its ATen name as its kind and is reported, never
-dropped.
+dropped. The only values computed are small constants a forward builds from nothing but shapes
+(Swin's window mask), to find the ops that meet subnormal numbers (``subnormal.py``).
 
 >>> import torchvision
 >>> from neuralpower.trace import trace
