@@ -152,14 +152,22 @@ def test_an_edited_subnormal_cost_is_refused_in_one_line(attention_predictor, tm
 
 
 def test_a_campaign_begun_before_the_column_resumes_in_its_own_columns(tmp_path):
-    out = tmp_path / "old.csv"
+    spec = next(s for s in (synthetic.sample(0, i, kinds=("matmul", "softmax")) for i in range(40))
+                if any(layer["kind"] == "mask" for layer in s["layers"]))
+    timed = synthetic.one_op_modules(synthetic.trace_spec(spec))
+    meeting = sum(pd.notna(op.get("subnormal_share")) for _, _, op in timed)
+    assert 0 < meeting < len(timed)
+    out, said = tmp_path / "old.csv", []
     out.write_text(",".join(_EARLIER_COLUMNS) + "\n")
-    summary = Campaign(out, kinds=("matmul", "softmax"), fresh_process=False).run(
-        budget_s=3, progress=False)
+    summary = Campaign(out, kinds=("matmul", "softmax"), fresh_process=False,
+                       log=said.append).run(budget_s=60, progress=False, specs=[("n0", spec)])
     lines = list(csv.reader(out.read_text().splitlines()))
-    assert summary["rows"] > 0 and len(lines) == summary["rows"] + 1
     assert lines[0] == _EARLIER_COLUMNS
     assert all(len(line) == len(_EARLIER_COLUMNS) for line in lines[1:])
+    # the rows that met subnormal numbers cannot be told apart there: left out, and said so
+    assert len(lines) - 1 == summary["rows"] == len(timed) - meeting
+    assert summary["subnormal_left_out"] == meeting
+    assert any("subnormal_share column" in m for m in said)
 
 
 def test_a_search_space_carries_the_share_and_scores_as_predict_does(attention_predictor,

@@ -45,8 +45,8 @@ from .timing import Reference, layer_power, spread, steady_allocator, time_netwo
 
 FORMAT_VERSION = 1
 CSV_COLUMNS = [
-    "kind", *SHAPE_COLUMNS, "macs", *CONTEXT_COLUMNS, *VALUE_COLUMNS, "runtime_ms", "runtime_iqr_ms",
-    "runtime_min_ms", "repeats", "mode", "forward_ms", "backward_ms", "power_w", "power_source",
+    "kind", *SHAPE_COLUMNS, "macs", *CONTEXT_COLUMNS, *VALUE_COLUMNS, "runtime_ms",
+    "runtime_iqr_ms", "runtime_min_ms", "repeats", "mode", "forward_ms", "backward_ms", "power_w", "power_source",
     "power_window_s", "power_error", "device", "network", "layer", "position",
     "network_runtime_ms", "network_runtime_iqr_ms", "reference_ms", "threads", "dtype", "status",
     "error", "campaign_s",
@@ -206,6 +206,8 @@ class Campaign:
                     summary["power_networks"] += power
                     for r in rows:
                         r["campaign_s"] = round(offset + time.perf_counter() - started, 3)
+                    if columns is _EARLIER_COLUMNS:
+                        rows = self._without_subnormal(rows, summary)
                     _append(f, rows, columns)
                     self._learn(estimate_s, time.perf_counter() - t0)
                     summary["networks"] += 1
@@ -238,6 +240,17 @@ class Campaign:
                 finally:
                     self.meter.close()
         return summary
+
+    def _without_subnormal(self, rows: list[dict], summary: dict) -> list[dict]:
+        """A file begun before ``subnormal_share`` was a column cannot say which rows met
+        subnormal numbers, and such a row would pass for a plain one: it is left out (said
+        once; its network still counts as measured)."""
+        kept = [r for r in rows if not r.get("subnormal_share")]
+        if len(kept) < len(rows) and not summary.get("subnormal_left_out"):
+            self.log(f"{self.path}: begun before the subnormal_share column; rows that meet "
+                     "subnormal numbers are left out (write to a new file to keep them)")
+        summary["subnormal_left_out"] = summary.get("subnormal_left_out", 0) + len(rows) - len(kept)
+        return kept
 
     def _note_power_errors(self, rows: list[dict], summary: dict) -> None:
         """Count rows whose power read failed; tell the user at the first one."""
