@@ -256,6 +256,8 @@ BAD_JSONL = {
     "badsize.jsonl": '{"name": "a", "top1_error": 0.3, "layers": [{"kind": "linear", "batch": 0, '
                      '"in_features": 8, "out_features": 8}]}\n',
     "unmodeled.jsonl": '{"name": "a", "top1_error": 0.3, "layers": [{"kind": "roll"}]}\n',
+    "badshare.jsonl": '{"name": "a", "top1_error": 0.3, "layers": [{"kind": "relu", "elements": 8, '
+                      '"in_elements": 8, "inner": 8, "subnormal_share": 2}]}\n',
 }
 JSONL_CELLS = [(f"rank-{name}", ["rank", "good.predictor", name, "--plot", ""], fragment)
                for name, fragment in [
@@ -266,7 +268,8 @@ JSONL_CELLS = [(f"rank-{name}", ["rank", "good.predictor", name, "--plot", ""], 
                    ("twice.jsonl", "line 2: name 'a' is used by line 1 too"),
                    ("noerror.jsonl", "architecture 'a' has no top1_error"),
                    ("badsize.jsonl", "linear batch 0 (a whole number from 1 is needed)"),
-                   ("unmodeled.jsonl", "models none of a's layers")]]
+                   ("unmodeled.jsonl", "models none of a's layers"),
+                   ("badshare.jsonl", "subnormal_share 2 (a share from 0 to 1 is needed)")]]
 OPTION_CELLS = [(" ".join(argv), argv, fragment) for argv, fragment in [
     (["rank", "good.predictor", "torchvision:resnet18=fast"], "is not a number"),
     (["rank", "good.predictor", "torchvision:resnet18=-0.2"], "top-1 error"),
