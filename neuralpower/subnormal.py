@@ -115,8 +115,9 @@ class Values:
             self._mark(out, [m for m in marked if m is not None])
         elif packet in _FILLS and len(args) > 2 and _in_range(args[2]) \
                 and out.numel() <= MAX_MARKED:
-            mask = self.constants.get(args[1]) if isinstance(args[1], torch.Tensor) else None
-            if mask is not None:
+            mask = args[1] if isinstance(args[1], torch.Tensor) else None
+            mask = self.constants.get(mask) if mask is not None and mask.is_meta else mask
+            if mask is not None and mask.dtype == torch.bool:
                 self._mark(out, [mask.expand(out.shape), self.marks.get(x)])
         elif x is not None and x in self.marks and (func.is_view or packet in _COPIES):
             carried = func(self.marks[x], *args[1:])

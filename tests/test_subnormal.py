@@ -194,3 +194,4 @@ def test_a_search_space_share_outside_0_to_1_is_refused(tmp_path):
     with pytest.raises(NeuralPowerError, match="subnormal_share 2") as e:
         read_jsonl(path)
     assert "\n" not in str(e.value)
+
