@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from . import subnormal
 from .features import PREDICT_INPUTS, STAND_INS
 from .predictor import Predictor
 from .trace import trace
@@ -35,6 +36,11 @@ class Prediction:
     layers: pd.DataFrame
     totals: dict
     mode: str = "inference"   # or "train": figures are a training step's forward + backward
+
+    @property
+    def subnormal_ms(self) -> float:
+        """Of the runtime, what the device's cost of subnormal numbers adds (subnormal.py)."""
+        return float(self.layers["subnormal_ms"].sum()) if "subnormal_ms" in self.layers else 0.0
 
     @property
     def modeled(self) -> pd.DataFrame:
@@ -86,6 +92,7 @@ def predict_table(table: pd.DataFrame, predictor: Predictor,
     features outside the fitted ranges, see ``Predictor.extrapolation``; left None when not
     asked for: scoring a search space needs only the totals) to a layer table."""
     runtime, power = np.full(len(table), np.nan), np.full(len(table), np.nan)
+    subnormal_ms = np.zeros(len(table))  # of runtime: what subnormal numbers add (subnormal.py)
     modeled = np.zeros(len(table), dtype=bool)
     outside = np.full(len(table), None, dtype=object)
     kinds = table["kind"].to_numpy()
@@ -97,12 +104,15 @@ def predict_table(table: pd.DataFrame, predictor: Predictor,
         at = np.flatnonzero(kinds == kind)
         pred = predictor.predict_arrays(shapes.iloc[at], model)
         runtime[at], power[at], modeled[at] = pred["runtime_ms"], pred["power_w"], True
+        extra = subnormal.extra_ms(predictor.card.get("subnormal"), shapes.iloc[at], model)
+        if extra is not None:
+            subnormal_ms[at] = extra
         for i, e in zip(at, predictor.extrapolation(shapes.iloc[at], model)
                         if extrapolation else ()):
             outside[i] = e  # one by one: numpy would read a list of lists as a 2-D block
     runtime = predictor.runtime_of_layers(runtime, kinds)
     return table.assign(runtime_ms=runtime, power_w=power, energy_mj=power * runtime,
-                        modeled=modeled, extrapolation=outside)
+                        modeled=modeled, extrapolation=outside, subnormal_ms=subnormal_ms)
 
 
 def totals(table: pd.DataFrame) -> dict:

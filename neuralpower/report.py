@@ -24,7 +24,7 @@ def _fmt(v, spec=".3f") -> str:
 
 
 LAYER_KEYS = ["name", "kind", "op", "module", "input_shape", "output_shape", "macs",
-              "runtime_ms", "power_w", "energy_mj", "modeled", "extrapolation"]
+              "runtime_ms", "power_w", "energy_mj", "modeled", "extrapolation", "subnormal_share"]
 
 
 def outside_text(extrapolation) -> str:
@@ -40,7 +40,7 @@ def outside_text(extrapolation) -> str:
 
 def prediction_json(p: Prediction, top: int = 5) -> dict:
     def records(df):
-        return [{k: _clean(r[k]) for k in LAYER_KEYS} for _, r in df.iterrows()]
+        return [{k: _clean(r.get(k)) for k in LAYER_KEYS} for _, r in df.iterrows()]
 
     return {
         "network": p.network,
@@ -87,6 +87,7 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
         out.append(f"       {len(far)} layers lie outside the ranges the predictor was fitted on "
                    "(outside_fit: the farthest feature, times beyond the range seen); their "
                    "figures are extrapolated")
+    out += subnormal_lines(p)
     top_rows = p.top(top)
     if len(top_rows):
         by = "energy" if p.has_power else "runtime"
@@ -99,6 +100,21 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
         out += ["", "Unmodeled ops (no model for their kind on this predictor; not in the totals):",
                 un.to_string(index=False, formatters={"macs_share_pct": "{:.1f}".format})]
     return "\n".join(out)
+
+
+def subnormal_lines(p: Prediction) -> list[str]:
+    """Say which layers meet subnormal numbers (subnormal.py) and what the predictor makes
+    of it: the time it adds, or that it has no cost for them."""
+    share = p.modeled.get("subnormal_share")
+    hit = p.modeled[share.fillna(0) > 0] if share is not None else p.modeled.iloc[:0]
+    if hit.empty:
+        return []
+    names = ", ".join(hit.name.head(3)) + (f" and {len(hit) - 3} more" if len(hit) > 3 else "")
+    if p.subnormal_ms:
+        return [f"       {len(hit)} layers meet subnormal numbers ({names}): this device's "
+                f"cost for them adds about {_fmt(p.subnormal_ms)} ms to the runtime"]
+    return [f"       {len(hit)} layers meet subnormal numbers ({names}); this predictor has no "
+            "cost for them (its data had none), so they are predicted as plain layers"]
 
 
 def scores_text(scores: dict) -> str:

@@ -195,3 +195,23 @@ def test_a_search_space_share_outside_0_to_1_is_refused(tmp_path):
         read_jsonl(path)
     assert "\n" not in str(e.value)
 
+
+
+def test_predict_says_which_layers_meet_subnormals_and_what_they_add(attention_predictor):
+    from neuralpower.report import prediction_json, prediction_text
+
+    p = predict(torchvision.models.swin_t(), (1, 3, 224, 224), attention_predictor)
+    text = prediction_text(p)
+    assert "10 layers meet subnormal numbers (features.1.1.attn._softmax" in text
+    assert f"adds about {p.subnormal_ms:.3f} ms" in text and p.subnormal_ms > 1.0
+    shares = {r["name"]: r["subnormal_share"] for r in prediction_json(p)["layers"]}
+    assert shares["features.5.1.attn.bmm_1"] == pytest.approx(0.4298, abs=1e-4)
+    assert shares["features.5.0.attn.bmm_1"] is None
+    # a predictor without the cost says so instead of adding anything
+    plain = Predictor(attention_predictor.models,
+                      {k: v for k, v in attention_predictor.card.items() if k != "subnormal"})
+    q = predict(torchvision.models.swin_t(), (1, 3, 224, 224), plain)
+    assert q.subnormal_ms == 0.0 and "has no cost for them" in prediction_text(q)
+    # and a network without such layers gets no line
+    r = predict(torchvision.models.resnet18(), (1, 3, 224, 224), attention_predictor)
+    assert "subnormal" not in prediction_text(r)
