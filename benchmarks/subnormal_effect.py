@@ -18,13 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torchvision
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from neuralpower import trace
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from network_accuracy import markdown  # noqa: E402
+
+from neuralpower import trace  # noqa: E402
 
 SUBNORMAL = 3.7e-44  # float32 exp(-100)
 
@@ -122,24 +127,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads\n")
     products = product_costs()
-    print("| first operand subnormal | share | normal us | us | ns per subnormal MAC |")
-    print("|---|---|---|---|---|")
-    for r in products:
-        print(f"| {r['pattern']} | {r['share']:.3f} | {r['normal_us']:.0f} | {r['us']:.0f} | "
-              f"{r['ns_per_subnormal_mac']:.2f} |")
+    print(markdown(["first operand subnormal", "share", "normal us", "us", "ns per subnormal MAC"],
+                   [[r["pattern"], f"{r['share']:.3f}", f"{r['normal_us']:.0f}", f"{r['us']:.0f}",
+                     f"{r['ns_per_subnormal_mac']:.2f}"] for r in products]))
     soft = softmax_costs()
-    print("\n| softmax (3 of every 7 keys -100) | normal us | masked us | extra ns per element |")
-    print("|---|---|---|---|")
-    for r in soft:
-        print(f"| {r['shape']} | {r['normal_us']:.0f} | {r['masked_us']:.0f} | "
-              f"{r['ns_per_element']:.2f} |")
+    print("\n" + markdown(["softmax (3 of every 7 keys -100)", "normal us", "masked us",
+                           "extra ns per element"],
+                          [[r["shape"], f"{r['normal_us']:.0f}", f"{r['masked_us']:.0f}",
+                            f"{r['ns_per_element']:.2f}"] for r in soft]))
     swin = swin_products()
-    print("\n| Swin-T product (attention @ values) | batch | tracer's subnormal_share | ms in the "
-          "running network |")
-    print("|---|---|---|---|")
-    for r in swin:
-        share = "-" if r["subnormal_share"] is None else f"{r['subnormal_share']:.4f}"
-        print(f"| {r['name']} | {r['batch']} | {share} | {r['ms']:.3f} |")
+    print("\n" + markdown(["Swin-T product (attention @ values)", "batch",
+                           "tracer's subnormal_share", "ms in the running network"],
+                          [[r["name"], r["batch"], "-" if r["subnormal_share"] is None
+                            else f"{r['subnormal_share']:.4f}", f"{r['ms']:.3f}"] for r in swin]))
     shifted = sum(r["ms"] for r in swin if r["subnormal_share"])
     print(f"\nSwin-T's shifted products: {shifted:.1f} ms per run")
     if args.json:

@@ -42,7 +42,7 @@ NEUTRAL_PERMILLE = 1000.0
 # Optional column saying what the values of a layer's data do to its time (the tracer and the
 # profiler fill it; empty is none): the share of its work that meets subnormal numbers, which
 # a CPU handles many times slower (subnormal.py). Not a feature: a predictor adds a measured
-# cost per unit of such work (regression.subnormal_costs).
+# cost per unit of such work (subnormal.fit_costs).
 VALUE_COLUMNS = ["subnormal_share"]
 # Every schema column features() reads: the layer's own, then the context it uses.
 FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements"]

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from . import subnormal
 from .features import PREDICT_INPUTS, STAND_INS
 from .predictor import Predictor
 from .trace import trace
@@ -104,9 +103,7 @@ def predict_table(table: pd.DataFrame, predictor: Predictor,
         at = np.flatnonzero(kinds == kind)
         pred = predictor.predict_arrays(shapes.iloc[at], model)
         runtime[at], power[at], modeled[at] = pred["runtime_ms"], pred["power_w"], True
-        extra = subnormal.extra_ms(predictor.card.get("subnormal"), shapes.iloc[at], model)
-        if extra is not None:
-            subnormal_ms[at] = extra
+        subnormal_ms[at] = pred.get("subnormal_ms", 0.0)
         for i, e in zip(at, predictor.extrapolation(shapes.iloc[at], model)
                         if extrapolation else ()):
             outside[i] = e  # one by one: numpy would read a list of lists as a 2-D block

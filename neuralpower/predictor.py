@@ -208,15 +208,18 @@ class Predictor:
     # ---------------------------------------------------------------- prediction
     def predict_rows(self, rows: pd.DataFrame, kind: str) -> pd.DataFrame:
         """``runtime_ms`` and ``power_w`` of rows of one kind (NaN for a target with no model)."""
-        return pd.DataFrame(self.predict_arrays(rows, kind), index=rows.index)
+        pred = self.predict_arrays(rows, kind)
+        return pd.DataFrame({t: pred[t] for t in TARGETS}, index=rows.index)
 
     def predict_arrays(self, rows: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
         """:meth:`predict_rows` as ``{target: values}``: the models' figures, plus the time
-        subnormal numbers add where a row meets them (subnormal.py)."""
+        subnormal numbers add where a row meets them (subnormal.py), which is also given alone
+        as ``subnormal_ms`` when the predictor has a cost for the kind."""
         out = self._model_arrays(rows, kind)
         extra = subnormal.extra_ms(self.card.get("subnormal"), rows, kind)
         if extra is not None:
             out["runtime_ms"] = out["runtime_ms"] + extra
+            out["subnormal_ms"] = extra
         return out
 
     def _model_runtime(self, rows: pd.DataFrame, kind: str) -> np.ndarray:

@@ -1,11 +1,12 @@
 """Where a traced network meets subnormal numbers, which the tracer sees without running it.
 
 On x86 CPUs an operation on a subnormal float (below 1.18e-38 in float32) takes a slow path:
-a batched matmul with some of them in an operand ran 25 to 80 times slower on this project's
-Xeon (about 1.2 ns more per such multiply-add), a softmax whose rows produce them 6 to 8 times
-slower. Real networks make them on purpose: Swin's shifted windows add -100 to the attention
-scores of tokens from different regions, and ``exp(-100)`` is subnormal (3.7e-44). In
-torchvision's Swin-T that is 13 ms of a 70 ms run at batch 1, whatever the weights.
+on this project's Xeon a batched matmul with some of them in an operand ran 9 to 87 times
+slower (1.09-1.15 ns more per such multiply-add), a softmax whose rows produce them 7 to 10
+times slower (``benchmarks/subnormal_effect.py``). Real networks make them on purpose: Swin's
+shifted windows add -100 to the attention scores of tokens from different regions, and
+``exp(-100)`` is subnormal (3.7e-44). In torchvision's Swin-T at batch 1 the shifted blocks'
+products take 15.6 ms per run (the whole network about 73 ms), whatever the weights.
 
 The tracer runs on meta tensors, which hold no values, but such a mask is built in ``forward``
 from nothing (zeros, slices filled with region numbers, comparisons, fills). :class:`Values`
@@ -15,7 +16,7 @@ marks through views and copies to a softmax, whose outputs there are subnormal; 
 softmax and the product that reads its output the share of their work that meets them
 (``subnormal_share`` in the layer table: a softmax's share of rows that produce one, a
 product's share of multiply-adds with one as operand). A predictor turns that share into time
-with a cost per device measured by ``profile`` (regression.subnormal_costs).
+with a cost per device measured by ``profile`` (:func:`fit_costs`).
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Shared fixtures: a small predictor fitted on real public measurements (once per session)."""
 import importlib.util
+import json
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,20 @@ def benchmark_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def edit_card(src: Path, dst: Path, edit) -> Path:
+    """A copy of the predictor file ``src`` at ``dst`` whose card ``edit(card)`` changed in
+    place (a card edited by hand, or by someone hostile); every other member as it was."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.namelist():
+            data = zin.read(item)
+            if item == "card.json":
+                card = json.loads(data)
+                edit(card)
+                data = json.dumps(card)
+            zout.writestr(item, data)
+    return dst
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from neuralpower.nets import build
 from neuralpower.predictor import FORMAT_VERSION
 from neuralpower.regression import TRUSTED_TYPES, fit_regressor, rmspe
 
-from .conftest import PUBLIC
+from .conftest import PUBLIC, edit_card
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,15 +190,8 @@ def test_layers_outside_the_fitted_ranges_say_which_feature_and_how_far(cpu_pred
 
 
 def test_unknown_format_version_is_refused(cpu_predictor_file, tmp_path):
-    edited = tmp_path / "old.predictor"
-    with zipfile.ZipFile(cpu_predictor_file) as src, zipfile.ZipFile(edited, "w") as dst:
-        for item in src.namelist():
-            data = src.read(item)
-            if item == "card.json":
-                card = json.loads(data)
-                card["format_version"] = FORMAT_VERSION + 1
-                data = json.dumps(card)
-            dst.writestr(item, data)
+    edited = edit_card(cpu_predictor_file, tmp_path / "old.predictor",
+                       lambda card: card.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(NeuralPowerError, match=f"format version {FORMAT_VERSION + 1}"):
         Predictor.load(edited)
 

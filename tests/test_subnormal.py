@@ -2,7 +2,6 @@
 attention, the cost a fit learns from real rows, and how a prediction uses it."""
 import csv
 import json
-import zipfile
 
 import pandas as pd
 import pytest
@@ -15,6 +14,8 @@ from neuralpower.data import load
 from neuralpower.predict import predict
 from neuralpower.profiling import synthetic
 from neuralpower.profiling.campaign import _EARLIER_COLUMNS, Campaign
+
+from .conftest import edit_card
 
 ATTENTION_DATA = "profiling/dev_cpu/intel_xeon_2t_attention.csv"
 
@@ -137,15 +138,8 @@ def test_prediction_adds_the_cost_where_a_layer_meets_subnormals(attention_predi
 def test_an_edited_subnormal_cost_is_refused_in_one_line(attention_predictor, tmp_path):
     good = tmp_path / "p.predictor"
     attention_predictor.save(good)
-    bad = tmp_path / "bad.predictor"
-    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
-        for item in src.namelist():
-            data = src.read(item)
-            if item == "card.json":
-                card = json.loads(data)
-                card["subnormal"]["matmul"]["ms"] = "fast"
-                data = json.dumps(card)
-            dst.writestr(item, data)
+    bad = edit_card(good, tmp_path / "bad.predictor",
+                    lambda card: card["subnormal"]["matmul"].update(ms="fast"))
     with pytest.raises(NeuralPowerError, match="subnormal") as e:
         Predictor.load(bad)
     assert "\n" not in str(e.value)

@@ -46,8 +46,8 @@ from .timing import Reference, layer_power, spread, steady_allocator, time_netwo
 FORMAT_VERSION = 1
 CSV_COLUMNS = [
     "kind", *SHAPE_COLUMNS, "macs", *CONTEXT_COLUMNS, *VALUE_COLUMNS, "runtime_ms",
-    "runtime_iqr_ms", "runtime_min_ms", "repeats", "mode", "forward_ms", "backward_ms", "power_w", "power_source",
-    "power_window_s", "power_error", "device", "network", "layer", "position",
+    "runtime_iqr_ms", "runtime_min_ms", "repeats", "mode", "forward_ms", "backward_ms", "power_w",
+    "power_source", "power_window_s", "power_error", "device", "network", "layer", "position",
     "network_runtime_ms", "network_runtime_iqr_ms", "reference_ms", "threads", "dtype", "status",
     "error", "campaign_s",
 ]
