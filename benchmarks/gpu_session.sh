@@ -7,6 +7,11 @@
 #
 #   OUT=/tmp/gpu bash benchmarks/gpu_session.sh [TOTAL_SECONDS=550] [NAME=gpu]
 #
+# Knobs (environment): STAGES (the stages to run, by name; default all), PW (the power window
+# in seconds: skips the probe), SYN_PCT / ZOO_PCT (shares of TOTAL for the synthetic and zoo
+# campaigns; default 25 / 15), POWER_SHARE (of the synthetic campaign's time on power windows;
+# default 0.5), PREDICTOR (the one the network benchmark scores when `fit` is not a stage).
+#
 # The device machine's image lacks skops (the predictor format): carry its wheels, downloaded
 # here into .whl/ (listed in .git/info/exclude) with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -25,9 +30,13 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 PY=${PY:-python3}
 DEV=${DEV:-cuda}   # DEV=cpu rehearses the script on a machine without a GPU
 
+STAGES=${STAGES:-nvml_probe gpu_tests hook_check profile profile_zoo fit predict network_accuracy}
+PREDICTOR=${PREDICTOR:-$D/$NAME.predictor}
+
 left() { echo $((START + TOTAL - $(date +%s))); }
 stage() {  # stage NAME SECONDS COMMAND...: SIGINT at the limit (campaigns save and stop)
   local name=$1 limit=$2; shift 2
+  case " $STAGES " in *" ${name%_plain} "*) ;; *) return ;; esac
   local l; l=$(left); [ "$limit" -gt "$((l - 20))" ] && limit=$((l - 20))
   if [ "$limit" -le 5 ]; then echo "=== $name: skipped, no time left" | tee -a "$LOG"; return; fi
   echo "=== $name ($(date -u +%T), limit ${limit}s): $*" | tee -a "$LOG"
@@ -48,17 +57,17 @@ print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.
 
 stage nvml_probe 30 $PY benchmarks/nvml_probe.py --json "$OUT/nvml_probe.json"
 # the shortest window whose counter power varies by at most 3 % under a steady load
-PW=$($PY -c "import json; w = json.load(open('$OUT/nvml_probe.json'))['busy']['windows']
+PW=${PW:-$($PY -c "import json; w = json.load(open('$OUT/nvml_probe.json'))['busy']['windows']
 print(min([x['window_s'] for x in w if x['window_s'] >= 0.1 and x.get('cv_pct', 99) <= 3]
-          or [0.5]))" 2>/dev/null || echo 0.5)
+          or [0.5]))" 2>/dev/null || echo 0.5)}
 echo "=== power window $PW s" | tee -a "$LOG"
 stage gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
 stage hook_check 60 $PY benchmarks/gpu_hook_check.py --device $DEV
 # synthetic networks, half the time on power windows (0.5 s a layer on an H100), then real
 # networks for runtime only
-SYN=$(( (TOTAL * 25) / 100 )); ZOO=$(( (TOTAL * 15) / 100 ))
+SYN=$(( (TOTAL * ${SYN_PCT:-25}) / 100 )); ZOO=$(( (TOTAL * ${ZOO_PCT:-15}) / 100 ))
 stage profile $((SYN + 40)) $PY -m neuralpower profile -o "$D/$NAME.csv" --device $DEV \
-  --budget $SYN --power-window $PW --power-share 0.5 --quiet
+  --budget $SYN --power-window $PW --power-share ${POWER_SHARE:-0.5} --quiet
 stage profile_zoo $((ZOO + 40)) $PY -m neuralpower profile -o "$D/${NAME}_zoo.csv" \
   --device $DEV --budget $ZOO --zoo --no-power --quiet
 # calibrated on the zoo networks' whole times (fit --calibrate); plain if that fails
@@ -66,10 +75,10 @@ stage fit 90 $PY -m neuralpower fit "$D/$NAME.csv" "$D/${NAME}_zoo.csv" \
   -o "$D/$NAME.predictor" --card "$D/$NAME.md" --calibrate
 [ -f "$D/$NAME.predictor" ] || stage fit_plain 60 $PY -m neuralpower fit "$D/$NAME.csv" \
   "$D/${NAME}_zoo.csv" -o "$D/$NAME.predictor" --card "$D/$NAME.md"
-stage predict 30 $PY -m neuralpower predict "$D/$NAME.predictor" torchvision:resnet50 \
+stage predict 30 $PY -m neuralpower predict "$PREDICTOR" torchvision:resnet50 \
   --input 8x3x224x224 --top 5
 stage network_accuracy $(( $(left) - 25 )) $PY benchmarks/network_accuracy.py \
-  --predictor "$D/$NAME.predictor" --data "$D/$NAME.csv" "$D/${NAME}_zoo.csv" \
+  --predictor "$PREDICTOR" --data "$D/$NAME.csv" "$D/${NAME}_zoo.csv" \
   --device $DEV --target-s 0.5 --calibrate --json "$D/network_accuracy_$NAME.json"
 tar -C "$OUT" -czf "$OUT/results.tgz" "$NAME" && echo "=== packed $(du -h "$OUT/results.tgz" | cut -f1)" | tee -a "$LOG"
 echo "=== done in $(( $(date +%s) - START ))s" | tee -a "$LOG"

@@ -20,6 +20,9 @@ SHAPE_COLUMNS = [
     "elements", "in_elements", "inner", "n_inputs", "rows",
 ]
 TARGETS = ["runtime_ms", "power_w"]
+# Optional columns a campaign on a GPU writes (inference): the host's and the GPU's own time for
+# the layer, and the host's for the whole network (profiling/timing.py, TwoClocks).
+CLOCK_COLUMNS = ["host_ms", "gpu_ms", "network_host_ms"]
 # What a measurement is of: inference (a forward pass) or a training step's forward and backward
 # pass per layer (a campaign's ``runtime_ms`` is then their sum, beside ``forward_ms`` and
 # ``backward_ms``). Rows without a ``mode`` column are inference.

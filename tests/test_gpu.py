@@ -64,6 +64,22 @@ def test_layer_times_inside_the_network_add_up_to_about_the_whole():
     assert 0.67 < layers / whole < 1.5, (layers, whole)
 
 
+def test_two_clocks_on_the_gpu():
+    """A large convolution keeps the GPU busy: its GPU time is its in-network time. Tiny ReLUs
+    leave the GPU waiting on the host: their GPU time is below their in-network time, which is
+    the host's."""
+    big = time_network(nn.Sequential(nn.Conv2d(256, 256, 3, padding=1)).cuda().eval(),
+                       torch.randn(32, 256, 56, 56, device="cuda"), target_s=0.3)
+    c = big.clocks("0")
+    assert 0.8 < c["gpu_ms"] / big.summary("0")["runtime_ms"] < 1.25, (c, big.summary("0"))
+    assert c["host_ms"] < c["gpu_ms"] and c["network_host_ms"] < c["gpu_ms"]
+    small = time_network(nn.Sequential(*[nn.ReLU() for _ in range(20)]).cuda().eval(),
+                         torch.randn(1, 16, device="cuda"), target_s=0.3)
+    gpu = sum(small.clocks(n)["gpu_ms"] for n in small.layers)
+    timed = sum(small.summary(n)["runtime_ms"] for n in small.layers)
+    assert 0 < gpu < timed, (gpu, timed)
+
+
 def test_measure_a_real_network_on_the_gpu():
     m = measure(build("torchvision:resnet18", device="cuda"), (8, 3, 224, 224), "cuda",
                 target_s=0.3)
@@ -96,5 +112,7 @@ def test_a_gpu_campaign_without_power_is_runtime_only(tmp_path):
     d = pd.read_csv(out)
     assert s["rows"] == len(d) > 0 and (d.power_source == "none").all()
     assert d.power_w.isna().all() and (d[d.status == "ok"].runtime_ms > 0).all()
+    ok = d[d.status == "ok"]  # the host's and the GPU's clocks apart (TwoClocks)
+    assert (ok.host_ms > 0).all() and (ok.gpu_ms > 0).all() and (ok.network_host_ms > 0).all()
     meta = json.loads(sidecar_path(out).read_text())
     assert "--no-power" in meta["power"]["reason"]

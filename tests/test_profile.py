@@ -85,6 +85,39 @@ def test_layers_are_timed_inside_the_running_network():
     assert [x.shape for x in t.inputs["4"]] == [(2, 16 * 16 * 16)]
 
 
+def test_two_clocks_keep_host_and_gpu_runs_apart(monkeypatch):
+    """The bookkeeping of TwoClocks on this CPU (no GPU to sleep: the sleep is recorded
+    instead); tests/test_gpu.py times the two clocks for real."""
+    from neuralpower.profiling.timing import TwoClocks
+
+    slept = []
+    monkeypatch.setattr(TwoClocks, "sleep", classmethod(lambda cls, ms: slept.append(ms)))
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU())
+    t = time_network(model, torch.randn(2, 8, 32, 32), min_repeats=5, max_repeats=5,
+                     target_s=0.01, clocks=True)
+    assert set(t.host) == set(t.gpu) == set(t.layers) == {"0", "1"}
+    assert all(len(t.host[n]) == len(t.gpu[n]) == len(t.layers[n]) == 5 for n in t.layers)
+    assert len(t.network_host) == len(t.network) == 5  # warm-up runs left out
+    # each primed layer sleeps twice the host time of its latest plain runs, plus 20 us
+    assert len(slept) == 10 and slept[0] == pytest.approx(2 * max(t.host["0"][:1]) + 0.02)
+    assert t.clocks("0").keys() == {"host_ms", "gpu_ms", "network_host_ms"}
+    # off by default on a CPU: no extra runs, no clock columns
+    plain = time_network(model, torch.randn(2, 8, 32, 32), min_repeats=5, target_s=0.01)
+    assert not plain.host and not plain.network_host and plain.clocks("0") == {}
+
+
+def test_a_campaign_begun_before_the_clock_columns_resumes_in_its_own(tmp_path):
+    from neuralpower.profiling.campaign import _BEFORE_CLOCKS
+
+    out = tmp_path / "old.csv"
+    out.write_text(",".join(_BEFORE_CLOCKS) + "\n")
+    summary = Campaign(out, device="cpu", fresh_process=False, log=lambda m: None).run(
+        budget_s=3, progress=False)
+    lines = out.read_text().splitlines()
+    assert summary["rows"] == len(lines) - 1 > 0 and lines[0] == ",".join(_BEFORE_CLOCKS)
+    assert pd.read_csv(out).runtime_ms.notna().any()
+
+
 @pytest.fixture(scope="module")
 def campaign_csv(tmp_path_factory):
     out = tmp_path_factory.mktemp("campaign") / "cpu.csv"

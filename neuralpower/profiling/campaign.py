@@ -38,7 +38,7 @@ import torch
 
 from .. import __version__, nets
 from ..errors import NeuralPowerError
-from ..features import CONTEXT_COLUMNS, MODES, SHAPE_COLUMNS, VALUE_COLUMNS
+from ..features import CLOCK_COLUMNS, CONTEXT_COLUMNS, MODES, SHAPE_COLUMNS, VALUE_COLUMNS
 from . import adaptive, isolated, synthetic, zoo
 from .meters import MeterError, NoneMeter, idle_power, open_meter
 from .timing import Reference, layer_power, spread, steady_allocator, time_network
@@ -49,11 +49,13 @@ CSV_COLUMNS = [
     "runtime_iqr_ms", "runtime_min_ms", "repeats", "mode", "forward_ms", "backward_ms", "power_w",
     "power_source", "power_window_s", "power_error", "device", "network", "layer", "position",
     "network_runtime_ms", "network_runtime_iqr_ms", "reference_ms", "threads", "dtype", "status",
-    "error", "campaign_s",
+    "error", "campaign_s", *CLOCK_COLUMNS,
 ]
 _HEADER = ",".join(CSV_COLUMNS) + "\n"
-# Files begun before ``subnormal_share`` was a column resume in their own columns.
-_EARLIER_COLUMNS = [c for c in CSV_COLUMNS if c not in VALUE_COLUMNS]
+# Files begun before the host and GPU clocks were columns, or before ``subnormal_share`` was,
+# resume in their own columns (a file before subnormal_share leaves out rows that meet them).
+_BEFORE_CLOCKS = [c for c in CSV_COLUMNS if c not in CLOCK_COLUMNS]
+_EARLIER_COLUMNS = [c for c in _BEFORE_CLOCKS if c not in VALUE_COLUMNS]
 # Seconds of repeated runs per network and mode (at least 5 runs). Two measurements of one
 # network built twice differ more than the runs of one build do, so a campaign learns more from
 # more networks than from more repeats.
@@ -307,10 +309,11 @@ class Campaign:
         if not text:
             _write_whole(f, _HEADER)
             return {}, set(), 0.0, CSV_COLUMNS
-        columns = CSV_COLUMNS
-        if text.startswith(",".join(_EARLIER_COLUMNS) + "\n"):
-            columns = _EARLIER_COLUMNS
-        elif not text.startswith(_HEADER):
+        known = [c for c in (CSV_COLUMNS, _BEFORE_CLOCKS, _EARLIER_COLUMNS)
+                 if text.startswith(",".join(c) + "\n")]
+        if known:
+            columns = known[0]
+        else:
             raise NeuralPowerError(f"{self.path}: not a campaign file of this version (its header "
                                    "differs); write to a new file")
         if not text.endswith("\n"):  # a write torn by a kill: drop the partial line
@@ -500,7 +503,8 @@ def _measure_network(setup: _Setup, meter, spec: dict, layers: list, base: dict,
                                         for _, name, _ in layers] if real_net else None)
         whole = spread(timings.network)
         for position, name, columns in layers:
-            row = {**base, **columns, **timings.summary(name), "layer": name,
+            row = {**base, **columns, **timings.summary(name), **timings.clocks(name),
+                   "layer": name,
                    "position": position, "reference_ms": timings.reference_ms, "status": "ok"}
             # the whole network's time (of a zoo network too, whose rows do not cover all its
             # ops: its whole time is what `fit --calibrate` calibrates on; zoo.py)

@@ -56,6 +56,11 @@ class Timings:
     inputs: dict[str, tuple] = field(default_factory=dict)  # a layer's inputs, when asked
     reference_ms: float | None = None                               # see Reference
     backward: dict[str, list[float]] = field(default_factory=dict)  # training: ms per run
+    # CUDA, inference only (see TwoClocks): host ms issuing each layer, GPU ms running its
+    # kernels with none waiting on the host, and host ms issuing the whole network
+    host: dict[str, list[float]] = field(default_factory=dict)
+    gpu: dict[str, list[float]] = field(default_factory=dict)
+    network_host: list[float] = field(default_factory=list)
 
     def summary(self, name: str) -> dict:
         """The layer's runtime (forward + backward when training) with its spread; training
@@ -65,6 +70,16 @@ class Timings:
         fwd, bwd = np.asarray(self.layers[name]), np.asarray(self.backward[name])
         return {**spread(fwd + bwd), "forward_ms": round(float(np.median(fwd)), 5),
                 "backward_ms": round(float(np.median(bwd)), 5)}
+
+    def clocks(self, name: str) -> dict:
+        """The layer's ``host_ms`` and ``gpu_ms`` and the network's ``network_host_ms``
+        (medians), where they were measured (CUDA, inference)."""
+        out = {}
+        for key, times in (("host_ms", self.host.get(name)), ("gpu_ms", self.gpu.get(name)),
+                           ("network_host_ms", self.network_host)):
+            if times:
+                out[key] = round(float(np.median(times)), 5)
+        return out
 
 
 def spread(times_ms) -> dict:
@@ -133,15 +148,21 @@ def _probe_every(repeats: int) -> int:
     return max(1, math.ceil(repeats / 8))   # about eight probes per measurement
 
 
-def _whole_run(model: nn.Module, x, clock: _Clock, train: bool = False) -> float:
+def _whole_run(model: nn.Module, x, clock: _Clock, train: bool = False,
+               host: list | None = None) -> float:
+    """One run's milliseconds; with ``host``, appends the host's milliseconds issuing it."""
     if train:
         _zero_grad(model)
     start = clock.mark()
+    t0 = time.perf_counter_ns()
     out = model(x)
     if train and out.requires_grad:
         out.backward(torch.ones_like(out))
+    t1 = time.perf_counter_ns()
     end = clock.mark()
     clock.sync()
+    if host is not None:
+        host.append((t1 - t0) / 1e6)
     return clock.ms(start, end)
 
 
@@ -178,12 +199,14 @@ def time_whole(model: nn.Module, x, *, warmup: int = 3, min_repeats: int = 10,
 def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repeats: int = 5,
                  max_repeats: int = 50, target_s: float = 0.25,
                  capture_inputs: bool = False, reference: Reference | None = None,
-                 train: bool = False, modules=None) -> Timings:
+                 train: bool = False, modules=None, clocks: bool | None = None) -> Timings:
     """Time every child module of ``model`` (each running one op), or the ``(name, module)``
     pairs of ``modules`` (the one-op modules of a real network), inside the running network,
     and the whole network. Repeats adapt to the network's speed: enough runs to fill
     ``target_s`` per mode, within ``[min_repeats, max_repeats]``. With ``train``, each run is
-    a forward and a backward pass, and each layer's backward is timed too (module docstring)."""
+    a forward and a backward pass, and each layer's backward is timed too (module docstring).
+    ``clocks`` (default: on CUDA, for inference) also times the host and the GPU apart
+    (:class:`TwoClocks`)."""
     clock = _Clock(x.device)
     children = list(model.named_children()) if modules is None else list(modules)
     timings = Timings(layers={name: [] for name, _ in children},
@@ -191,23 +214,36 @@ def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repe
     marks: dict[str, list] = {}
     backward_marks: list = []  # (name, mark) in the order autograd reached the layers
 
+    two = clock.cuda and not train if clocks is None else clocks  # TwoClocks
+    if two:
+        timings.host = {name: [] for name, _ in children}
+        timings.gpu = {name: [] for name, _ in children}
+    host_marks: dict[str, int] = {}
+    primed = False  # a run whose layers each start after a GPU sleep (TwoClocks)
+
     def pre(name):
         def hook(module, inputs):
             if capture_inputs:  # (with the gradient flag they had in the network)
                 timings.inputs[name] = tuple(t.detach().clone().requires_grad_(t.requires_grad)
                                              for t in inputs)
+            if primed:
+                TwoClocks.sleep(2 * max(timings.host[name][-3:], default=0.1) + 0.02)
             marks[name] = [clock.mark()]
+            if two:
+                host_marks[name] = time.perf_counter_ns()
         return hook
 
     def post(name):
         def hook(module, inputs, output):
+            if two and not primed:
+                timings.host[name].append((time.perf_counter_ns() - host_marks[name]) / 1e6)
             marks[name].append(clock.mark())
             if train and output.requires_grad:  # the layer's backward starts with this gradient
                 output.register_hook(lambda grad: backward_marks.append((name, clock.mark())))
         return hook
 
     def whole_run() -> float:
-        return _whole_run(model, x, clock, train)
+        return _whole_run(model, x, clock, train, timings.network_host if two else None)
 
     def hooked_run():
         handles = []
@@ -226,7 +262,7 @@ def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repe
             for h in handles:
                 h.remove()
         for name, (start, stop) in marks.items():
-            timings.layers[name].append(clock.ms(start, stop))
+            (timings.gpu if primed else timings.layers)[name].append(clock.ms(start, stop))
         if train:
             spent = dict.fromkeys(timings.backward, 0.0)  # no backward pass: none spent
             for (name, start), (_, stop) in zip(backward_marks,
@@ -239,17 +275,52 @@ def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repe
 
     with _mode(train):
         first = [whole_run() for _ in range(max(warmup, 1))][-1]
+        timings.network_host.clear()  # (warm-up runs)
         repeats = min(max_repeats, max(min_repeats, math.ceil(target_s * 1e3 / max(first, 1e-3))))
         every = _probe_every(repeats)
         for i in range(repeats):  # hooked and whole runs interleaved: the same conditions
             hooked_run()
             capture_inputs = False
+            if two:
+                primed = True
+                hooked_run()
+                primed = False
             timings.network.append(whole_run())
             if reference is not None and i % every == 0:
                 reference.sample()
     if reference is not None:
         timings.reference_ms = reference.take()
     return timings
+
+
+class TwoClocks:
+    """On a GPU the host issues kernels and the GPU runs them, each on its own clock. With
+    small layers (small batches, fast GPUs) the GPU waits on the host, and the time between a
+    layer's two CUDA events is the host's, hooks included: an H100 ran ResNet-18 at batch 1 in
+    1.48 ms while its hooked layers' event times added up to 1.69 ms
+    (``benchmarks/gpu_hook_check.py``). So a campaign on CUDA also measures each layer's two
+    clocks apart: ``host_ms``, the host's wall time from the layer's start to its end (the
+    hooks' own work outside it), and ``gpu_ms``, the CUDA-event time in a run where the GPU
+    first sleeps (``torch.cuda._sleep``) for twice the layer's host time, so that all its
+    kernels are queued before the GPU reaches them: their time with no wait on the host. With
+    the whole network's host time (``network_host_ms``), a predictor can replay the two clocks
+    (``predict``: a layer's GPU work starts when the host has issued it and the GPU is free)."""
+
+    _cycles_per_ms: float | None = None
+
+    @classmethod
+    def sleep(cls, ms: float) -> None:
+        """Keep the current CUDA stream busy for about ``ms`` milliseconds."""
+        if cls._cycles_per_ms is None:
+            cycles = 1_000_000
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda._sleep(cycles)  # (the first call loads the kernel)
+            start.record()
+            torch.cuda._sleep(cycles)
+            end.record()
+            torch.cuda.synchronize()
+            cls._cycles_per_ms = cycles / max(start.elapsed_time(end), 1e-3)
+        torch.cuda._sleep(max(1, int(ms * cls._cycles_per_ms)))
 
 
 def layer_power(module: nn.Module, x, meter, runtime_ms: float,
