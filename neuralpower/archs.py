@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import clocks
 from .data import invalid_size, lowest_size
 from .errors import NeuralPowerError
 from .features import INPUT_COLUMNS, MAC_KINDS, PREDICT_INPUTS, VALUE_COLUMNS, macs
@@ -211,7 +212,7 @@ def predict_many(archs, predictor, input_shape=(1, 3, 224, 224)) -> pd.DataFrame
     for kind in set(table.kind) & set(MAC_KINDS):  # MACs as the tracer states them
         at = table.kind == kind
         table.loc[at, "macs"] = macs(table[at], kind)
-    table = predict_table(table, predictor, extrapolation=False)
+    table = predict_table(table, predictor, extrapolation=False, in_order=False)
     modeled = table.modeled.to_numpy()
     energy = table.energy_mj.to_numpy()
     per_layer = {  # each distinct layer's share of its network's totals, repeats included
@@ -222,10 +223,19 @@ def predict_many(archs, predictor, input_shape=(1, 3, 224, 224)) -> pd.DataFrame
         "layers_modeled": modeled * count,
         "layers_unmodeled": (~modeled & (table.kind != "free").to_numpy()) * count,
     }
-    net, layer = archs.uses["network"].to_numpy(), archs.uses["layer"].to_numpy()
+    order = np.argsort(archs.uses["network"].to_numpy(), kind="stable")
+    net, layer = (archs.uses[c].to_numpy()[order] for c in ("network", "layer"))
     n = len(archs.networks)
-    g = pd.DataFrame({k: np.bincount(net, weights=v[layer], minlength=n)
-                      for k, v in per_layer.items()})
+    per_use = {k: v[layer] for k, v in per_layer.items()}
+    if predictor.clocks:  # each network replayed in its order (a repeated layer as one op)
+        ends = clocks.gpu_ends(table.host_ms.to_numpy()[layer] * count[layer],
+                               table.gpu_ms.to_numpy()[layer] * count[layer], net)
+        runtime = predictor.runtime_of_layers(clocks.layer_runtimes(ends, modeled[layer], net),
+                                              table.kind.to_numpy()[layer], clocks=True)
+        per_use["runtime_ms"] = np.nan_to_num(runtime)
+        per_use["energy_mj"] = np.where(modeled[layer], np.nan_to_num(
+            table.power_w.to_numpy()[layer] * runtime), 0.0)
+    g = pd.DataFrame({k: np.bincount(net, weights=v, minlength=n) for k, v in per_use.items()})
     g.loc[g.no_power > 0, "energy_mj"] = np.nan  # a total that left layers out would mislead
     g["power_w"] = g.energy_mj / g.runtime_ms.where(g.runtime_ms > 0)
     g[["layers_modeled", "layers_unmodeled"]] = g[["layers_modeled", "layers_unmodeled"]].astype(int)

@@ -165,7 +165,9 @@ def at_reference_speed(d: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
     keep = ref.isna() | ref.between(nominal / DISTURBED, nominal * DISTURBED)
     factor = (nominal / ref[keep]).fillna(1.0)  # a row without a probe stays as measured
     out = d[keep].copy()
-    for c in ("runtime_ms", "network_runtime_ms"):
+    # (a GPU's kernel time, gpu_ms, is not the host's and stays as measured: on a GPU the probe
+    # waits on the host, profiling/timing.py)
+    for c in ("runtime_ms", "network_runtime_ms", "host_ms", "network_host_ms"):
         if c in out.columns:
             out[c] = pd.to_numeric(out[c], errors="coerce") * factor
     out["reference_ms"] = nominal  # now measured at that speed: scaling again changes nothing

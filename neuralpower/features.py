@@ -23,6 +23,8 @@ TARGETS = ["runtime_ms", "power_w"]
 # Optional columns a campaign on a GPU writes (inference): the host's and the GPU's own time for
 # the layer, and the host's for the whole network (profiling/timing.py, TwoClocks).
 CLOCK_COLUMNS = ["host_ms", "gpu_ms", "network_host_ms"]
+# The layer's two clocks, fitted as targets where a campaign measured them (clocks.py).
+CLOCK_TARGETS = ["host_ms", "gpu_ms"]
 # What a measurement is of: inference (a forward pass) or a training step's forward and backward
 # pass per layer (a campaign's ``runtime_ms`` is then their sum, beside ``forward_ms`` and
 # ``backward_ms``). Rows without a ``mode`` column are inference.

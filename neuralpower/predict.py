@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from . import clocks
 from .features import PREDICT_INPUTS, STAND_INS
 from .predictor import Predictor
 from .trace import trace
@@ -86,11 +87,15 @@ def _group(rows: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def predict_table(table: pd.DataFrame, predictor: Predictor,
-                  extrapolation: bool = True) -> pd.DataFrame:
+                  extrapolation: bool = True, in_order: bool = True) -> pd.DataFrame:
     """Add ``runtime_ms``, ``power_w``, ``energy_mj``, ``modeled`` and ``extrapolation`` (the
     features outside the fitted ranges, see ``Predictor.extrapolation``; left None when not
-    asked for: scoring a search space needs only the totals) to a layer table."""
+    asked for: scoring a search space needs only the totals) to a layer table. A predictor
+    with host and GPU models (clocks.py) adds each op's ``host_ms`` and ``gpu_ms`` and, for a
+    table of one network's ops ``in_order``, replays them into the layers' runtimes (a table
+    of layers of many networks is replayed by its caller, ``archs.predict_many``)."""
     runtime, power = np.full(len(table), np.nan), np.full(len(table), np.nan)
+    host, gpu = np.full(len(table), np.nan), np.full(len(table), np.nan)
     subnormal_ms = np.zeros(len(table))  # of runtime: what subnormal numbers add (subnormal.py)
     modeled = np.zeros(len(table), dtype=bool)
     outside = np.full(len(table), None, dtype=object)
@@ -104,12 +109,21 @@ def predict_table(table: pd.DataFrame, predictor: Predictor,
         pred = predictor.predict_arrays(shapes.iloc[at], model)
         runtime[at], power[at], modeled[at] = pred["runtime_ms"], pred["power_w"], True
         subnormal_ms[at] = pred.get("subnormal_ms", 0.0)
+        host[at], gpu[at] = pred.get("host_ms", np.nan), pred.get("gpu_ms", np.nan)
         for i, e in zip(at, predictor.extrapolation(shapes.iloc[at], model)
                         if extrapolation else ()):
             outside[i] = e  # one by one: numpy would read a list of lists as a 2-D block
-    runtime = predictor.runtime_of_layers(runtime, kinds)
+    out = {}
+    if predictor.clocks:
+        host, gpu = clocks.op_clocks(kinds, modeled, host, gpu, predictor.clocks)
+        out = {"host_ms": host, "gpu_ms": gpu}
+        if in_order:
+            runtime = clocks.layer_runtimes(clocks.gpu_ends(host, gpu), modeled)
+        runtime = predictor.runtime_of_layers(runtime, kinds, clocks=True)
+    else:
+        runtime = predictor.runtime_of_layers(runtime, kinds)
     return table.assign(runtime_ms=runtime, power_w=power, energy_mj=power * runtime,
-                        modeled=modeled, extrapolation=outside, subnormal_ms=subnormal_ms)
+                        modeled=modeled, extrapolation=outside, subnormal_ms=subnormal_ms, **out)
 
 
 def totals(table: pd.DataFrame) -> dict:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import __version__, subnormal
 from .errors import NeuralPowerError
-from .features import CONTEXT_FEATURES, MODELED_KINDS, MODES, TARGETS, features
+from .features import CLOCK_TARGETS, CONTEXT_FEATURES, MODELED_KINDS, MODES, TARGETS, features
 
 FORMAT = "neuralpower-predictor"
 FORMAT_VERSION = 1
@@ -89,12 +89,14 @@ class Predictor:
             entry = {"rows": len(rows), "feature_ranges": {
                 c: [float(X[c].min()), float(X[c].max())] for c in X.columns
                 if c not in CONTEXT_FEATURES or X[c].nunique() > 1}, "targets": {}}
-            for target in TARGETS:
-                has = rows[target].notna().to_numpy()
+            for target in TARGETS + [t for t in CLOCK_TARGETS if t in rows]:
+                has = (pd.to_numeric(rows[target], errors="coerce") > 0).to_numpy()
                 if not has.any():
-                    unmeasured.setdefault(target, []).append(kind)
+                    if target in TARGETS:
+                        unmeasured.setdefault(target, []).append(kind)
                     continue
-                model, info = fit_regressor(X[has], rows[target].to_numpy()[has], seed=seed)
+                model, info = fit_regressor(X[has], rows[target].to_numpy(dtype=float)[has],
+                                            seed=seed)
                 models[(kind, target)] = model
                 entry["targets"][target] = info
                 log(f"{kind:>11} {target:<10} n={info['n_rows']:<5} cv RMSPE "
@@ -125,6 +127,9 @@ class Predictor:
                 log(f"{kind:>11} subnormal: +{c['ms'] * 1e6:.3f} ns per {c['per'][:-1]} that meets "
                     f"one ({c['rows']} rows: median error {c['median_abs_error_pct_without']:.0f} "
                     f"% -> {c['median_abs_error_pct']:.0f} %)")
+        glue = predictor._fit_clocks(data, log)
+        if glue:
+            card["clocks"] = glue
         network = predictor._fit_network(data)
         if network:
             card["network"] = network
@@ -149,6 +154,54 @@ class Predictor:
                 f"{c['uncalibrated_median_abs_error_pct']:.1f} % -> "
                 f"{c['cross_validated_median_abs_error_pct']:.1f} % (leave one architecture out)")
         return predictor
+
+    @property
+    def clocks(self) -> dict | None:
+        """How the host's time between layers adds up (clocks.py), where this predictor models
+        the host and the GPU apart; None otherwise."""
+        return self.card.get("clocks")
+
+    def _fit_clocks(self, data: pd.DataFrame, log) -> dict | None:
+        """With host and GPU models, the host time between layers (clocks.fit_host_glue) fitted
+        on the real networks the data measured whole (profile --zoo); None without such models."""
+        from . import clocks, nets
+        from .profiling import zoo
+        from .trace import trace
+
+        if not any(t == "host_ms" for _, t in self.models):
+            return None
+        pairs = []
+        if "network_host_ms" in data.columns:
+            whole = data[pd.to_numeric(data.network_host_ms, errors="coerce") > 0]
+            host = whole.groupby("network").network_host_ms.median()
+            for net_id, shape in zoo.network_inputs(whole).items():
+                table = trace(nets.build(zoo.net_of(net_id)), shape)
+                pairs.append((self._clock_table(table), float(host[net_id])))
+        if len(pairs) < 3:
+            log("clocks: fewer than 3 real networks measured whole with their host time "
+                "(profile --zoo on the GPU writes them): the host's time between layers is not "
+                "modeled")
+            return {**clocks.NO_GLUE, "networks": len(pairs)}
+        glue = clocks.fit_host_glue(pairs)
+        log(f"clocks: network host time = {glue['host_scale']:.3f} x layers' + "
+            f"{glue['modeled_op_ms'] * 1e3:.1f} us per modeled op, "
+            f"{glue['unmodeled_op_ms'] * 1e3:.1f} us per other op, "
+            f"{glue['free_op_ms'] * 1e3:.1f} us per view ({glue['networks']} networks: median "
+            f"|error| {glue['network_host_median_abs_error_pct']:.1f} %)")
+        return glue
+
+    def _clock_table(self, table: pd.DataFrame) -> pd.DataFrame:
+        """``kind``, ``modeled`` and the host model's ``host_ms`` of a traced table's ops."""
+        from .features import STAND_INS
+
+        host = np.full(len(table), np.nan)
+        kinds = table["kind"].to_numpy()
+        for kind in pd.unique(kinds):
+            model = kind if self.has(kind, "host_ms") else STAND_INS.get(kind)
+            if model is not None and self.has(model, "host_ms"):
+                at = np.flatnonzero(kinds == kind)
+                host[at] = self._model_arrays(table.iloc[at], model)["host_ms"]
+        return pd.DataFrame({"kind": kinds, "modeled": ~np.isnan(host), "host_ms": host})
 
     def _fit_network(self, data: pd.DataFrame) -> dict | None:
         """A network takes more than the sum of its layers' models: each op pays a dispatch
@@ -185,14 +238,15 @@ class Predictor:
                 "rmspe_layers_pct": rmspe(g.whole, g.layers),
                 "rmspe_pct": rmspe(g.whole, scale * g.layers + per_op * g.ops)}
 
-    def runtime_of_layers(self, runtime_ms: np.ndarray, kinds=None) -> np.ndarray:
+    def runtime_of_layers(self, runtime_ms: np.ndarray, kinds=None,
+                          clocks: bool = False) -> np.ndarray:
         """Layer runtimes as they add up in a running network: the models' figures with the
-        network calibration of :meth:`_fit_network` applied, then the calibration on measured
-        real networks (``neuralpower calibrate``; needs the layers' ``kinds``), where the card
-        has them."""
+        network calibration of :meth:`_fit_network` applied (not to layers replayed from
+        ``clocks``, which add up already), then the calibration on measured real networks
+        (``neuralpower calibrate``; needs the layers' ``kinds``), where the card has them."""
         from .calibrate import apply
 
-        net = self.card.get("network")
+        net = None if clocks else self.card.get("network")
         runtime_ms = runtime_ms if not net else net["scale"] * runtime_ms + net["per_op_ms"]
         return runtime_ms if kinds is None else apply(self.card.get("calibration"), kinds,
                                                        runtime_ms)
@@ -232,10 +286,11 @@ class Predictor:
         unique, inverse = np.unique(X.to_numpy(), axis=0, return_inverse=True)
         unique = pd.DataFrame(unique, columns=X.columns)
         out = {}
-        for target in TARGETS:
+        for target in TARGETS + CLOCK_TARGETS:
             model = self.models.get((kind, target))
-            out[target] = (np.full(len(X), np.nan) if model is None
-                           else model.predict(unique)[inverse.reshape(-1)])
+            if model is not None or target in TARGETS:
+                out[target] = (np.full(len(X), np.nan) if model is None
+                               else model.predict(unique)[inverse.reshape(-1)])
         return out
 
     def extrapolation(self, rows: pd.DataFrame, kind: str) -> list:
@@ -270,12 +325,16 @@ class Predictor:
         for kind, rows in data.groupby("kind"):
             if not self.has(kind, "runtime_ms"):
                 continue
-            pred = self.predict_rows(rows, kind)
+            pred = pd.DataFrame({t: v for t, v in self.predict_arrays(rows, kind).items()
+                                 if t != "subnormal_ms"}, index=rows.index)
             if "reference_ms" in rows:  # each row at the speed it was measured at
                 ref = pd.to_numeric(rows["reference_ms"], errors="coerce")
-                pred["runtime_ms"] *= [self.speed(r if r > 0 else None) for r in ref]
-            for target in TARGETS:
-                has = rows[target].notna() & pred[target].notna()
+                speed = [self.speed(r if r > 0 else None) for r in ref]
+                for target in ("runtime_ms", "host_ms"):  # (the GPU's time is not the host's)
+                    if target in pred:
+                        pred[target] *= speed
+            for target in TARGETS + [t for t in CLOCK_TARGETS if t in rows and t in pred]:
+                has = pd.to_numeric(rows[target], errors="coerce").notna() & pred[target].notna()
                 if not has.any():
                     continue
                 y, p = rows.loc[has, target].to_numpy(), pred.loc[has, target].to_numpy()

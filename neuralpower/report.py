@@ -5,6 +5,7 @@ import math
 
 import pandas as pd
 
+from .features import CLOCK_TARGETS
 from .predict import Prediction
 
 
@@ -39,8 +40,10 @@ def outside_text(extrapolation) -> str:
 
 
 def prediction_json(p: Prediction, top: int = 5) -> dict:
+    keys = LAYER_KEYS + [k for k in CLOCK_TARGETS if k in p.layers]  # (clocks.py)
+
     def records(df):
-        return [{k: _clean(r.get(k)) for k in LAYER_KEYS} for _, r in df.iterrows()]
+        return [{k: _clean(r.get(k)) for k in keys} for _, r in df.iterrows()]
 
     return {
         "network": p.network,
@@ -70,7 +73,11 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
         f"share_%({share_of})": 100 * layers[share_of] / total if total else float("nan"),
         "outside_fit": layers.extrapolation.map(outside_text),
     })
+    if "gpu_ms" in layers:  # replayed from the host's and the GPU's clocks (clocks.py)
+        view.insert(5, "host_ms", layers.host_ms)
+        view.insert(6, "gpu_ms", layers.gpu_ms)
     fmt = {"MMACs": "{:.1f}".format, "runtime_ms": "{:.4f}".format, "power_w": "{:.1f}".format,
+           "host_ms": "{:.4f}".format, "gpu_ms": "{:.4f}".format,
            "energy_mj": "{:.3f}".format, f"share_%({share_of})": "{:.1f}".format}
     step = ", one training step (forward + backward)" if p.mode == "train" else ""
     out = [f"{p.network} on {p.device}, input "
@@ -82,6 +89,12 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
     out.append(f"       over {t['layers_modeled']} modeled layers ({t['macs'] / 1e9:.2f} GMACs in the "
                f"network); {t['layers_unmodeled']} unmodeled ops not included; {t['layers_free']} "
                "view/allocation ops cost nothing")
+    if "gpu_ms" in p.layers and t["runtime_ms"] > 0:
+        busy = p.layers.gpu_ms.sum() / t["runtime_ms"]
+        out.append(f"       replayed on two clocks (the host issuing each op, the GPU running it): "
+                   f"the GPU is busy {100 * busy:.0f} % of the runtime, "
+                   f"{'waiting on the host the rest' if busy < 0.9 else 'the host keeping ahead'}"
+                   "; the host time of unmodeled ops is in the totals, their GPU time is not")
     far = p.extrapolated
     if len(far):
         out.append(f"       {len(far)} layers lie outside the ranges the predictor was fitted on "
