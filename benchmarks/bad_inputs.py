@@ -144,6 +144,9 @@ def _bad_predictors(good: bytes) -> dict[str, bytes]:
     def network_text(card):
         card["network"] = {"scale": "big", "per_op_ms": None}
 
+    def clocks_text(card):
+        card["clocks"] = {"host_scale": "fast"}
+
     return {
         "empty.predictor": b"",
         "truncated.predictor": good[: len(good) // 2],
@@ -157,6 +160,7 @@ def _bad_predictors(good: bytes) -> dict[str, bytes]:
         "nokinds.predictor": _rezip(good, _edit_card(no_kinds)),
         "ranges.predictor": _rezip(good, _edit_card(ranges_text)),
         "network.predictor": _rezip(good, _edit_card(network_text)),
+        "clocks.predictor": _rezip(good, _edit_card(clocks_text)),
     }
 
 
@@ -174,6 +178,7 @@ PREDICTOR_MESSAGES = {
     "nokinds.predictor": "card has no",
     "ranges.predictor": "card has no",
     "network.predictor": "card has no",
+    "clocks.predictor": "card has no valid clocks",
 }
 
 NETS = {

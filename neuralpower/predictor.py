@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import re
 import time
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, subnormal
+from .clocks import GLUE_KEYS
 from .errors import NeuralPowerError
 from .features import CLOCK_TARGETS, CONTEXT_FEATURES, MODELED_KINDS, MODES, TARGETS, features
 
@@ -452,6 +454,11 @@ def _check_card(card: dict, path: Path) -> None:
             kind in subnormal.WORK and isinstance(c, dict) and c.get("per") == subnormal.WORK[kind]
             and numbers([c.get("ms")]) and c["ms"] >= 0 for kind, c in sub.items())):
         raise NeuralPowerError(f"{path}: card has no valid subnormal costs (edited?)")
+    glue = card.get("clocks")
+    if glue is not None and not (isinstance(glue, dict) and numbers([glue.get(k) for k in GLUE_KEYS])
+                                 and all(math.isfinite(glue[k]) and glue[k] >= 0
+                                         for k in GLUE_KEYS)):
+        raise NeuralPowerError(f"{path}: card has no valid clocks (edited?)")
     ref = card.get("reference_ms")
     if ref is not None and not numbers([ref]):
         raise NeuralPowerError(f"{path}: card has no valid reference_ms (edited?)")
@@ -506,6 +513,19 @@ def card_markdown(card: dict) -> str:
         lines += [f"| {k} | {c['ms'] * 1e6:.3f} | {c['per'][:-1]} that meets one | {c['rows']} | "
                   f"{c['median_abs_error_pct_without']:.0f} | {c['median_abs_error_pct']:.0f} |"
                   for k, c in sub.items()]
+    glue = card.get("clocks")
+    if glue:
+        lines += ["", "## Two clocks (host and GPU)", "",
+                  "Networks are replayed op by op from the host and GPU models "
+                  "(neuralpower/clocks.py); the host time between layers: "
+                  f"{glue['host_scale']:.3f} x the layers' host times + "
+                  f"{glue['modeled_op_ms'] * 1e3:.1f} us per modeled op, "
+                  f"{glue['unmodeled_op_ms'] * 1e3:.1f} us per other op, "
+                  f"{glue['free_op_ms'] * 1e3:.1f} us per view, fitted on {glue['networks']} "
+                  "real networks measured whole"
+                  + (f" (median |error| of their host time "
+                     f"{glue['network_host_median_abs_error_pct']:.1f} %)."
+                     if "network_host_median_abs_error_pct" in glue else ".")]
     cal = card.get("calibration")
     if cal:
         lines += ["", "## Calibration on measured real networks", "",

@@ -124,3 +124,15 @@ def test_score_reports_both_clocks(h100):
     scores = h100.score(d[d.kind == "conv2d"].head(200))
     assert {"runtime_ms", "host_ms", "gpu_ms"} <= set(scores["conv2d"])
     assert scores["conv2d"]["gpu_ms"]["median_ape_pct"] < 20
+
+
+def test_an_edited_clocks_card_is_refused_in_one_line(tmp_path):
+    from neuralpower import NeuralPowerError
+
+    from .conftest import edit_card
+
+    bad = edit_card(ROOT / "models" / "nvidia_h100.predictor", tmp_path / "bad.predictor",
+                    lambda card: card["clocks"].update(host_scale=-1.0))
+    with pytest.raises(NeuralPowerError, match="clocks") as e:
+        Predictor.load(bad)
+    assert "\n" not in str(e.value)
