@@ -86,15 +86,16 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
     power_note = "" if p.has_power else " (this predictor has no power model for this device)"
     out.append(f"Total: runtime {_fmt(t['runtime_ms'])} ms, power {_fmt(t['power_w'], '.1f')} W, "
                f"energy {_fmt(t['energy_mj'])} mJ{power_note}")
+    clocked = "gpu_ms" in p.layers  # (clocks.py: the host time of every op is in the replay)
     out.append(f"       over {t['layers_modeled']} modeled layers ({t['macs'] / 1e9:.2f} GMACs in the "
-               f"network); {t['layers_unmodeled']} unmodeled ops not included; {t['layers_free']} "
-               "view/allocation ops cost nothing")
-    if "gpu_ms" in p.layers and t["runtime_ms"] > 0:
+               f"network); {t['layers_unmodeled']} unmodeled ops not included"
+               f"{' (but their host time)' if clocked else ''}; {t['layers_free']} view/allocation "
+               f"ops cost {'their host time' if clocked else 'nothing'}")
+    if clocked and t["runtime_ms"] > 0:
         busy = p.layers.gpu_ms.sum() / t["runtime_ms"]
         out.append(f"       replayed on two clocks (the host issuing each op, the GPU running it): "
                    f"the GPU is busy {100 * busy:.0f} % of the runtime, "
-                   f"{'waiting on the host the rest' if busy < 0.9 else 'the host keeping ahead'}"
-                   "; the host time of unmodeled ops is in the totals, their GPU time is not")
+                   f"{'waiting on the host the rest' if busy < 0.9 else 'the host keeping ahead'}")
     far = p.extrapolated
     if len(far):
         out.append(f"       {len(far)} layers lie outside the ranges the predictor was fitted on "

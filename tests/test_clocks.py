@@ -136,3 +136,21 @@ def test_an_edited_clocks_card_is_refused_in_one_line(tmp_path):
     with pytest.raises(NeuralPowerError, match="clocks") as e:
         Predictor.load(bad)
     assert "\n" not in str(e.value)
+
+
+def test_predict_shows_both_clocks_in_text_and_json():
+    import json
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "neuralpower", "predict", str(ROOT / "models" / "nvidia_h100.predictor"),
+           "torchvision:resnet18"]
+    text = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert text.returncode == 0, text.stderr
+    assert "host_ms" in text.stdout and "replayed on two clocks" in text.stdout
+    out = json.loads(subprocess.run(run + ["--json"], capture_output=True, text=True,
+                                    timeout=300).stdout)
+    layers = out["layers"]
+    assert all(r["host_ms"] > 0 and r["gpu_ms"] > 0 for r in layers if r["modeled"])
+    assert out["totals"]["runtime_ms"] == pytest.approx(sum(r["runtime_ms"] for r in layers
+                                                             if r["modeled"]))
