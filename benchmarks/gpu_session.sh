@@ -30,7 +30,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 PY=${PY:-python3}
 DEV=${DEV:-cuda}   # DEV=cpu rehearses the script on a machine without a GPU
 
-STAGES=${STAGES:-nvml_probe gpu_tests hook_check profile profile_zoo fit predict network_accuracy}
+STAGES=${STAGES:-nvml_probe gpu_tests hook_check kernel_count profile profile_zoo fit predict network_accuracy}
 PREDICTOR=${PREDICTOR:-$D/$NAME.predictor}
 
 left() { echo $((START + TOTAL - $(date +%s))); }
@@ -63,6 +63,7 @@ print(min([x['window_s'] for x in w if x['window_s'] >= 0.1 and x.get('cv_pct', 
 echo "=== power window $PW s" | tee -a "$LOG"
 stage gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
 stage hook_check 60 $PY benchmarks/gpu_hook_check.py --device $DEV
+stage kernel_count 60 $PY benchmarks/kernel_count.py --device $DEV
 # synthetic networks, half the time on power windows (0.5 s a layer on an H100), then real
 # networks for runtime only
 SYN=$(( (TOTAL * ${SYN_PCT:-25}) / 100 )); ZOO=$(( (TOTAL * ${ZOO_PCT:-15}) / 100 ))
