@@ -98,8 +98,10 @@ def test_two_clocks_keep_host_and_gpu_runs_apart(monkeypatch):
     assert set(t.host) == set(t.gpu) == set(t.layers) == {"0", "1"}
     assert all(len(t.host[n]) == len(t.gpu[n]) == len(t.layers[n]) == 5 for n in t.layers)
     assert len(t.network_host) == len(t.network) == 5  # warm-up runs left out
-    # each primed layer sleeps twice the host time of its latest plain runs, plus 20 us
-    assert len(slept) == 10 and slept[0] == pytest.approx(2 * max(t.host["0"][:1]) + 0.02)
+    # one sleep before the runs (it measures the GPU's clock), then each primed layer sleeps
+    # twice the host time of its latest plain runs, plus 20 us
+    assert len(slept) == 11 and slept[0] == 0.0
+    assert slept[1] == pytest.approx(2 * max(t.host["0"][:1]) + 0.02)
     assert t.clocks("0").keys() == {"host_ms", "gpu_ms", "network_host_ms"}
     # off by default on a CPU: no extra runs, no clock columns
     plain = time_network(model, torch.randn(2, 8, 32, 32), min_repeats=5, target_s=0.01)
