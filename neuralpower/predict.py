@@ -43,6 +43,28 @@ class Prediction:
         return float(self.layers["subnormal_ms"].sum()) if "subnormal_ms" in self.layers else 0.0
 
     @property
+    def gpu_busy_share(self) -> float | None:
+        """Of the runtime, the share the GPU spends running kernels, for a prediction replayed
+        on two clocks (clocks.py); the rest it waits on the host. None otherwise."""
+        if "gpu_ms" not in self.layers or not self.totals["runtime_ms"] > 0:
+            return None
+        return float(self.layers.gpu_ms.sum() / self.totals["runtime_ms"])
+
+    def host_bound_note(self) -> str | None:
+        """One line on what the two clocks say (None without them)."""
+        busy = self.gpu_busy_share
+        if busy is None:
+            return None
+        line = (f"replayed on two clocks (the host issuing each op, the GPU running it): the GPU "
+                f"is busy {100 * busy:.0f} % of the runtime")
+        if busy < 0.5:
+            return (line + ", waiting on the host the rest: a larger batch (per input) or "
+                    "fewer ops to issue (CUDA graphs, torch.compile) would save more than faster "
+                    "kernels")
+        return line + (", waiting on the host the rest" if busy < 0.9 else
+                       ", the host keeping ahead")
+
+    @property
     def modeled(self) -> pd.DataFrame:
         return self.layers[self.layers.modeled]
 

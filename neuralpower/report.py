@@ -91,11 +91,8 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
                f"network); {t['layers_unmodeled']} unmodeled ops not included"
                f"{' (but their host time)' if clocked else ''}; {t['layers_free']} view/allocation "
                f"ops cost {'their host time' if clocked else 'nothing'}")
-    if clocked and t["runtime_ms"] > 0:
-        busy = p.layers.gpu_ms.sum() / t["runtime_ms"]
-        out.append(f"       replayed on two clocks (the host issuing each op, the GPU running it): "
-                   f"the GPU is busy {100 * busy:.0f} % of the runtime, "
-                   f"{'waiting on the host the rest' if busy < 0.9 else 'the host keeping ahead'}")
+    if p.host_bound_note():
+        out.append(f"       {p.host_bound_note()}")
     far = p.extrapolated
     if len(far):
         out.append(f"       {len(far)} layers lie outside the ranges the predictor was fitted on "

@@ -154,3 +154,16 @@ def test_predict_shows_both_clocks_in_text_and_json():
     assert all(r["host_ms"] > 0 and r["gpu_ms"] > 0 for r in layers if r["modeled"])
     assert out["totals"]["runtime_ms"] == pytest.approx(sum(r["runtime_ms"] for r in layers
                                                              if r["modeled"]))
+
+
+def test_hotspots_say_when_the_gpu_waits_on_the_host():
+    from neuralpower.hotspots import hotspot_text
+
+    h100 = Predictor.load(ROOT / "models" / "nvidia_h100.predictor")
+    small = predict(torchvision.models.resnet18(), (1, 3, 224, 224), h100)
+    assert small.gpu_busy_share < 0.5 and "a larger batch" in hotspot_text(small)
+    big = predict(torchvision.models.resnet18(), (256, 3, 224, 224), h100)
+    assert big.gpu_busy_share > 0.9 and "the host keeping ahead" in hotspot_text(big)
+    cpu = predict(torchvision.models.resnet18(), (1, 3, 224, 224),
+                  Predictor.load(ROOT / "models" / "intel_xeon_2t_cpu.predictor"))
+    assert cpu.gpu_busy_share is None and "two clocks" not in hotspot_text(cpu)
