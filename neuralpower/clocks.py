@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 GLUE_KEYS = ("host_scale", "modeled_op_ms", "unmodeled_op_ms", "free_op_ms")
+NO_GLUE = {"host_scale": 1.0, "modeled_op_ms": 0.0, "unmodeled_op_ms": 0.0, "free_op_ms": 0.0}
 
 
 def gpu_ends(host: np.ndarray, gpu: np.ndarray, segment: np.ndarray | None = None) -> np.ndarray:
@@ -35,18 +36,13 @@ def gpu_ends(host: np.ndarray, gpu: np.ndarray, segment: np.ndarray | None = Non
     if not len(host):
         return np.zeros(0)
     seg = np.zeros(len(host), dtype=np.int64) if segment is None else np.asarray(segment)
-    H, G = _running_sum(host, seg), _running_sum(gpu, seg)
-    v = H - (G - gpu)  # when op k could start if the GPU had no work before it but its own
-    # a running maximum within each network: lift each network above all before it
-    lift = seg * (np.ptp(v) + 1.0)
-    return G + np.maximum.accumulate(v + lift) - lift
 
+    def within(x):  # per network
+        return pd.Series(x).groupby(seg)
 
-def _running_sum(x: np.ndarray, seg: np.ndarray) -> np.ndarray:
-    total = np.cumsum(x)
-    first = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])  # each network's first op
-    before = (total - x)[first]                                # what earlier networks summed
-    return total - np.repeat(before, np.diff(np.r_[first, len(x)]))
+    H, G = within(host).cumsum().to_numpy(), within(gpu).cumsum().to_numpy()
+    # H[k] - G[k-1]: when op k could start if the GPU had no work before it but its own
+    return G + within(H - (G - gpu)).cummax().to_numpy()
 
 
 def layer_runtimes(ends: np.ndarray, modeled: np.ndarray, segment: np.ndarray | None = None
@@ -97,5 +93,3 @@ def fit_host_glue(networks: list[tuple[pd.DataFrame, float]]) -> dict:
     return {**dict(zip(GLUE_KEYS, map(float, coef))), "networks": len(y),
             "network_host_median_abs_error_pct": float(np.median(err))}
 
-
-NO_GLUE = {"host_scale": 1.0, "modeled_op_ms": 0.0, "unmodeled_op_ms": 0.0, "free_op_ms": 0.0}

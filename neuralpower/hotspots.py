@@ -149,8 +149,9 @@ def hotspot_text(prediction: Prediction, top: int = 5, depth: int = 1) -> str:
     h = hotspots(prediction, top, depth)
     energy = has_energy(prediction)
     out = [_describe(prediction), _totals_line(prediction)]
-    if prediction.host_bound_note():
-        out.append(prediction.host_bound_note())
+    clocks_note = prediction.host_bound_note()
+    if clocks_note:
+        out.append(clocks_note)
     note = _power_note(prediction)
     if note:
         out.append(note)

@@ -167,6 +167,7 @@ class Predictor:
         """With host and GPU models, the host time between layers (clocks.fit_host_glue) fitted
         on the real networks the data measured whole (profile --zoo); None without such models."""
         from . import clocks, nets
+        from .predict import predict_table
         from .profiling import zoo
         from .trace import trace
 
@@ -176,9 +177,12 @@ class Predictor:
         if "network_host_ms" in data.columns:
             whole = data[pd.to_numeric(data.network_host_ms, errors="coerce") > 0]
             host = whole.groupby("network").network_host_ms.median()
+            # the layers' host times as the models give them (no glue yet)
+            plain = Predictor(self.models, {**self.card, "clocks": clocks.NO_GLUE})
             for net_id, shape in zoo.network_inputs(whole).items():
                 table = trace(nets.build(zoo.net_of(net_id)), shape)
-                pairs.append((self._clock_table(table), float(host[net_id])))
+                pairs.append((predict_table(table, plain, extrapolation=False, in_order=False),
+                              float(host[net_id])))
         if len(pairs) < 3:
             log("clocks: fewer than 3 real networks measured whole with their host time "
                 "(profile --zoo on the GPU writes them): the host's time between layers is not "
@@ -191,19 +195,6 @@ class Predictor:
             f"{glue['free_op_ms'] * 1e3:.1f} us per view ({glue['networks']} networks: median "
             f"|error| {glue['network_host_median_abs_error_pct']:.1f} %)")
         return glue
-
-    def _clock_table(self, table: pd.DataFrame) -> pd.DataFrame:
-        """``kind``, ``modeled`` and the host model's ``host_ms`` of a traced table's ops."""
-        from .features import STAND_INS
-
-        host = np.full(len(table), np.nan)
-        kinds = table["kind"].to_numpy()
-        for kind in pd.unique(kinds):
-            model = kind if self.has(kind, "host_ms") else STAND_INS.get(kind)
-            if model is not None and self.has(model, "host_ms"):
-                at = np.flatnonzero(kinds == kind)
-                host[at] = self._model_arrays(table.iloc[at], model)["host_ms"]
-        return pd.DataFrame({"kind": kinds, "modeled": ~np.isnan(host), "host_ms": host})
 
     def _fit_network(self, data: pd.DataFrame) -> dict | None:
         """A network takes more than the sum of its layers' models: each op pays a dispatch

@@ -91,8 +91,9 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
                f"network); {t['layers_unmodeled']} unmodeled ops not included"
                f"{' (but their host time)' if clocked else ''}; {t['layers_free']} view/allocation "
                f"ops cost {'their host time' if clocked else 'nothing'}")
-    if p.host_bound_note():
-        out.append(f"       {p.host_bound_note()}")
+    clocks_note = p.host_bound_note()
+    if clocks_note:
+        out.append(f"       {clocks_note}")
     far = p.extrapolated
     if len(far):
         out.append(f"       {len(far)} layers lie outside the ranges the predictor was fitted on "
