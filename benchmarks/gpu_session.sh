@@ -10,7 +10,8 @@
 # Knobs (environment): STAGES (the stages to run, by name; default all), PW (the power window
 # in seconds: skips the probe), SYN_PCT / ZOO_PCT (shares of TOTAL for the synthetic and zoo
 # campaigns; default 25 / 15), POWER_SHARE (of the synthetic campaign's time on power windows;
-# default 0.5), PREDICTOR (the one the network benchmark scores when `fit` is not a stage).
+# default 0.5), KINDS (the synthetic campaign's kinds; default all), PREDICTOR (the one the
+# `validate` and network benchmark stages score when `fit` is not a stage).
 #
 # The device machine's image lacks skops (the predictor format): carry its wheels, downloaded
 # here into .whl/ (listed in .git/info/exclude) with
@@ -30,7 +31,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 PY=${PY:-python3}
 DEV=${DEV:-cuda}   # DEV=cpu rehearses the script on a machine without a GPU
 
-STAGES=${STAGES:-nvml_probe gpu_tests hook_check kernel_count profile profile_zoo fit predict network_accuracy}
+STAGES=${STAGES:-nvml_probe gpu_tests hook_check kernel_count profile profile_zoo fit predict validate network_accuracy}
 PREDICTOR=${PREDICTOR:-$D/$NAME.predictor}
 
 left() { echo $((START + TOTAL - $(date +%s))); }
@@ -68,7 +69,8 @@ stage kernel_count 60 $PY benchmarks/kernel_count.py --device $DEV
 # networks for runtime only
 SYN=$(( (TOTAL * ${SYN_PCT:-25}) / 100 )); ZOO=$(( (TOTAL * ${ZOO_PCT:-15}) / 100 ))
 stage profile $((SYN + 40)) $PY -m neuralpower profile -o "$D/$NAME.csv" --device $DEV \
-  --budget $SYN --power-window $PW --power-share ${POWER_SHARE:-0.5} --quiet
+  --budget $SYN --power-window $PW --power-share ${POWER_SHARE:-0.5} ${KINDS:+--kinds $KINDS} \
+  --quiet
 stage profile_zoo $((ZOO + 40)) $PY -m neuralpower profile -o "$D/${NAME}_zoo.csv" \
   --device $DEV --budget $ZOO --zoo --no-power --quiet
 # calibrated on the zoo networks' whole times (fit --calibrate); plain if that fails
@@ -78,6 +80,9 @@ stage fit 90 $PY -m neuralpower fit "$D/$NAME.csv" "$D/${NAME}_zoo.csv" \
   "$D/${NAME}_zoo.csv" -o "$D/$NAME.predictor" --card "$D/$NAME.md"
 stage predict 30 $PY -m neuralpower predict "$PREDICTOR" torchvision:resnet50 \
   --input 8x3x224x224 --top 5
+# the command a user runs: two networks predicted and measured, with its table and plot
+stage validate 90 $PY -m neuralpower validate "$PREDICTOR" torchvision:resnet18 \
+  torchvision:vit_b_16 --device $DEV --json --plot "$D/validate.png"
 stage network_accuracy $(( $(left) - 25 )) $PY benchmarks/network_accuracy.py \
   --predictor "$PREDICTOR" --data "$D/$NAME.csv" "$D/${NAME}_zoo.csv" \
   --device $DEV --target-s 0.5 --calibrate --json "$D/network_accuracy_$NAME.json"

@@ -103,6 +103,17 @@ def _matmul(d: _Columns) -> dict:
     return f
 
 
+def _attention(d: _Columns) -> dict:
+    """Fused scaled dot-product attention (``F.scaled_dot_product_attention``, one kernel on CPU
+    and GPU): ``batch`` heads of ``rows`` queries of size ``in_features`` against ``inner``
+    keys, mixing values of size ``out_features``. The scores are never written out."""
+    f = {c: d[c] for c in ("batch", "rows", "inner", "in_features", "out_features")}
+    f["macs"] = d.batch * d.rows * d.inner * (d.in_features + d.out_features)
+    f["in_elems"] = d.batch * (d.rows * d.in_features + d.inner * (d.in_features + d.out_features))
+    f["out_elems"] = d.batch * d.rows * d.out_features
+    return f
+
+
 def _tensor(d: _Columns) -> dict:
     """An op that streams its tensors once: elementwise, activations, copies. Cost follows the
     elements read and written; ``inner`` (the contiguous last dimension) sets how well it
@@ -136,6 +147,7 @@ FEATURES = {
     "depthwise_conv2d": _conv,   # groups == in_channels: memory-bound, a regime of its own
     "linear": _linear,
     "matmul": _matmul,
+    "attention": _attention,     # fused: cheaper than its matmuls and softmax (see DECOMPOSED)
     "max_pool2d": _pool,
     "avg_pool2d": _pool,
     "batch_norm": _batch_norm,
@@ -150,6 +162,25 @@ MODELED_KINDS = tuple(FEATURES)
 # A kind split off from another after predictors were fitted: where a predictor has no model of
 # its own for it, the older kind's model predicts it (as it did before the split).
 STAND_INS = {"depthwise_conv2d": "conv2d"}
+
+
+def _attention_parts(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Fused attention as the ops of its math (what the tracer saw of it before ``attention``
+    was a kind): queries and keys each scaled (a mul), the scores (a matmul), the softmax over
+    the keys, the mixing of the values (a matmul)."""
+    b, q, k = (_numbers(rows, c) for c in ("batch", "rows", "inner"))
+    e, v = _numbers(rows, "in_features"), _numbers(rows, "out_features")
+    frame = lambda **c: pd.DataFrame(c, index=rows.index)  # noqa: E731
+    return [("mul", frame(elements=b * q * e, in_elements=b * q * e, inner=e)),
+            ("mul", frame(elements=b * k * e, in_elements=b * k * e, inner=e)),
+            ("matmul", frame(batch=b, rows=q, in_features=e, out_features=k)),
+            ("softmax", frame(elements=b * q * k, in_elements=b * q * k, inner=k)),
+            ("matmul", frame(batch=b, rows=q, in_features=k, out_features=v))]
+
+
+# A kind added after predictors were fitted, which such a predictor predicts as the sum of the
+# ops it stands for: kind -> rows -> [(kind of each part, its rows)].
+DECOMPOSED = {"attention": _attention_parts}
 
 # Defaults the schema allows to be left empty.
 _DEFAULTS = {"dilation_h": 1, "dilation_w": 1, "groups": 1, "pad_h": 0, "pad_w": 0}
@@ -166,13 +197,15 @@ INPUT_COLUMNS = {
 INPUT_COLUMNS["avg_pool2d"] = INPUT_COLUMNS["max_pool2d"]
 INPUT_COLUMNS["depthwise_conv2d"] = INPUT_COLUMNS["conv2d"]
 INPUT_COLUMNS["matmul"] = ["batch", "rows", "in_features", "out_features"]
+INPUT_COLUMNS["attention"] = ["batch", "rows", "inner", "in_features", "out_features"]
 INPUT_COLUMNS["embedding"] = ["batch", "in_features", "out_features"]
 for _k in ("layer_norm", "softmax", "copy", *ACTIVATIONS, *ELEMENTWISE):
     INPUT_COLUMNS[_k] = ["elements", "in_elements", "inner"]
 INPUT_COLUMNS["batch_norm"] = ["elements", "in_elements", "inner", "in_channels"]
 INPUT_COLUMNS["cat"] = ["elements", "in_elements", "inner", "n_inputs"]
 # Kinds whose MACs features.py states (the tracer keeps torch's flop count for the rest).
-MAC_KINDS = ("conv2d", "depthwise_conv2d", "linear", "matmul", "max_pool2d", "avg_pool2d")
+MAC_KINDS = ("conv2d", "depthwise_conv2d", "linear", "matmul", "attention", "max_pool2d",
+             "avg_pool2d")
 
 
 def _check_kind(kind: str) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 from torch import nn
 
 from . import clocks
-from .features import PREDICT_INPUTS, STAND_INS
+from .features import PREDICT_INPUTS
 from .predictor import Predictor
 from .trace import trace
 
@@ -124,8 +124,8 @@ def predict_table(table: pd.DataFrame, predictor: Predictor,
     kinds = table["kind"].to_numpy()
     shapes = table[[c for c in PREDICT_INPUTS if c in table.columns]]  # what predictions read
     for kind in pd.unique(kinds):
-        model = kind if predictor.has(kind, "runtime_ms") else STAND_INS.get(kind)
-        if model is None or not predictor.has(model, "runtime_ms"):
+        model = predictor.model_for(kind)
+        if model is None:
             continue
         at = np.flatnonzero(kinds == kind)
         pred = predictor.predict_arrays(shapes.iloc[at], model)

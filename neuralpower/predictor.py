@@ -23,7 +23,8 @@ import pandas as pd
 from . import __version__, subnormal
 from .clocks import GLUE_KEYS
 from .errors import NeuralPowerError
-from .features import CLOCK_TARGETS, CONTEXT_FEATURES, MODELED_KINDS, MODES, TARGETS, features
+from .features import (CLOCK_TARGETS, CONTEXT_FEATURES, DECOMPOSED, MODELED_KINDS, MODES,
+                       STAND_INS, TARGETS, features)
 
 FORMAT = "neuralpower-predictor"
 FORMAT_VERSION = 1
@@ -53,6 +54,19 @@ class Predictor:
 
     def has(self, kind: str, target: str) -> bool:
         return (kind, target) in self.models
+
+    def model_for(self, kind: str) -> str | None:
+        """The kind whose models predict ``kind``: its own; else the kind it was split from
+        (``STAND_INS``); else itself as the sum of its parts (``DECOMPOSED``), where every part
+        has a model; else None (unmodeled)."""
+        if self.has(kind, "runtime_ms"):
+            return kind
+        if self.has(STAND_INS.get(kind), "runtime_ms"):
+            return STAND_INS[kind]
+        if kind in DECOMPOSED and all(self.model_for(k) == k for k, _ in
+                                      DECOMPOSED[kind](pd.DataFrame())):
+            return kind
+        return None
 
     # ---------------------------------------------------------------- fitting
     @classmethod
@@ -261,12 +275,24 @@ class Predictor:
     def predict_arrays(self, rows: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
         """:meth:`predict_rows` as ``{target: values}``: the models' figures, plus the time
         subnormal numbers add where a row meets them (subnormal.py), which is also given alone
-        as ``subnormal_ms`` when the predictor has a cost for the kind."""
+        as ``subnormal_ms`` when the predictor has a cost for the kind. A kind with no model of
+        its own but parts (``DECOMPOSED``) is the sum of its parts."""
+        if kind in DECOMPOSED and not self.has(kind, "runtime_ms"):
+            return self._sum_of_parts(rows, kind)
         out = self._model_arrays(rows, kind)
         extra = subnormal.extra_ms(self.card.get("subnormal"), rows, kind)
         if extra is not None:
             out["runtime_ms"] = out["runtime_ms"] + extra
             out["subnormal_ms"] = extra
+        return out
+
+    def _sum_of_parts(self, rows: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
+        """Times (and the energy) of the parts of ``kind``'s rows added up; power is the
+        energy over the time, as for a network."""
+        parts = [self.predict_arrays(part, k) for k, part in DECOMPOSED[kind](rows)]
+        out = {t: sum(p[t] for p in parts) for t in parts[0]
+               if t != "power_w" and all(t in p for p in parts)}
+        out["power_w"] = sum(p["power_w"] * p["runtime_ms"] for p in parts) / out["runtime_ms"]
         return out
 
     def _model_runtime(self, rows: pd.DataFrame, kind: str) -> np.ndarray:

@@ -354,6 +354,7 @@ def _shape(t) -> str:
 
 
 _MAC_KINDS = frozenset(MAC_KINDS)
+_ATTENTION_STEPS = frozenset({aten.mul, aten._safe_softmax, aten.bmm, aten.mm, aten._unsafe_view})
 
 
 class _Recorder(TorchDispatchMode):
@@ -362,6 +363,7 @@ class _Recorder(TorchDispatchMode):
         self.rows: list[dict] = []
         self.stack = module_stack
         self.values = Values()  # the few values a trace knows (subnormal.py)
+        self.scaled, self.sdpa = [], None  # attention's math so far (_attention_layout)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -370,6 +372,8 @@ class _Recorder(TorchDispatchMode):
         out = fast(*args) if fast is not None and not kwargs else None
         if out is None:
             out = func(*args, **kwargs)
+        if packet in _ATTENTION_STEPS or self.sdpa:
+            out = self._attention_layout(packet, args, out)
         tensors = [a for a in itertools.chain(args, kwargs.values()) if isinstance(a, torch.Tensor)]
         if func.is_view or packet in _WEIGHT_PRESERVING:
             if tensors and _is_weight(tensors[0]) and isinstance(out, torch.Tensor):
@@ -393,6 +397,29 @@ class _Recorder(TorchDispatchMode):
         if share:
             row["subnormal_share"] = round(share, 4)
         self.rows.append(row)
+        return out
+
+    def _attention_layout(self, packet, args, out):
+        """The output of attention's math (``_fuse_attention``) in the layout of the fused
+        kernel's: the query's (heads inner to tokens when the query is a transpose, as it
+        usually is) where the math writes heads outer, so that the model's own transpose and
+        reshape after it are the view they are on a real device, not a copy."""
+        if packet is aten.mul:
+            self.scaled = [*self.scaled[-1:], args[0]]   # the queries, then the keys, scaled
+        elif packet is aten._safe_softmax:
+            self.sdpa = "softmax"
+        elif packet in (aten.bmm, aten.mm) and self.sdpa == "softmax":
+            self.sdpa = "mixed"
+        elif packet is aten._unsafe_view and self.sdpa == "mixed":
+            self.sdpa = None
+            q = self.scaled[0] if len(self.scaled) == 2 else None
+            if (isinstance(q, torch.Tensor) and q.dim() == out.dim() == 4
+                    and q.stride(1) < q.stride(2)):
+                b, h, t, d = out.shape
+                out = torch.empty_strided(out.shape, (t * h * d, d, h * d, 1), dtype=out.dtype,
+                                          device=out.device)
+        elif self.sdpa == "mixed":
+            self.sdpa = None
         return out
 
 
@@ -454,6 +481,50 @@ def _name_layers(rows: list[dict], types: dict[str, str]) -> list[str]:
     return names
 
 
+def _fuse_attention(rows: list[dict]) -> list[dict]:
+    """Each ``F.scaled_dot_product_attention`` as the one op a real device runs. CPUs and GPUs
+    run it as one fused kernel (flash or memory-efficient attention; ``nn.MultiheadAttention``
+    runs it too, inside its fused ``_native_multi_head_attention``); the meta device runs its
+    math: the queries and keys scaled (two muls), the scores (a matmul), a mask added, the
+    softmax, the mixing (a matmul). Torch's math is the only caller of ``_safe_softmax``, so
+    each one marks such a call: its ops, from the first scaling to the mixing, become one
+    ``attention`` row (views among them stay, as free rows)."""
+    work = [i for i, r in enumerate(rows) if r["kind"] != "free"]
+    fused, drop = {}, set()
+    for n, s in enumerate(work):
+        if rows[s]["op"] != "_safe_softmax":
+            continue
+        call = rows[s]["call"]
+        ours = lambda m: 0 <= m < len(work) and rows[work[m]]["call"] == call  # noqa: E731
+        kind = lambda m: rows[work[m]]["kind"]  # noqa: E731
+        scores = n - 1   # back past a mask's ops (an add, a masked_fill) and copies
+        while ours(scores) and kind(scores) != "matmul" and n - scores < 4:
+            scores -= 1
+        mix = n + 1      # on past a copy the product makes of a strided operand
+        while ours(mix) and kind(mix) == "copy" and mix - n < 3:
+            mix += 1
+        if not (ours(scores) and kind(scores) == "matmul" and ours(mix) and kind(mix) == "matmul"):
+            continue
+        first, muls = scores, 0  # back over the two scalings and the copies after them
+        while muls < 2 and ours(first - 1) and kind(first - 1) in ("mul", "copy"):
+            first -= 1
+            muls += kind(first) == "mul"
+        while kind(first) == "copy":   # a copy before the first scaling is the model's own
+            first += 1
+        a, b = rows[work[scores]], rows[work[mix]]
+        row = dict(kind="attention", batch=a["batch"], rows=a["rows"], inner=a["out_features"],
+                   in_features=a["in_features"], out_features=b["out_features"],
+                   module=b["module"], call=call, op="scaled_dot_product_attention",
+                   input_shape=rows[work[first]]["input_shape"], output_shape=b["output_shape"])
+        row["moved"] = row["batch"] * (row["rows"] * (row["in_features"] + row["out_features"])
+                                       + row["inner"] * (row["in_features"] + row["out_features"]))
+        fused[work[mix]] = row
+        drop.update(work[first:mix + 1])
+    if not fused:
+        return rows
+    return [fused.get(i, r) for i, r in enumerate(rows) if i not in drop or i in fused]
+
+
 COLUMNS = ["name", "kind", "op", "module", "module_type", *SHAPE_COLUMNS, "macs",
            "input_shape", "output_shape", *CONTEXT_COLUMNS, *VALUE_COLUMNS]
 
@@ -513,7 +584,7 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
         except (RuntimeError, TypeError, ValueError, IndexError) as e:
             raise NeuralPowerError(f"cannot trace {type(model).__name__} with input "
                                    f"{_fmt_shapes(shapes)}: {str(e).splitlines()[0]}") from None
-    rows = recorder.rows
+    rows = _fuse_attention(recorder.rows)
     for r, name in zip(rows, _name_layers(rows, types)):
         r["name"] = name
         r["module_type"] = types.get(r["module"], "")

@@ -3,6 +3,7 @@ fitted, and predicted in real networks, with the network calibration."""
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from neuralpower import Predictor, predict
@@ -12,6 +13,8 @@ from neuralpower.nets import build
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGN = ROOT / "profiling" / "dev_cpu" / "intel_xeon_2t.csv"
+# fused attention became a kind after that campaign: profiled on its own (a later machine)
+ATTENTION = ROOT / "profiling" / "dev_cpu" / "amd_epyc_2t_fused_attention.csv"
 SHIPPED = ROOT / "models" / "intel_xeon_2t_cpu.predictor"
 
 
@@ -20,11 +23,11 @@ def campaign():
     return load(CAMPAIGN)
 
 
-def test_the_campaign_measured_every_kind(campaign):
-    counts = campaign.kind.value_counts()
-    assert set(MODELED_KINDS) <= set(counts.index)
+def test_the_campaigns_measured_every_kind(campaign):
+    rows = pd.concat([campaign, load(ATTENTION)])
+    assert set(MODELED_KINDS) <= set(rows.kind)
     for kind in MODELED_KINDS:
-        f = features(campaign[campaign.kind == kind], kind)
+        f = features(rows[rows.kind == kind], kind)
         assert np.isfinite(f.to_numpy()).all() and (f.to_numpy() >= 0).all(), kind
 
 

@@ -344,3 +344,25 @@ def test_a_context_model_predicts_a_row_without_context_as_a_neutral_one():
     assert np.allclose(bare.runtime_ms, neutral.runtime_ms, rtol=1e-9)
     swept = xeon.predict_rows(rows.assign(prev_elements=own * 1000), "conv2d")
     assert not np.allclose(swept.runtime_ms, neutral.runtime_ms, rtol=1e-3)
+
+
+def test_a_predictor_without_an_attention_model_predicts_it_as_its_math():
+    # fitted before attention was a kind: fused attention is the sum of the ops of its math
+    from neuralpower.features import DECOMPOSED
+
+    p = Predictor.load(ROOT / "models" / "intel_xeon_2t_cpu.predictor")
+    assert not p.has("attention", "runtime_ms") and p.model_for("attention") == "attention"
+    pr = predict(build("timm:deit_tiny_patch16_224"), (2, 3, 224, 224), p)
+    att = pr.layers[pr.layers.kind == "attention"]
+    assert len(att) == 12 and att.modeled.all() and pr.totals["layers_unmodeled"] == 0
+    rows = att.iloc[:1]
+    parts = DECOMPOSED["attention"](rows)
+    assert [k for k, _ in parts] == ["mul", "mul", "matmul", "softmax", "matmul"]
+    alone = sum(p.predict_rows(r, k).runtime_ms.to_numpy() for k, r in parts)
+    assert att.runtime_ms.iloc[0] == pytest.approx(
+        p.runtime_of_layers(alone, ["attention"])[0], rel=1e-9)  # (one op of the network)
+    # one whose parts are not all modeled leaves it unmodeled, listed as such
+    jetson = Predictor.load(ROOT / "models" / "jetson_tx2_gpu.predictor")
+    assert jetson.model_for("attention") is None
+    pr = predict(build("timm:deit_tiny_patch16_224"), (1, 3, 224, 224), jetson)
+    assert "attention" in set(pr.unmodeled.kind)

@@ -333,6 +333,11 @@ def layer_rows(draw, kind: str, n_max: int = 4):
             k = draw(_size(hi=max(1, min(2**31 // (b * m), 2**16))))
             n = draw(_size(hi=max(1, min(2**31 // (b * max(m, k)), 2**16))))
             r.update(batch=b, rows=m, in_features=k, out_features=n)
+        elif kind == "attention":  # batch x heads, queries, keys, query/key and value sizes
+            b = draw(_size(hi=1024))
+            q, k = (draw(_size(hi=max(1, min(2**31 // b, 2**14)))) for _ in range(2))
+            e, v = (draw(_size(hi=max(1, min(2**31 // (b * max(q, k)), 2**10)))) for _ in range(2))
+            r.update(batch=b, rows=q, inner=k, in_features=e, out_features=v)
         else:  # tensor ops: elements written and read, innermost extent
             e = draw(_size())
             r.update(batch=draw(_size(hi=e)), elements=e,
@@ -402,10 +407,12 @@ def _hand_macs(kind, r):
         return b * r["in_features"] * r["out_features"]
     if kind == "matmul":
         return b * r["rows"] * r["in_features"] * r["out_features"]
+    if kind == "attention":  # its two products, the scores never stored
+        return b * r["rows"] * r["inner"] * (r["in_features"] + r["out_features"])
     return b * r["in_channels"] * r["out_h"] * r["out_w"] * r["kernel_h"] * r["kernel_w"]
 
 
-@pytest.mark.parametrize("kind", ["conv2d", "depthwise_conv2d", "linear", "matmul",
+@pytest.mark.parametrize("kind", ["conv2d", "depthwise_conv2d", "linear", "matmul", "attention",
                                   "max_pool2d", "avg_pool2d"])
 @settings(max_examples=30, deadline=None)
 @given(data=st.data())

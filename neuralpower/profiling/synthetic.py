@@ -12,8 +12,8 @@ Three types of network, drawn as real architectures are built:
   activation, pooling, residual adds, channel concatenation (DenseNet, Inception), squeeze and
   excitation (pool, 1x1 convs, sigmoid, a broadcast mul), channel shuffles (a copy);
 * **tokens** (``[batch, tokens, features]``, optionally from an embedding): linear, layer norm,
-  activations, attention (scores by ``bmm``, softmax, mixing by ``bmm``), residual adds, gating
-  muls, head shuffles (a copy);
+  activations, attention (fused, ``F.scaled_dot_product_attention``, or its math: scores by
+  ``bmm``, softmax, mixing by ``bmm``), residual adds, gating muls, head shuffles (a copy);
 * **MLP** (``[batch, features]``): linear, activations, layer norm, residual adds, softmax.
 
 A spec is plain JSON-able data: ``{"input": [...], "dtype": "float32"|"int64", "layers": [...]}``;
@@ -32,13 +32,14 @@ import numpy as np
 import torch
 from scipy.stats import qmc
 from torch import nn
+from torch.nn import functional as F
 
 from ..errors import NeuralPowerError
 from ..features import ACTIVATIONS
 
-PROFILED_KINDS = ("conv2d", "depthwise_conv2d", "linear", "matmul", "max_pool2d", "avg_pool2d",
-                  "batch_norm", "layer_norm", "softmax", *ACTIVATIONS, "add", "mul", "copy",
-                  "cat", "embedding")
+PROFILED_KINDS = ("conv2d", "depthwise_conv2d", "linear", "matmul", "attention", "max_pool2d",
+                  "avg_pool2d", "batch_norm", "layer_norm", "softmax", *ACTIVATIONS, "add", "mul",
+                  "copy", "cat", "embedding")
 MAX_LAYERS = 10          # slots; a slot may hold a block of several layers
 MIN_SIZE = 7             # smallest feature map a conv or pooling layer (but the head) sees
 _NET_DIMS = 7            # type, batch, width, size, length, tokens, embedding
@@ -329,8 +330,8 @@ def _out(layer, c, h) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- tokens and MLP
-_TOKEN_KINDS = {"matmul", "layer_norm", "softmax", "embedding", "linear", "add", "mul", "copy",
-                *ACTIVATIONS}
+_TOKEN_KINDS = {"matmul", "attention", "layer_norm", "softmax", "embedding", "linear", "add",
+                "mul", "copy", *ACTIVATIONS}
 _MLP_KINDS = {"linear", "layer_norm", "softmax", "add", *ACTIVATIONS}
 
 
@@ -351,7 +352,8 @@ def _tokens(net: _Net, layer_u) -> None:
         kind = _pick(v[0], [(k, w) for k, w in (("linear", 3), ("layer_norm", 1),
                                                 ("activation", 1), ("add", 1), ("matmul", 1.5),
                                                 ("mul", .5), ("copy", .5), ("softmax", .3))
-                            if k == "activation" or k in net.kinds] or [("activation", 1)])
+                            if k == "activation" or k in net.kinds
+                            or k == "matmul" and "attention" in net.kinds] or [("activation", 1)])
         if kind == "linear":
             _linear(net, _width(v[1], 16, 4096))
         elif kind == "layer_norm":
@@ -381,13 +383,19 @@ def _heads(u: float, width: int) -> int:
 
 
 def _attention(net: _Net, v) -> None:
-    """Scores (bmm of queries and keys), softmax over keys, mixing (bmm with values)."""
+    """Fused attention (half the time where both forms are profiled), or its math: scores (bmm
+    of queries and keys), softmax over keys, mixing (bmm with values)."""
     b, t, c = net.shape
     heads = _heads(v[5], c)
     start = len(net.shapes) - 1
     scores = [b * heads, t, t]
-    if (_elements(scores) > net.limits.max_elements
-            or b * heads * t * t * (c // heads) > net.limits.max_macs):
+    macs = b * heads * t * t * (c // heads)  # of each product
+    if "attention" in net.kinds and (v[7] < 0.5 or "matmul" not in net.kinds):
+        if 2 * macs <= net.limits.max_macs:  # fused: both products, the scores never stored
+            net.add({"kind": "attention", "heads": heads}, net.shape)
+        return
+    if (macs > net.limits.max_macs or _elements(scores) > net.limits.max_elements
+            or "matmul" not in net.kinds):
         return
     net.add({"kind": "matmul", "op": "scores", "heads": heads}, scores)
     if "softmax" in net.kinds:
@@ -564,6 +572,21 @@ class _Scores(nn.Module):
         return torch.bmm(q, q.transpose(1, 2))
 
 
+class _Attention(nn.Module):
+    """Self-attention of ``heads`` heads over the tokens, one fused kernel. The heads are split
+    by a view and a transpose, as in a real network (the kernel reads them strided), and merged
+    back by the transpose the kernel's output layout makes a view."""
+
+    def __init__(self, heads: int):
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q = x.view(b, t, self.heads, c // self.heads).transpose(1, 2)
+        return F.scaled_dot_product_attention(q, q, q).transpose(1, 2).reshape(b, t, c)
+
+
 class _Mix(nn.Module):
     def __init__(self, heads: int):
         super().__init__()
@@ -601,6 +624,8 @@ def _module(layer: dict, shape: list) -> nn.Module:
         return cls(inplace=True) if layer.get("inplace") and kind in _INPLACE else cls()
     if kind == "embedding":
         return nn.Embedding(layer["num"], layer["out_features"])
+    if kind == "attention":
+        return _Attention(layer["heads"])
     if kind == "matmul":
         return (_Scores if layer["op"] == "scores" else _Mix)(layer["heads"])
     if kind == "mask":
