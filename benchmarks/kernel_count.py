@@ -16,38 +16,24 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuralpower import nets  # noqa: E402
+from neuralpower.measure import dispatched_ops  # noqa: E402
 from neuralpower.profiling.campaign import parse_device  # noqa: E402
 from neuralpower.trace import trace  # noqa: E402
 
 
 def counts(name: str, shape, device) -> dict:
     name = name if ":" in name else f"torchvision:{name}"
-    model = nets.build(name, device=device).eval()
-    x = torch.randn(*shape, device=device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with torch.inference_mode():
-        for _ in range(3):
-            model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        with profile(activities=activities) as prof:
-            model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-    events = prof.events()
-    top = [e for e in events if e.name.startswith("aten::")  # not called by another op
-           and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]
-    kernels = [e for e in events if e.device_type.name == "CUDA"]
+    top, kernels = dispatched_ops(nets.build(name, device=device).eval(),
+                                  torch.randn(*shape, device=device))
     table = trace(nets.build(name), shape)
     working = table[table.kind != "free"]
     attention = working[working.module.fillna("").str.contains("attn|attention")
                         & working.kind.isin(["attention", "matmul", "softmax", "mul", "copy"])]
-    return {"network": name, "aten_top_level": len(top), "cuda_kernels": len(kernels),
+    return {"network": name, "aten_top_level": len(top), "cuda_kernels": kernels,
             "traced_working_ops": len(working), "traced_attention_ops": len(attention)}
 
 

@@ -23,7 +23,7 @@ from sklearn.ensemble import RandomForestRegressor
 
 from .data import at_reference_speed
 from .errors import NeuralPowerError
-from .features import MODELED_KINDS, features
+from .features import DECOMPOSED, MODELED_KINDS, features
 
 MIN_ROWS = 5        # fewer rows of a kind than this: no model for it
 BYTES_PER_ELEMENT = 4  # float32, as profiled
@@ -92,7 +92,9 @@ class Baseline:
 
     def predict_table(self, table: pd.DataFrame) -> np.ndarray:
         """runtime_ms of each row of a layer table (the tracer's, or measured rows); NaN for a
-        row whose kind has no model here."""
+        row whose kind has no model here. A kind with no model but parts that all have one
+        (``features.DECOMPOSED``: fused attention, where the data has none) is the sum of its
+        parts, as for the predictor."""
         out = np.full(len(table), np.nan)
         kinds = table["kind"].astype(str).to_numpy()
         for kind in set(self.kinds) & set(kinds):
@@ -100,6 +102,11 @@ class Baseline:
             A = self._design(kind, features(table.iloc[at], kind, context=False))
             ok = np.isfinite(A).all(axis=1)
             out[at[ok]] = self._predict(kind, A[ok])
+        for kind in (set(DECOMPOSED) & set(kinds)) - set(self.kinds):
+            at = np.flatnonzero(kinds == kind)
+            parts = DECOMPOSED[kind](table.iloc[at])
+            if {k for k, _ in parts} <= set(self.kinds):
+                out[at] = sum(self.predict_table(rows.assign(kind=k)) for k, rows in parts)
         return out
 
     def describe(self) -> dict:

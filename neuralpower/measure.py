@@ -102,3 +102,25 @@ class _Bound(nn.Module):
 
     def forward(self, first):
         return self.model(first, *self.inputs[1:])
+
+
+def dispatched_ops(model: nn.Module, x: torch.Tensor) -> tuple[list[str], int]:
+    """What one inference run of ``model`` on ``x`` (after one warm-up run) really dispatches,
+    by ``torch.profiler``: the names of the ATen ops called at the top level (not from inside
+    another op), what the tracer's working ops stand for, and the CUDA kernels launched."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = x.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch.inference_mode():
+        model(x)
+        if cuda:
+            torch.cuda.synchronize()
+        with profile(activities=activities) as prof:
+            model(x)
+            if cuda:
+                torch.cuda.synchronize()
+    events = prof.events()
+    top = [e.name for e in events if e.name.startswith("aten::")
+           and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]
+    return top, sum(e.device_type.name == "CUDA" for e in events)

@@ -76,6 +76,21 @@ def test_predict_table_on_traced_resnet18(baselines):
         assert network_runtime(b, table) > 0
 
 
+def test_baselines_without_attention_rows_predict_it_as_its_math(baselines):
+    # the AMD campaign predates fused attention: its baselines add the ops of its math up
+    from neuralpower.features import DECOMPOSED
+
+    table = trace(nets.build("timm:deit_tiny_patch16_224"), (1, 3, 224, 224))
+    att = table[table.kind == "attention"]
+    parts = DECOMPOSED["attention"](att)
+    for name, b in baselines.items():
+        assert "attention" not in b.kinds
+        p = b.predict_table(table)[(table.kind == "attention").to_numpy()]
+        want = sum(b.predict_table(rows.assign(kind=k)) for k, rows in parts)
+        assert len(p) == 12 and np.isfinite(p).all() and (p > 0).all(), name
+        np.testing.assert_allclose(p, want, rtol=1e-12)
+
+
 def _benchmark():
     path = ROOT / "benchmarks" / "network_accuracy.py"
     spec = importlib.util.spec_from_file_location("network_accuracy", path)

@@ -405,15 +405,9 @@ def test_vision_transformers_run_fused_attention_per_block():
 def test_the_tracer_lists_about_the_ops_a_real_run_dispatches(name):
     # one real inference on this CPU under torch.profiler: the ATen ops called at the top level
     # (ViT-B/16: 142, against 137 traced; 197 when attention was traced as its math)
-    from torch.profiler import profile
+    from neuralpower.measure import dispatched_ops
 
-    model = build(name, device=torch.device("cpu")).eval()
-    x = torch.randn(1, 3, 224, 224)
-    with torch.inference_mode():
-        model(x)
-        with profile() as prof:
-            model(x)
-    top = [e for e in prof.events() if e.name.startswith("aten::")
-           and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]
+    top, _ = dispatched_ops(build(name, device=torch.device("cpu")).eval(),
+                            torch.randn(1, 3, 224, 224))
     traced = (trace(build(name), (1, 3, 224, 224)).kind != "free").sum()
     assert abs(traced - len(top)) <= 0.1 * len(top), (traced, len(top))
