@@ -173,14 +173,20 @@ def trace_many(nets: list[str], input_shape=(1, 3, 224, 224), workers: int | Non
     import multiprocessing
     import os
 
+    import torch
+
     jobs = [(net, input_shape) for net in nets]
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                           else os.cpu_count() or 1)
     if workers < 2 or len(jobs) < 4 or "fork" not in multiprocessing.get_all_start_methods():
         return pd.concat(map(_build_and_trace, jobs), ignore_index=True)
     # fork: the workers start in milliseconds with torch already imported (spawn would import
-    # it again, seconds each); they only build modules and compute on meta tensors
-    with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+    # it again, seconds each); they build modules and compute on meta tensors, and on a few
+    # small real ones (subnormal.py), in one thread: an OpenMP pool the parent started does not
+    # survive a fork, and a child entering it waited for ever (benchmarks/search_space.py)
+    with multiprocessing.get_context("fork").Pool(min(workers, len(jobs)),
+                                                  initializer=torch.set_num_threads,
+                                                  initargs=(1,)) as pool:
         return pd.concat(pool.imap(_build_and_trace, jobs, chunksize=1), ignore_index=True)
 
 

@@ -71,6 +71,21 @@ def test_names_traced_in_worker_processes_as_in_this_one(cpu_predictor, tmp_path
         assert many.loc[name, "runtime_ms"] == pytest.approx(alone["runtime_ms"], rel=1e-9)
 
 
+def test_worker_processes_trace_after_this_process_computed_in_threads():
+    # Swin's window mask is computed for real (subnormal.py); once this process has run such a
+    # computation in its OpenMP pool, a forked worker entering that pool waited for ever
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.set_num_threads(2); "
+            "from neuralpower.archs import trace_many; from neuralpower.nets import build; "
+            "from neuralpower.trace import trace; trace(build('torchvision:swin_t'), (1, 3, 224, 224)); "
+            "torch.randn(256, 256) @ torch.randn(256, 256); "
+            "print(len(trace_many(['torchvision:swin_t'] * 4)))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and int(r.stdout.split()[-1]) > 0, r.stderr[-500:]
+
+
 def test_a_bad_name_in_a_worker_is_a_one_line_error(tmp_path):
     from neuralpower.archs import trace_many
 
