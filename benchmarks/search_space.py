@@ -27,7 +27,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import pandas as pd  # noqa: E402
 from torch import nn  # noqa: E402
 
 from neuralpower import Predictor, predict  # noqa: E402
