@@ -20,14 +20,13 @@ sys.path.insert(0, str(ROOT))
 from neuralpower import Predictor  # noqa: E402
 from neuralpower.data import at_reference_speed, load  # noqa: E402
 from neuralpower.regression import rmspe  # noqa: E402
-
-KINDS = ["conv2d", "linear", "max_pool2d", "avg_pool2d"]   # the held-out draw of profile_accuracy
+from profile_accuracy import KINDS, held_out  # noqa: E402  (its split, beside this file)
 
 
 def held_out_pools(path) -> pd.DataFrame:
     rows, _ = at_reference_speed(load(path))
     rows = rows[rows.kind.isin(KINDS)].reset_index(drop=True)
-    test = np.random.default_rng(0).random(len(rows)) < 0.2
+    test = held_out(rows, "rows")
     pools = rows.kind.isin(["max_pool2d", "avg_pool2d"]).to_numpy()
     p = Predictor.fit(rows[pools & ~test], log=lambda m: None)
     held = rows[pools & test]
