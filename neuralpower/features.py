@@ -31,9 +31,9 @@ CLOCK_TARGETS = ["host_ms", "gpu_ms"]
 MODES = ("inference", "train")
 # Optional columns saying what ran around a layer inside its network (the tracer and the
 # profiler fill them): elements read and written by the op just before it, and by the whole
-# network per run.
-CONTEXT_COLUMNS = ["prev_elements", "net_elements"]
-# The one context feature: how much data the op before moved per element this op moves, per
+# network per run; ops run since the last op of the same kind.
+CONTEXT_COLUMNS = ["prev_elements", "net_elements", "kind_gap"]
+# The first context feature: how much data the op before moved per element this op moves, per
 # mille (so that the regression's log1p is a log from ratios of about 1/100 up). The same
 # layer runs slower after an op that swept the caches than after one that left its input hot
 # (benchmarks/context_effect.py); this ratio is what the layer's own shape cannot say. A row
@@ -42,15 +42,19 @@ CONTEXT_COLUMNS = ["prev_elements", "net_elements"]
 # feature it let models fitted on synthetic networks, which put small layers in small networks,
 # extrapolate badly to small layers in large real networks (27 torchvision networks: median
 # error 75 % with both columns, 48 % without, same measurements).
-CONTEXT_FEATURES = ["prev_permille"]
+CONTEXT_FEATURES = ["prev_permille", "kind_gap"]
 NEUTRAL_PERMILLE = 1000.0
+# The second: ``kind_gap``, the ops run since the last op of the same kind (trace.kind_gaps): a
+# kind not run for a while runs slower (the head's global pool of a network without SE blocks
+# costs several times an SE block's pool of the same shape). A row without it gets 1.
+NEUTRAL_GAP = 1.0
 # Optional column saying what the values of a layer's data do to its time (the tracer and the
 # profiler fill it; empty is none): the share of its work that meets subnormal numbers, which
 # a CPU handles many times slower (subnormal.py). Not a feature: a predictor adds a measured
 # cost per unit of such work (subnormal.fit_costs).
 VALUE_COLUMNS = ["subnormal_share"]
 # Every schema column features() reads: the layer's own, then the context it uses.
-FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements"]
+FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements", "kind_gap"]
 # Every column a prediction reads: the features' inputs and the value columns.
 PREDICT_INPUTS = [*FEATURE_INPUTS, *VALUE_COLUMNS]
 
@@ -242,6 +246,8 @@ def features(rows: pd.DataFrame, kind: str, context: bool = True) -> pd.DataFram
         own = np.maximum(f.get("in_elems", 0.0) + f.get("out_elems", 0.0), 1.0)
         prev = _numbers(rows, "prev_elements")
         f["prev_permille"] = np.where(np.isnan(prev), NEUTRAL_PERMILLE, 1000.0 * prev / own)
+        gap = _numbers(rows, "kind_gap")
+        f["kind_gap"] = np.where(np.isnan(gap), NEUTRAL_GAP, gap)
     return pd.DataFrame(f, index=rows.index)
 
 

@@ -76,6 +76,10 @@ def test_gzipped_campaigns_load_and_damaged_ones_are_one_line(tmp_path):
     src = PUBLIC.parent / "dev_cpu" / "intel_xeon_2t_zoo_s6.csv.gz"
     rows = load(src)
     assert len(rows) > 1000 and rows.network_runtime_ms.notna().all()
+    # measured before kind_gap was a column: each zoo network traced again at its input
+    assert rows.kind_gap.notna().all()
+    heads = rows[(rows.layer == "avgpool") & rows.network.str.contains("-resnet")]
+    assert len(heads) and (heads.kind_gap > 50).all()   # a ResNet's one pool: a whole run
     cut = tmp_path / "cut.csv.gz"
     cut.write_bytes(src.read_bytes()[:5000])          # a download cut short
     bad = tmp_path / "bad.csv.gz"

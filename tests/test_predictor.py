@@ -311,20 +311,24 @@ def test_context_feature_is_the_previous_ops_data_per_own_and_neutral_without_it
 
 
 def test_predictors_fitted_before_the_context_feature_ignore_it(cpu_split):
-    """The AMD predictor was fitted before the context feature: same predictions with or
-    without it, and no range of it in its card (so it is never reported as extrapolation)."""
+    """The Xeon training predictor was fitted before the context features, the H100's before
+    ``kind_gap``: same predictions with or without them, and no range of them in their cards
+    (so they are never reported as extrapolation)."""
     from neuralpower.features import CONTEXT_COLUMNS, CONTEXT_FEATURES, MODELED_KINDS
 
-    shipped = Predictor.load(ROOT / "models" / "amd_epyc_2t_cpu.predictor")
-    for (kind, _), model in shipped.models.items():
-        used = set(model.backbone.named_steps["features"].columns_)
-        assert used and not used & {*CONTEXT_COLUMNS, *CONTEXT_FEATURES} and kind in MODELED_KINDS
     rows = cpu_split[1][cpu_split[1].kind == "conv2d"].head(20)
-    a = shipped.predict_rows(rows.assign(prev_elements=1.0), "conv2d")
-    b = shipped.predict_rows(rows.drop(columns="prev_elements", errors="ignore"), "conv2d")
-    assert np.array_equal(a.to_numpy(), b.to_numpy(), equal_nan=True)
-    assert shipped.extrapolation(rows.assign(prev_elements=1e12), "conv2d") == \
-        shipped.extrapolation(rows, "conv2d")
+    for name, unknown in (("intel_xeon_2t_cpu_train", {*CONTEXT_COLUMNS, *CONTEXT_FEATURES}),
+                          ("nvidia_h100", {"kind_gap"})):
+        shipped = Predictor.load(ROOT / "models" / f"{name}.predictor")
+        for (kind, _), model in shipped.models.items():
+            used = set(model.backbone.named_steps["features"].columns_)
+            assert used and not used & unknown and kind in MODELED_KINDS
+        column = "prev_elements" if "prev_elements" in unknown else "kind_gap"
+        a = shipped.predict_rows(rows.assign(**{column: 1.0}), "conv2d")
+        b = shipped.predict_rows(rows.drop(columns=column, errors="ignore"), "conv2d")
+        assert np.array_equal(a.to_numpy(), b.to_numpy(), equal_nan=True)
+        assert shipped.extrapolation(rows.assign(**{column: 1e12}), "conv2d") == \
+            shipped.extrapolation(rows, "conv2d")
 
 
 def test_a_context_model_predicts_a_row_without_context_as_a_neutral_one():

@@ -153,6 +153,18 @@ def test_a_short_cpu_campaign_fits_and_scores(campaign_csv):
     assert scores["conv2d"]["runtime_ms"]["rmspe_pct"] < 100
 
 
+def test_load_fills_kind_gap_in_a_campaign_without_it_as_the_tracer_wrote_it(campaign_csv,
+                                                                           tmp_path):
+    # each network rebuilt from its seed, index and the sidecar's settings, and traced again
+    d = pd.read_csv(campaign_csv[0])
+    assert d[d.status == "ok"].kind_gap.ge(1).all()
+    before = tmp_path / "before.csv"
+    d.drop(columns="kind_gap").to_csv(before, index=False)
+    sidecar_path(before).write_text(sidecar_path(campaign_csv[0]).read_text())
+    filled, written = load(before), load(campaign_csv[0])
+    assert filled.kind_gap.tolist() == written.kind_gap.tolist()
+
+
 def test_the_gap_between_layers_and_the_whole_network_is_in_the_data(campaign_csv):
     d = pd.read_csv(campaign_csv[0])
     per_net = d.groupby("network").agg(layers=("runtime_ms", "sum"),

@@ -315,6 +315,30 @@ def test_context_columns_say_what_runs_around_each_op():
     assert t[t.kind == "free"].prev_elements.isna().all()
 
 
+def test_kind_gap_counts_the_ops_since_the_last_of_the_same_kind_around_the_run():
+    from neuralpower.trace import kind_gaps
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    t = trace(model, (1, 3, 16, 16))
+    work = t[t.kind != "free"]
+    assert list(work.kind) == ["conv2d", "relu", "conv2d", "relu", "avg_pool2d", "linear"]
+    # the first conv and ReLU count back into the run before; the only pool and linear wait
+    # a whole run (6 ops) for their next call
+    assert list(work.kind_gap) == [4, 4, 2, 2, 6, 6]
+    assert t[t.kind == "free"].kind_gap.isna().all()
+    assert kind_gaps(["a", "b", "a"]) == [1, 3, 2] and kind_gaps([]) == []
+
+
+def test_a_resnets_one_global_pool_waits_a_run_and_an_se_blocks_pool_a_few_ops():
+    gap = lambda t: t[t.kind == "avg_pool2d"].kind_gap  # noqa: E731
+    resnet = trace(build("torchvision:resnet18"), (1, 3, 64, 64))
+    assert list(gap(resnet)) == [(resnet.kind != "free").sum()]
+    mobile = trace(build("torchvision:mobilenet_v3_small"), (1, 3, 64, 64))
+    se = gap(mobile)   # nine SE blocks' pools, then the head's: each a few blocks after the last
+    assert len(se) == 10 and se.max() < (mobile.kind != "free").sum() / 4
+
+
 def test_tracing_inside_inference_mode_gives_the_same_table():
     """Callers often predict inside torch.inference_mode(); its inference tensors would lose the
     marks that tell weights from activations (seen: NaN MACs and a ValueError)."""

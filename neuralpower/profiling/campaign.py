@@ -52,9 +52,11 @@ CSV_COLUMNS = [
     "error", "campaign_s", *CLOCK_COLUMNS,
 ]
 _HEADER = ",".join(CSV_COLUMNS) + "\n"
-# Files begun before the host and GPU clocks were columns, or before ``subnormal_share`` was,
-# resume in their own columns (a file before subnormal_share leaves out rows that meet them).
-_BEFORE_CLOCKS = [c for c in CSV_COLUMNS if c not in CLOCK_COLUMNS]
+# Files begun before ``kind_gap``, before the host and GPU clocks were columns, or before
+# ``subnormal_share`` was, resume in their own columns (a file before subnormal_share leaves
+# out rows that meet them; ``data.load`` fills in ``kind_gap`` for a file without it).
+_BEFORE_GAP = [c for c in CSV_COLUMNS if c != "kind_gap"]
+_BEFORE_CLOCKS = [c for c in _BEFORE_GAP if c not in CLOCK_COLUMNS]
 _EARLIER_COLUMNS = [c for c in _BEFORE_CLOCKS if c not in VALUE_COLUMNS]
 # Seconds of repeated runs per network and mode (at least 5 runs). Two measurements of one
 # network built twice differ more than the runs of one build do, so a campaign learns more from
@@ -309,7 +311,7 @@ class Campaign:
         if not text:
             _write_whole(f, _HEADER)
             return {}, set(), 0.0, CSV_COLUMNS
-        known = [c for c in (CSV_COLUMNS, _BEFORE_CLOCKS, _EARLIER_COLUMNS)
+        known = [c for c in (CSV_COLUMNS, _BEFORE_GAP, _BEFORE_CLOCKS, _EARLIER_COLUMNS)
                  if text.startswith(",".join(c) + "\n")]
         if known:
             columns = known[0]
