@@ -299,8 +299,10 @@ def test_context_feature_is_the_previous_ops_data_per_own_and_neutral_without_it
 
     rows = cpu_split[1][cpu_split[1].kind == "linear"].head(5)
     own = rows.batch * (rows.in_features + rows.out_features)
-    bare = features(rows.drop(columns=["prev_elements", "net_elements"], errors="ignore"), "linear")
+    bare = features(rows.drop(columns=["prev_elements", "net_elements", "kind_gap"],
+                              errors="ignore"), "linear")
     assert (bare.prev_permille == NEUTRAL_PERMILLE).all()  # no context measured: neutral
+    assert (bare.kind_gap == 1.0).all() and (features(rows, "linear").kind_gap >= 1).all()
     same = features(rows.assign(prev_elements=own, net_elements=1.0), "linear")
     assert np.allclose(same.prev_permille, 1000.0)  # the op before moved as much as this one
     swept = features(rows.assign(prev_elements=4 * own, net_elements=1e12), "linear")
