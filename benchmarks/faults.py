@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 from neuralpower.profiling import sidecar_path  # noqa: E402
 from neuralpower.profiling.meters import Meter, MeterError  # noqa: E402
-from neuralpower.profiling.synthetic import Limits, sample, trace_spec  # noqa: E402
+from neuralpower.profiling.synthetic import campaign_spec, trace_spec  # noqa: E402
 
 
 # --- reading a campaign file ----------------------------------------------------------------------
@@ -82,9 +82,7 @@ def audit(path, finished=()) -> dict:
 
 def _expected_layers(net: str, settings: dict) -> set:
     """The layers of campaign network ``net`` (``s{seed}-{index}``), from its sidecar settings."""
-    index = int(net.rsplit("-", 1)[1])
-    return network_layers(sample(settings["seed"], index, tuple(settings["kinds"]),
-                                 Limits(**settings["limits"])))
+    return network_layers(campaign_spec(net, settings))
 
 
 def network_layers(spec: dict) -> set:

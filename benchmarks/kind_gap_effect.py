@@ -23,9 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from neuralpower import Predictor, nets  # noqa: E402
 from neuralpower.data import at_reference_speed, load  # noqa: E402
-from neuralpower.regression import rmspe  # noqa: E402
 from neuralpower.trace import trace  # noqa: E402
-from profile_accuracy import KINDS, held_out  # noqa: E402  (its split, beside this file)
+from profile_accuracy import KINDS, held_out, rmspe_by_kind  # noqa: E402  (beside this file)
 
 NETS = [("torchvision:resnet50", (1, 3, 224, 224)), ("torchvision:regnet_x_400mf", (4, 3, 128, 128)),
         ("torchvision:mobilenet_v3_large", (2, 3, 256, 256)),
@@ -89,18 +88,9 @@ def held_out_errors(path) -> None:
     rows = rows[rows.kind.isin(KINDS)].reset_index(drop=True)
     test = held_out(rows, "rows")
     line = []
-    for label, data in (("without", rows.assign(kind_gap=np.nan)), ("with", rows)):
-        p = Predictor.fit(data[~test], log=lambda m: None)
-        held = data[test]
-        errors = []
-        for group in (["conv2d"], ["linear"], ["max_pool2d", "avg_pool2d"]):
-            part = held[held.kind.isin(group)]
-            pred = np.concatenate([p.predict_rows(part[part.kind == k], k).runtime_ms
-                                   for k in group if (part.kind == k).any()])
-            true = np.concatenate([part[part.kind == k].runtime_ms.to_numpy()
-                                   for k in group if (part.kind == k).any()])
-            errors.append(f"{rmspe(true, pred):.1f}")
-        line.append(" / ".join(errors))
+    for data in (rows.assign(kind_gap=np.nan), rows):   # without kind_gap, then with it
+        errors = rmspe_by_kind(Predictor.fit(data[~test], log=lambda m: None), data[test])
+        line.append(" / ".join(f"{errors[k]:.1f}" for k in ("conv2d", "linear", "pooling")))
     print(f"| {Path(path).name} | {line[0]} | {line[1]} |", flush=True)
 
 

@@ -64,24 +64,30 @@ def main():
         start = time.perf_counter()
         predictor = Predictor.fit(train, log=lambda m: None)
         fit_s = time.perf_counter() - start
-        held = rows[test]
         line = {"minutes": minutes, "train_rows": len(train), "fit_s": round(fit_s, 1)}
-        for kind in KINDS + ["pooling"]:
-            of_kind = held.kind.isin(["max_pool2d", "avg_pool2d"] if kind == "pooling" else [kind])
-            part = held[of_kind]
-            models = [k for k in part.kind.unique() if (k, "runtime_ms") in predictor.models]
-            if part.empty or len(models) < part.kind.nunique():
-                line[kind] = np.nan
-                continue
-            pred = np.concatenate([predictor.predict_rows(part[part.kind == k], k).runtime_ms
-                                   for k in models])
-            true = np.concatenate([part[part.kind == k].runtime_ms.to_numpy() for k in models])
-            line[kind] = round(rmspe(true, pred), 1)
-        table.append(line)
+        table.append({**line, **rmspe_by_kind(predictor, rows[test])})
     out = pd.DataFrame(table)
     print("held-out runtime RMSPE % by profiling time (goal at 10 min: <= 10 % for conv2d, "
           "linear, pooling)")
     print(out.to_markdown(index=False) if _has_tabulate() else out.to_string(index=False))
+
+
+def rmspe_by_kind(predictor, held: pd.DataFrame) -> dict:
+    """Runtime RMSPE % of the ``held`` rows per kind of :data:`KINDS` and for pooling (both
+    pool kinds together); NaN where the rows or a model are missing."""
+    out = {}
+    for kind in KINDS + ["pooling"]:
+        of_kind = held.kind.isin(["max_pool2d", "avg_pool2d"] if kind == "pooling" else [kind])
+        part = held[of_kind]
+        models = [k for k in part.kind.unique() if (k, "runtime_ms") in predictor.models]
+        if part.empty or len(models) < part.kind.nunique():
+            out[kind] = np.nan
+            continue
+        pred = np.concatenate([predictor.predict_rows(part[part.kind == k], k).runtime_ms
+                               for k in models])
+        true = np.concatenate([part[part.kind == k].runtime_ms.to_numpy() for k in models])
+        out[kind] = round(rmspe(true, pred), 1)
+    return out
 
 
 def held_out(rows: pd.DataFrame, unit: str) -> np.ndarray:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 
@@ -41,12 +40,12 @@ def with_kind_gap(d: pd.DataFrame, path=None) -> pd.DataFrame:
     network at its input; a synthetic one from its seed, index, kinds and limits, which the
     campaign's sidecar beside ``path`` keeps), and a row takes its module's gap where the
     module is of the row's kind. Rows of no network (public data), or of a network that cannot
-    be rebuilt, stay empty: the neutral value."""
-    if not {"network", "layer"} <= set(d.columns):
+    be rebuilt, stay empty: the neutral value. A file with the column is taken as it is (an
+    empty value there is one that could not be derived)."""
+    if "kind_gap" in d or not {"network", "layer"} <= set(d.columns):
         return d
-    gap = pd.to_numeric(d["kind_gap"], errors="coerce") if "kind_gap" in d else \
-        pd.Series(np.nan, index=d.index)
-    missing = d[gap.isna() & d["network"].notna()]
+    gap = pd.Series(np.nan, index=d.index)
+    missing = d[d["network"].notna()]
     if missing.empty:
         return d
     from .profiling import synthetic, zoo
@@ -62,13 +61,11 @@ def with_kind_gap(d: pd.DataFrame, path=None) -> pd.DataFrame:
                 continue
     inputs = zoo.network_inputs(missing)
     for net_id, part in missing.groupby("network", sort=False):
-        net, synth = zoo.net_of(net_id), _SYNTHETIC_ID.fullmatch(str(net_id))
+        net = zoo.net_of(net_id)
         try:
             if net is not None and net_id in inputs:
                 table = zoo.trace_spec({"zoo": net, "input": list(inputs[net_id])})
-            elif synth and {"kinds", "limits"} <= set(settings):
-                spec = synthetic.sample(int(synth[1]), int(synth[2]), tuple(settings["kinds"]),
-                                        synthetic.Limits(**settings["limits"]))
+            elif (spec := synthetic.campaign_spec(net_id, settings)) is not None:
                 table = synthetic.trace_spec(spec)
             else:
                 continue
@@ -79,9 +76,6 @@ def with_kind_gap(d: pd.DataFrame, path=None) -> pd.DataFrame:
         same = layer.map(work.kind).eq(part["kind"])   # the network rebuilt is the one measured
         gap[part.index] = layer.map(work.kind_gap).where(same)
     return d.assign(kind_gap=gap)
-
-
-_SYNTHETIC_ID = re.compile(r"s(\d+)-(\d+)")
 
 
 def _read_one(path: Path) -> pd.DataFrame:

@@ -26,6 +26,7 @@ real deployments do), then by narrowing the layer.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,6 +135,19 @@ def sample(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits(
     """The spec of network ``index`` of the campaign seeded ``seed``."""
     spec, batch = draw(seed, index, kinds, limits)
     return fit_batch(spec, batch, limits)
+
+
+_NETWORK_ID = re.compile(r"s(\d+)-(\d+)")
+
+
+def campaign_spec(network_id: str, settings: dict) -> dict | None:
+    """The spec of a campaign's synthetic network ``network_id`` (``s<seed>-<index>``, as
+    ``Campaign`` names them), from the settings its sidecar keeps (kinds and limits); None for
+    another id or settings without them."""
+    m = _NETWORK_ID.fullmatch(str(network_id))
+    if m is None or not {"kinds", "limits"} <= set(settings):
+        return None
+    return sample(int(m[1]), int(m[2]), tuple(settings["kinds"]), Limits(**settings["limits"]))
 
 
 def fit_batch(spec: dict, batch: int, limits: Limits = Limits()) -> dict:
