@@ -10,8 +10,10 @@
 # Knobs (environment): STAGES (the stages to run, by name; default all), PW (the power window
 # in seconds: skips the probe), SYN_PCT / ZOO_PCT (shares of TOTAL for the synthetic and zoo
 # campaigns; default 25 / 15), POWER_SHARE (of the synthetic campaign's time on power windows;
-# default 0.5), KINDS (the synthetic campaign's kinds; default all), PREDICTOR (the one the
-# `validate` and network benchmark stages score when `fit` is not a stage).
+# default 0.5), KINDS (the synthetic campaign's kinds; default all), SEED (both campaigns' seed;
+# default 0: another seed gives other networks than an earlier lease's), PREDICTOR (the one the
+# `validate` and network benchmark stages score when `fit` is not a stage), NA_DATA (the files
+# the network benchmark fits its baselines on; default this lease's campaigns).
 #
 # The device machine's image lacks skops (the predictor format): carry its wheels, downloaded
 # here into .whl/ (listed in .git/info/exclude) with
@@ -70,9 +72,9 @@ stage kernel_count 60 $PY benchmarks/kernel_count.py --device $DEV
 SYN=$(( (TOTAL * ${SYN_PCT:-25}) / 100 )); ZOO=$(( (TOTAL * ${ZOO_PCT:-15}) / 100 ))
 stage profile $((SYN + 40)) $PY -m neuralpower profile -o "$D/$NAME.csv" --device $DEV \
   --budget $SYN --power-window $PW --power-share ${POWER_SHARE:-0.5} ${KINDS:+--kinds $KINDS} \
-  --quiet
+  --seed ${SEED:-0} --quiet
 stage profile_zoo $((ZOO + 40)) $PY -m neuralpower profile -o "$D/${NAME}_zoo.csv" \
-  --device $DEV --budget $ZOO --zoo --no-power --quiet
+  --device $DEV --budget $ZOO --zoo --no-power --seed ${SEED:-0} --quiet
 # calibrated on the zoo networks' whole times (fit --calibrate); plain if that fails
 stage fit 90 $PY -m neuralpower fit "$D/$NAME.csv" "$D/${NAME}_zoo.csv" \
   -o "$D/$NAME.predictor" --card "$D/$NAME.md" --calibrate
@@ -84,7 +86,7 @@ stage predict 30 $PY -m neuralpower predict "$PREDICTOR" torchvision:resnet50 \
 stage validate 90 $PY -m neuralpower validate "$PREDICTOR" torchvision:resnet18 \
   torchvision:vit_b_16 --device $DEV --json --plot "$D/validate.png"
 stage network_accuracy $(( $(left) - 25 )) $PY benchmarks/network_accuracy.py \
-  --predictor "$PREDICTOR" --data "$D/$NAME.csv" "$D/${NAME}_zoo.csv" \
+  --predictor "$PREDICTOR" --data ${NA_DATA:-"$D/$NAME.csv" "$D/${NAME}_zoo.csv"} \
   --device $DEV --target-s 0.5 --calibrate --json "$D/network_accuracy_$NAME.json"
 tar -C "$OUT" -czf "$OUT/results.tgz" "$NAME" && echo "=== packed $(du -h "$OUT/results.tgz" | cut -f1)" | tee -a "$LOG"
 echo "=== done in $(( $(date +%s) - START ))s" | tee -a "$LOG"
