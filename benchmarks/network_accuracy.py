@@ -454,11 +454,10 @@ def one_network(entry, meta_model, shape, predictor, baselines, measured, thread
     result["reused" if reused else "measured_in_run"] += 1
     macs = p.totals["macs"]
     # power and energy: neuralpower's alone (the baselines model runtime), where the predictor
-    # has a power model and the device a sensor; energy scales with runtime, power does not
-    power = {"predicted_w": _finite(p.totals.get("power_w")),
-             "predicted_mj": _finite(p.totals.get("energy_mj"))}
-    if power["predicted_mj"] is not None:
-        power["predicted_mj"] *= speed
+    # has a power model and the device a sensor, at the measurement's speed (Prediction.at_speed)
+    at_speed = p.at_speed(speed)
+    power = {"predicted_w": _finite(at_speed["power_w"]),
+             "predicted_mj": _finite(at_speed["energy_mj"])}
     power["error_pct"] = {"power_w": error_pct(power["predicted_w"], measured.get("power_w")),
                           "energy_mj": error_pct(power["predicted_mj"], measured.get("energy_mj"))}
     result["networks"].append({"power": power,

@@ -30,8 +30,35 @@ def load(paths) -> pd.DataFrame:
         if key in seen:
             raise NeuralPowerError(f"measurement file {str(p)!r} is given twice")
         seen.add(key)
-    frames = [with_kind_gap(_read_one(Path(p)), p) for p in paths]
+    frames = [with_idle_power(with_kind_gap(_read_one(Path(p)), p), p) for p in paths]
     return pd.concat(frames, ignore_index=True)
+
+
+def sidecar(path) -> dict:
+    """The campaign sidecar JSON beside measurement file ``path`` ({} where there is none or
+    it cannot be read): ``x.json`` beside ``x.csv``, ``x.csv.gz.json`` or ``x.json`` beside
+    ``x.csv.gz``."""
+    from .profiling.campaign import sidecar_path
+
+    name = Path(path).name.removesuffix(".gz").removesuffix(".csv")
+    for side in (sidecar_path(path), Path(path).with_name(name + ".json")):
+        try:
+            meta = json.loads(side.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict):
+            return meta
+    return {}
+
+
+def with_idle_power(d: pd.DataFrame, path) -> pd.DataFrame:
+    """``d`` with the device's idle power (``idle_power_w``) its campaign's sidecar recorded,
+    where it did and the file has no such column: what a layer's power reading holds whether
+    the layer runs or the device waits (``predict``, network power on two clocks)."""
+    if "idle_power_w" in d:
+        return d
+    idle = (sidecar(path).get("power") or {}).get("idle_power_w")
+    return d.assign(idle_power_w=float(idle)) if isinstance(idle, (int, float)) and idle > 0 else d
 
 
 def with_kind_gap(d: pd.DataFrame, path=None) -> pd.DataFrame:
@@ -49,16 +76,7 @@ def with_kind_gap(d: pd.DataFrame, path=None) -> pd.DataFrame:
     if missing.empty:
         return d
     from .profiling import synthetic, zoo
-    from .profiling.campaign import sidecar_path
-    settings = {}
-    if path is not None:
-        name = Path(path).name.removesuffix(".gz").removesuffix(".csv")
-        for side in (sidecar_path(path), Path(path).with_name(name + ".json")):
-            try:
-                settings = json.loads(side.read_text())["settings"]
-                break
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+    settings = sidecar(path).get("settings") or {} if path is not None else {}
     inputs = zoo.network_inputs(missing)
     for net_id, part in missing.groupby("network", sort=False):
         net = zoo.net_of(net_id)

@@ -36,6 +36,21 @@ class Prediction:
     layers: pd.DataFrame
     totals: dict
     mode: str = "inference"   # or "train": figures are a training step's forward + backward
+    idle_power_w: float | None = None   # the predictor's, where it replays two clocks
+
+    def at_speed(self, speed: float) -> dict:
+        """``runtime_ms``, ``energy_mj`` and ``power_w`` of the network on the device running
+        ``speed`` times slower than the predictor's reference (``Predictor.speed``). The
+        runtime scales; with an idle power the longer wait draws idle power and the kernels'
+        own energy stays (a slower host makes a GPU wait, not work more), else energy scales
+        with the runtime."""
+        runtime, energy = self.totals["runtime_ms"], self.totals.get("energy_mj")
+        if energy is not None:
+            energy = (energy + self.idle_power_w * runtime * (speed - 1.0)
+                      if self.idle_power_w is not None else energy * speed)
+        runtime = runtime * speed
+        return {"runtime_ms": runtime, "energy_mj": energy,
+                "power_w": energy / runtime if energy is not None and runtime > 0 else None}
 
     @property
     def subnormal_ms(self) -> float:
@@ -144,6 +159,9 @@ def predict_table(table: pd.DataFrame, predictor: Predictor,
         if in_order:
             runtime = clocks.layer_runtimes(clocks.gpu_ends(host, gpu), modeled)
         runtime = predictor.runtime_of_layers(runtime, kinds, clocks=True)
+        if in_order:  # each layer's power in the network's rhythm (clocks.layer_energy)
+            energy = clocks.layer_energy(power, runtime, host, gpu, predictor.idle_power_w)
+            power = np.where(runtime > 0, energy / np.where(runtime > 0, runtime, 1.0), power)
     else:
         runtime = predictor.runtime_of_layers(runtime, kinds)
     return table.assign(runtime_ms=runtime, power_w=power, energy_mj=power * runtime,
@@ -184,4 +202,5 @@ def predict(model: nn.Module | pd.DataFrame, input_shape, predictor: Predictor |
     shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
     return Prediction(network=name, device=predictor.device, input_shape=[list(s) for s in shapes],
                       layers=table[table.kind != "free"].reset_index(drop=True),
-                      totals=totals(table), mode=predictor.mode)
+                      totals=totals(table), mode=predictor.mode,
+                      idle_power_w=predictor.idle_power_w)

@@ -146,6 +146,10 @@ class Predictor:
         glue = predictor._fit_clocks(data, log)
         if glue:
             card["clocks"] = glue
+            idle = _idle_power(data)
+            if idle is not None:  # network power in the network's rhythm (clocks.layer_energy)
+                card["idle_power_w"] = idle
+                log(f"idle power {idle:.1f} W (the campaigns' sidecars)")
         network = predictor._fit_network(data)
         if network:
             card["network"] = network
@@ -170,6 +174,14 @@ class Predictor:
                 f"{c['uncalibrated_median_abs_error_pct']:.1f} % -> "
                 f"{c['cross_validated_median_abs_error_pct']:.1f} % (leave one architecture out)")
         return predictor
+
+    @property
+    def idle_power_w(self) -> float | None:
+        """The device's idle power, where this predictor replays networks on two clocks and its
+        data recorded it: network power is then figured in the network's rhythm
+        (clocks.layer_energy) and taken to another host speed by ``at_speed``."""
+        idle = self.card.get("idle_power_w")
+        return float(idle) if self.clocks and isinstance(idle, (int, float)) and idle > 0 else None
 
     @property
     def clocks(self) -> dict | None:
@@ -490,6 +502,16 @@ def _versions() -> dict:
             "numpy": np.__version__, "pandas": pd.__version__}
 
 
+def _idle_power(data: pd.DataFrame) -> float | None:
+    """The device's idle power the campaigns with power readings recorded (data.with_idle_power),
+    their median; None where none did."""
+    if "idle_power_w" not in data or "power_w" not in data:
+        return None
+    idle = pd.to_numeric(data.idle_power_w, errors="coerce")[
+        pd.to_numeric(data.power_w, errors="coerce") > 0].dropna()
+    return float(idle.median()) if len(idle) else None
+
+
 def _provenance(data: pd.DataFrame) -> list[dict]:
     """Which files, how many rows of each kind, and a hash of their content."""
     out = []
@@ -543,6 +565,9 @@ def card_markdown(card: dict) -> str:
                   + (f" (median |error| of their host time "
                      f"{glue['network_host_median_abs_error_pct']:.1f} %)."
                      if "network_host_median_abs_error_pct" in glue else ".")]
+        if card.get("idle_power_w"):
+            lines += ["", f"Network power in the network's rhythm (clocks.layer_energy): idle "
+                          f"power {card['idle_power_w']:.1f} W, from the campaigns' sidecars."]
     cal = card.get("calibration")
     if cal:
         lines += ["", "## Calibration on measured real networks", "",

@@ -26,9 +26,7 @@ def validate(predictor, names, input_shape=(1, 3, 224, 224), device="cpu", *,
         m = measure_fresh(name, input_shape, device, threads=threads, target_s=target_s)
         # the prediction at the speed the device ran at meanwhile (a shared host varies)
         speed = predictor.speed(m.get("reference_ms"))
-        predicted = {k: _number(p.totals.get(k)) for k in TOTALS}
-        for k in ("runtime_ms", "energy_mj"):
-            predicted[k] = None if predicted[k] is None else predicted[k] * speed
+        predicted = {k: _number(v) for k, v in p.at_speed(speed).items()}
         measured = {k: m[k] for k in TOTALS}
         rows.append({
             "network": name, "predicted": predicted, "measured": measured,

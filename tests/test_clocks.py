@@ -103,6 +103,41 @@ def test_a_predictor_fitted_on_both_clocks_replays_networks(h100):
     assert big.layers.gpu_ms.sum() > 0.8 * big.totals["runtime_ms"]
 
 
+def test_a_layers_power_is_taken_to_the_networks_rhythm():
+    """A layer read at 300 W running back to back once every 2 ms (its host time; 1 ms of
+    kernels) on a device idling at 100 W, taking 4 ms in a network: the idle power over the 4 ms
+    and the same 200 W extra over the 2 ms of each run. Without an idle power or a clock, P x T."""
+    power, runtime = [300.0, 300.0, 80.0, 300.0], [4.0, 4.0, 4.0, 1.0]
+    host, gpu = [2.0, np.nan, 1.0, 0.5], [1.0, 1.0, 0.5, 3.0]
+    e = clocks.layer_energy(power, runtime, host, gpu, 100.0)
+    # (below idle: no negative extra; GPU-bound loop: its kernels' 3 ms)
+    assert e == pytest.approx([100 * 4 + 200 * 2, 300 * 4, 100 * 4, 100 * 1 + 200 * 3])
+    assert clocks.layer_energy(power, runtime, host, gpu, None) == pytest.approx(
+        np.multiply(power, runtime))
+
+
+def test_network_power_uses_the_campaigns_idle_power(h100):
+    """The fit keeps the idle power the campaigns' sidecar recorded; a prediction's layers add
+    up to its totals (DESIGN.md aggregation), and on a host twice as slow the wait draws idle
+    power while the kernels' energy stays."""
+    assert h100.idle_power_w == pytest.approx(121.764)
+    p = predict(torchvision.models.resnet18(), (8, 3, 224, 224), h100)
+    layers, t = p.layers[p.layers.modeled], p.totals
+    assert t["energy_mj"] == pytest.approx((layers.power_w * layers.runtime_ms).sum())
+    assert t["power_w"] == pytest.approx(t["energy_mj"] / t["runtime_ms"])
+    assert p.at_speed(1.0) == pytest.approx({k: t[k] for k in ("runtime_ms", "energy_mj", "power_w")})
+    slow = p.at_speed(2.0)
+    assert slow["runtime_ms"] == pytest.approx(2 * t["runtime_ms"])
+    assert slow["energy_mj"] == pytest.approx(t["energy_mj"] + 121.764 * t["runtime_ms"])
+    assert 121.764 < slow["power_w"] < t["power_w"]
+    # a predictor without clocks: energy scales with the runtime, power stays
+    cpu = predict(torchvision.models.resnet18(), (1, 3, 224, 224),
+                  Predictor.load(ROOT / "models" / "raptorlake_cpu.predictor"))
+    assert cpu.idle_power_w is None
+    assert cpu.at_speed(2.0)["energy_mj"] == pytest.approx(2 * cpu.totals["energy_mj"])
+    assert cpu.at_speed(2.0)["power_w"] == pytest.approx(cpu.totals["power_w"])
+
+
 def test_a_search_space_is_replayed_as_predict_does(h100):
     nets = {"resnet18": torchvision.models.resnet18(), "squeezenet": torchvision.models.squeezenet1_1()}
     many = predict_many(nets, h100).set_index("network")

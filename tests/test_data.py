@@ -90,3 +90,14 @@ def test_gzipped_campaigns_load_and_damaged_ones_are_one_line(tmp_path):
     plain = tmp_path / "ok.csv.gz"
     plain.write_bytes(gzip.compress(GOOD.encode()))
     assert len(load(plain)) == 1
+
+
+def test_a_campaigns_idle_power_comes_from_its_sidecar(tmp_path):
+    """``idle_power_w``: from the sidecar beside the file; no column where there is no sidecar
+    or it measured none (a campaign run with --no-power)."""
+    gpu = PUBLIC.parent / "dev_gpu"
+    assert (load(gpu / "nvidia_h100_clocks.csv").idle_power_w == 121.764).all()
+    assert "idle_power_w" not in load(gpu / "nvidia_h100_s1_zoo.csv.gz")
+    assert "idle_power_w" not in load(write(tmp_path, GOOD))
+    (tmp_path / "d.json").write_text('{"power": {"source": "none", "idle_power_w": null}}')
+    assert "idle_power_w" not in load(tmp_path / "d.csv")
