@@ -181,7 +181,7 @@ class Predictor:
         data recorded it: network power is then figured in the network's rhythm
         (clocks.layer_energy) and taken to another host speed by ``at_speed``."""
         idle = self.card.get("idle_power_w")
-        return float(idle) if self.clocks and isinstance(idle, (int, float)) and idle > 0 else None
+        return float(idle) if self.clocks and idle is not None else None  # (checked on load)
 
     @property
     def clocks(self) -> dict | None:
@@ -488,6 +488,9 @@ def _check_card(card: dict, path: Path) -> None:
                                  and all(math.isfinite(glue[k]) and glue[k] >= 0
                                          for k in GLUE_KEYS)):
         raise NeuralPowerError(f"{path}: card has no valid clocks (edited?)")
+    idle = card.get("idle_power_w")
+    if idle is not None and not (numbers([idle]) and math.isfinite(idle) and idle > 0):
+        raise NeuralPowerError(f"{path}: card has no valid idle_power_w (edited?)")
     ref = card.get("reference_ms")
     if ref is not None and not numbers([ref]):
         raise NeuralPowerError(f"{path}: card has no valid reference_ms (edited?)")

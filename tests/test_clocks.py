@@ -171,6 +171,12 @@ def test_an_edited_clocks_card_is_refused_in_one_line(tmp_path):
     with pytest.raises(NeuralPowerError, match="clocks") as e:
         Predictor.load(bad)
     assert "\n" not in str(e.value)
+    for idle in (-5.0, float("inf"), "120", True):
+        bad = edit_card(ROOT / "models" / "nvidia_h100.predictor", tmp_path / "idle.predictor",
+                        lambda card: card.update(idle_power_w=idle))
+        with pytest.raises(NeuralPowerError, match="idle_power_w") as e:
+            Predictor.load(bad)
+        assert "\n" not in str(e.value)
 
 
 def test_predict_shows_both_clocks_in_text_and_json():
