@@ -193,3 +193,17 @@ def test_benchmark_saves_the_predictor_calibrated_on_its_torchvision_networks(tm
     assert sorted(cal["networks"]) == [  # the timm network stays out
         "torchvision:efficientnet_b0", "torchvision:mobilenet_v2", "torchvision:resnet18",
         "torchvision:resnet50"]
+
+
+def test_probe_drift_summarises_stored_cycles(capsys):
+    """benchmarks/probe_drift.py --reuse: the stored cycles of this VM's slow phase, summarised
+    without measuring (the conv probe's slowest quarter slowed MobileNetV2 more than ResNet-50)."""
+    path = ROOT / "benchmarks" / "probe_drift.py"
+    spec = importlib.util.spec_from_file_location("probe_drift", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--reuse", str(ROOT / "benchmarks" / "results" / "probe_drift_cycles.json")]) == 0
+    out = capsys.readouterr().out
+    assert "2548 cycles" in out and "| mobilenet_v2 | 0.48 | 8.0 |" in out
+    slowest = [line for line in out.splitlines() if line.startswith("| 4 |")][0].split(" | ")
+    assert float(slowest[6]) > float(slowest[5]) > float(slowest[1])  # mobilenet > resnet > probe
