@@ -28,11 +28,6 @@ from neuralpower import nets  # noqa: E402
 from neuralpower.profiling.timing import Reference  # noqa: E402
 
 
-class _Add(nn.Module):
-    def forward(self, xy):
-        return xy[0] + xy[1]
-
-
 def best_ms(fn, n=3) -> float:
     """The fastest of ``n`` runs (a preempted run says nothing about speed), as the probe does."""
     return best(fn, n)[0]
@@ -80,7 +75,6 @@ def main(argv=None) -> int:
     # many small ops, each a parallel region the threads enter and leave together
     ops = nn.Sequential(*[m for _ in range(16) for m in (nn.Conv2d(64, 64, 1), nn.ReLU())]).eval()
     ops_x = torch.randn(1, 64, 14, 14)
-    add = _Add()
     models = {n: nets.build(f"torchvision:{n}", device="cpu").eval() for n in args.nets}
     x = torch.randn(1, 3, 224, 224)
     cycles = []
@@ -91,8 +85,8 @@ def main(argv=None) -> int:
         while time.perf_counter() < end:
             for _ in range(8):   # as a measurement takes it: the median of about eight
                 conv.sample()
-            row = {"t": time.time(), "conv_probe": conv.take(), "mem_probe": best_ms(lambda: add(xy)),
-                   "cache_probe": best_ms(lambda: [add(small) for _ in range(8)]),
+            row = {"t": time.time(), "conv_probe": conv.take(), "mem_probe": best_ms(lambda: torch.add(*xy)),
+                   "cache_probe": best_ms(lambda: [torch.add(*small) for _ in range(8)]),
                    "ops_probe": best_ms(lambda: ops(ops_x))}
             s0 = steal()
             for name, m in models.items():

@@ -234,14 +234,13 @@ def predict_many(archs, predictor, input_shape=(1, 3, 224, 224)) -> pd.DataFrame
     n = len(archs.networks)
     per_use = {k: v[layer] for k, v in per_layer.items()}
     if predictor.clocks:  # each network replayed in its order (a repeated layer as one op)
-        ends = clocks.gpu_ends(table.host_ms.to_numpy()[layer] * count[layer],
-                               table.gpu_ms.to_numpy()[layer] * count[layer], net)
-        runtime = predictor.runtime_of_layers(clocks.layer_runtimes(ends, modeled[layer], net),
-                                              table.kind.to_numpy()[layer], clocks=True)
+        host, gpu = (table[c].to_numpy()[layer] * count[layer] for c in ("host_ms", "gpu_ms"))
+        runtime = predictor.runtime_of_layers(
+            clocks.layer_runtimes(clocks.gpu_ends(host, gpu, net), modeled[layer], net),
+            table.kind.to_numpy()[layer], clocks=True)
         per_use["runtime_ms"] = np.nan_to_num(runtime)
         per_use["energy_mj"] = np.where(modeled[layer], np.nan_to_num(clocks.layer_energy(
-            table.power_w.to_numpy()[layer], runtime, table.host_ms.to_numpy()[layer] * count[layer],
-            table.gpu_ms.to_numpy()[layer] * count[layer], predictor.idle_power_w)), 0.0)
+            table.power_w.to_numpy()[layer], runtime, host, gpu, predictor.idle_power_w)), 0.0)
     g = pd.DataFrame({k: np.bincount(net, weights=v, minlength=n) for k, v in per_use.items()})
     g.loc[g.no_power > 0, "energy_mj"] = np.nan  # a total that left layers out would mislead
     g["power_w"] = g.energy_mj / g.runtime_ms.where(g.runtime_ms > 0)

@@ -76,7 +76,7 @@ def with_kind_gap(d: pd.DataFrame, path=None) -> pd.DataFrame:
     if missing.empty:
         return d
     from .profiling import synthetic, zoo
-    settings = sidecar(path).get("settings") or {} if path is not None else {}
+    settings = (sidecar(path).get("settings") or {}) if path is not None else {}
     inputs = zoo.network_inputs(missing)
     for net_id, part in missing.groupby("network", sort=False):
         net = zoo.net_of(net_id)
