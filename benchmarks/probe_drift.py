@@ -56,17 +56,19 @@ def steal() -> tuple[int, int]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=300)
-    ap.add_argument("--nets", nargs=2, default=["resnet50", "mobilenet_v2"],
-                    help="a compute-bound and a memory-bound torchvision network")
+    ap.add_argument("--nets", nargs="+", default=["resnet50", "mobilenet_v2"],
+                    help="torchvision networks (default: a compute-bound and a memory-bound one)")
     ap.add_argument("--json", help="write every cycle's times here")
     ap.add_argument("--reuse", help="measure nothing: summarise the cycles of an earlier --json")
+    ap.add_argument("--predictor", help="also print this predictor's error on each network in "
+                    "each conv probe quarter, taken to the probe's speed as validate does")
     args = ap.parse_args(argv)
     if args.reuse:
         cycles = json.loads(Path(args.reuse).read_text())
         args.nets = [k for k in cycles[0] if k.replace("_cpu", "") == k and not k.endswith("probe")
                      and k not in ("t", "steal_pct")]
         args.seconds = cycles[-1]["t"] - cycles[0]["t"]
-        summarise(cycles, args.nets, args.seconds)
+        summarise(cycles, args.nets, args.seconds, args.predictor)
         return 0
     torch.manual_seed(0)
     conv = Reference("cpu")
@@ -96,11 +98,12 @@ def main(argv=None) -> int:
             cycles.append(row)
     if args.json:
         Path(args.json).write_text(json.dumps(cycles))
-    summarise(cycles, args.nets, args.seconds)
+    summarise(cycles, args.nets, args.seconds, args.predictor)
     return 0
 
 
-def summarise(cycles: list[dict], networks: list[str], seconds: float) -> None:
+def summarise(cycles: list[dict], networks: list[str], seconds: float,
+              predictor: str | None = None) -> None:
     t = {k: np.array([c[k] for c in cycles]) for k in cycles[0] if k != "t"}
     probes = [k for k in ("conv_probe", "mem_probe", "cache_probe", "ops_probe") if k in t]
 
@@ -136,6 +139,28 @@ def summarise(cycles: list[dict], networks: list[str], seconds: float) -> None:
         steal_pct = np.median(t["steal_pct"][q == i]) if "steal_pct" in t else float("nan")
         print(f"| {i + 1} | " + " | ".join(f"{np.median(t[k][q == i]) / base[k]:.2f}" for k in cols)
               + f" | {steal_pct:.1f} |")
+    if predictor:
+        quarter_errors(t, q, networks, predictor)
+
+
+def quarter_errors(t: dict, q: np.ndarray, networks: list[str], path: str) -> None:
+    """The predictor's error (%) on each network's median time in each conv probe quarter, its
+    prediction taken to the probe's speed then (``Predictor.speed``, as ``validate`` does). The
+    runs here are the fastest of two, not a measurement's median: a few percent fast."""
+    from neuralpower import Predictor, predict
+
+    p = Predictor.load(path)
+    total = {n: predict(nets.build(f"torchvision:{n}"), (1, 3, 224, 224), p).totals["runtime_ms"]
+             for n in networks}
+    print(f"\n{p.device}: error % of the prediction at the conv probe's speed\n")
+    print("| conv probe quarter | speed | ops probe ms | " + " | ".join(networks) + " |")
+    print("|---" * (len(networks) + 3) + "|")
+    for i in range(4):
+        speed = p.speed(float(np.median(t["conv_probe"][q == i])))
+        ops = f"{np.median(t['ops_probe'][q == i]):.3f}" if "ops_probe" in t else "-"
+        print(f"| {i + 1} | {speed:.3f} | {ops} | " + " | ".join(
+            f"{100 * (total[n] * speed / np.median(t[n][q == i]) - 1):+.1f}" for n in networks)
+              + " |")
 
 
 if __name__ == "__main__":
