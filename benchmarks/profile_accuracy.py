@@ -10,6 +10,10 @@ after a 10-minute campaign on a 2-core CPU.
     python benchmarks/profile_accuracy.py --csv profiling/dev_cpu/intel_xeon_2t_zoo.csv.gz \
         --hold-out architectures
 
+``--test OTHER.csv`` scores on every row of another campaign instead (the stricter test: a
+different draw of networks, measured at another time; its rows are brought to the first
+campaign's speed by the probe).
+
 ``--hold-out`` says what the 20 % are: rows (the default), whole networks, or whole
 architectures (a ``profile --zoo`` campaign draws the same torchvision classifier at several
 inputs; held out by name, none of its layers is seen in training; for synthetic campaigns it is
@@ -44,6 +48,8 @@ def main():
     ap.add_argument("--minutes", type=float, nargs="+", default=[1, 2, 5, 10])
     ap.add_argument("--hold-out", choices=["rows", "networks", "architectures"], default="rows",
                     help="what the held-out 20 %% are (default rows)")
+    ap.add_argument("--test", help="score on all rows of this other campaign instead of a "
+                    "held-out share")
     args = ap.parse_args()
     path = Path(args.csv) if args.csv else Path(tempfile.mkdtemp()) / "campaign.csv"
     if not args.csv:
@@ -52,10 +58,18 @@ def main():
         took = time.perf_counter() - start
         print(f"campaign: {s['networks']} networks, {s['rows']} rows in {took:.0f} s "
               f"(budget {args.budget:.0f} s, {100 * (took / args.budget - 1):+.1f} %)")
-    rows, _ = at_reference_speed(load(path))  # all at the campaign's median speed
+    rows, nominal = at_reference_speed(load(path))  # all at the campaign's median speed
     rows = rows[rows.kind.isin(KINDS)].reset_index(drop=True)
-    test = held_out(rows, args.hold_out)
-    print(f"{len(rows)} rows of {', '.join(KINDS)}; {test.sum()} held out ({args.hold_out})\n")
+    if args.test:
+        other = at_speed(load(args.test), nominal)
+        other = other[other.kind.isin(KINDS)]
+        test = np.r_[np.zeros(len(rows), bool), np.ones(len(other), bool)]
+        rows = pd.concat([rows, other.assign(campaign_s=np.inf)], ignore_index=True)
+        print(f"{(~test).sum()} rows of {', '.join(KINDS)}; scored on the {test.sum()} of "
+              f"{args.test}\n")
+    else:
+        test = held_out(rows, args.hold_out)
+        print(f"{len(rows)} rows of {', '.join(KINDS)}; {test.sum()} held out ({args.hold_out})\n")
     table = []
     for minutes in args.minutes:
         train = rows[~test & (rows.campaign_s <= minutes * 60)]
@@ -88,6 +102,15 @@ def rmspe_by_kind(predictor, held: pd.DataFrame) -> dict:
         true = np.concatenate([part[part.kind == k].runtime_ms.to_numpy() for k in models])
         out[kind] = round(rmspe(true, pred), 1)
     return out
+
+
+def at_speed(rows: pd.DataFrame, nominal: float | None) -> pd.DataFrame:
+    """``rows`` brought to the speed where the probe takes ``nominal`` ms (as ``fit`` brings a
+    campaign to its own median speed, data.at_reference_speed); unchanged without probes."""
+    if nominal is None or "reference_ms" not in rows:
+        return rows
+    ref = pd.to_numeric(rows.reference_ms, errors="coerce")
+    return rows.assign(runtime_ms=rows.runtime_ms * (nominal / ref).fillna(1.0))
 
 
 def held_out(rows: pd.DataFrame, unit: str) -> np.ndarray:
