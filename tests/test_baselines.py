@@ -207,3 +207,36 @@ def test_probe_drift_summarises_stored_cycles(capsys):
     assert "2548 cycles" in out and "| mobilenet_v2 | 0.48 | 8.0 |" in out
     slowest = [line for line in out.splitlines() if line.startswith("| 4 |")][0].split(" | ")
     assert float(slowest[6]) > float(slowest[5]) > float(slowest[1])  # mobilenet > resnet > probe
+
+
+def _bench(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_probe_drift_prints_a_predictors_error_per_phase(capsys):
+    """--predictor on the eight-network cycles: one row per conv probe quarter, an error per
+    network; in the fast first quarter the shipped AMD predictor is within 15 % of all eight,
+    in the slow ones it predicts DenseNet-121 too fast (the conv probe misses the phase)."""
+    cycles = ROOT / "benchmarks" / "results" / "probe_drift_cycles_8nets.json"
+    predictor = ROOT / "models" / "amd_epyc_2t_cpu.predictor"
+    assert _bench("probe_drift").main(["--reuse", str(cycles), "--predictor", str(predictor)]) == 0
+    out = capsys.readouterr().out.split("error % of the prediction")[1]
+    rows = [line.split(" | ") for line in out.splitlines() if line[:4] in ("| 1 ", "| 2 ", "| 3 ", "| 4 ")]
+    assert len(rows) == 4 and all(len(r) == 11 for r in rows)
+    errors = [[float(v.strip(" |")) for v in r[3:]] for r in rows]
+    assert all(abs(e) < 15 for e in errors[0])
+    densenet = 5  # column of densenet121 in --nets order
+    assert all(e[densenet] < -10 for e in errors[1:])
+
+
+def test_profile_accuracy_brings_another_campaign_to_the_first_ones_speed():
+    """--test: a row measured while the probe ran twice as slow counts at half its time; a row
+    with no probe stays as measured; no probe at all changes nothing."""
+    at_speed = _bench("profile_accuracy").at_speed
+    rows = pd.DataFrame({"runtime_ms": [2.0, 3.0, 5.0], "reference_ms": [0.8, 0.4, None]})
+    assert at_speed(rows, 0.4).runtime_ms.tolist() == [1.0, 3.0, 5.0]
+    assert at_speed(rows, None).runtime_ms.tolist() == [2.0, 3.0, 5.0]
+    assert at_speed(rows.drop(columns="reference_ms"), 0.4).runtime_ms.tolist() == [2.0, 3.0, 5.0]
