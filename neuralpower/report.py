@@ -134,6 +134,9 @@ def scores_text(scores: dict) -> str:
     return pd.DataFrame(rows).to_string(index=False, float_format="{:.2f}".format)
 
 
+OFF_SPEED = 1.2  # validation_text flags measurements taken further off the reference speed
+
+
 def validation_text(result: dict) -> str:
     """Predicted and measured totals per network, the errors, and the summary."""
     def fmt(v, spec):
@@ -156,6 +159,12 @@ def validation_text(result: dict) -> str:
     lines += ["(speed: the device's slowness during the measurement against the predictor's "
               "reference, from a fixed probe run between the repeats; predictions are scaled "
               "by it)", ""]
+    off = [r["network"] for r in result["networks"]
+           if r.get("speed") and not 1 / OFF_SPEED <= r["speed"] <= OFF_SPEED]
+    if off:  # the probe's speed need not be the network's (benchmarks/results/probe_drift.md)
+        lines += [f"note: {', '.join(off)} measured at a speed more than {OFF_SPEED:g}x off the "
+                  "predictor's reference: its scaling is approximate there (on a shared host "
+                  "networks of many small ops slow down more than the probe)", ""]
     for k, s in result["summary"].items():
         tau = "-" if s["kendall_tau"] is None else f"{s['kendall_tau']:.2f}"
         lines.append(f"{k}: median |error| {s['median_abs_error_pct']:.1f} %, within ±10 %: "

@@ -72,3 +72,20 @@ def test_validate_bad_network_is_one_line():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "nope" in r.stderr
+
+def test_validation_text_flags_measurements_far_off_the_reference_speed():
+    from neuralpower.report import validation_text
+
+    def net(name, speed):
+        totals = {"runtime_ms": 10.0, "power_w": None, "energy_mj": None}
+        return {"network": name, "predicted": totals, "measured": totals, "speed": speed,
+                "error_pct": {"runtime_ms": 0.0, "power_w": None, "energy_mj": None},
+                "layers_unmodeled": 0, "power_source": "none"}
+
+    result = {"device": "d", "measured_on": "d",
+              "networks": [net("a", 1.0), net("b", 1.7), net("c", 0.8), net("d", 0.84)]}
+    result["summary"] = summary(result["networks"])
+    notes = [line for line in validation_text(result).splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith("note: b, c measured at a speed")
+    result["networks"] = [net("a", 1.1)]
+    assert "note:" not in validation_text(result)
