@@ -135,6 +135,36 @@ def scores(records: list[dict]) -> list[dict]:
     return out
 
 
+PHASE_SLOW = 1.4  # small-ops probe this many times its run's fastest: the host's slow phase
+
+
+def phases(records: list[dict]) -> dict[int, str]:
+    """The host's phase while each record was measured, by its small-ops probe
+    (``reference_ops_ms``, timing.Reference) against the fastest of the run on that device:
+    "fast", or "slow" from :data:`PHASE_SLOW` times it up (on a shared VM whose slow phases
+    raise every op's cost: benchmarks/results/probe_drift.md). Records without the probe
+    (older runs) are left out."""
+    fastest = {}
+    for r in records:
+        ops = r["measured"].get("reference_ops_ms")
+        if ops:
+            dev = r["measured"]["device"]
+            fastest[dev] = min(ops, fastest.get(dev, ops))
+    return {i: "slow" if r["measured"]["reference_ops_ms"] > PHASE_SLOW * fastest[
+        r["measured"]["device"]] else "fast" for i, r in enumerate(records)
+        if r["measured"].get("reference_ops_ms")}
+
+
+def phase_scores(records: list[dict]) -> list[dict]:
+    """:func:`scores` of neuralpower in each phase of the host (:func:`phases`)."""
+    phase = phases(records)
+    out = []
+    for name in ("fast", "slow"):
+        mine = [r for i, r in enumerate(records) if phase.get(i) == name]
+        out += [{**s, "phase": name} for s in scores(mine) if s["method"] == "neuralpower"]
+    return out
+
+
 def power_scores(records: list[dict]) -> list[dict]:
     """Per setting x group: neuralpower's network power and energy against the measured ones
     (``validate.summary``: n, median |error| %, share within +-10 %, Kendall tau); empty where
@@ -196,9 +226,11 @@ def _methods(records: list[dict]) -> list[str]:
 
 def network_table(records: list[dict]) -> str:
     methods = _methods(records)
-    header = ["network", "group", "measured ms", "speed", *(f"{m} ms (err)" for m in methods),
+    header = ["network", "group", "measured ms", "speed", "ops probe ms",
+              *(f"{m} ms (err)" for m in methods),
               "IQR % of median", "others' CPU %", "unmodeled MACs %", "measured"]
     rows = [[r["network"], r["group"], _ms(r["measured"]["runtime_ms"]), f"{r['speed']:.2f}",
+             _ms(r["measured"].get("reference_ops_ms")),
              *(f"{_ms(r['predicted_ms'][m])} ({_err(r['error_pct'][m])})" for m in methods),
              f"{iqr_pct(r['measured']):.0f}", _pct(r["measured"].get("other_cpu_pct"))
              + (" ⚠" if noisy(r["measured"]) else ""),
@@ -444,7 +476,8 @@ def one_network(entry, meta_model, shape, predictor, baselines, measured, thread
             return
         measured = {k: m[k] for k in ("runtime_ms", "runtime_iqr_ms", "runtime_min_ms",
                                       "repeats", "device", "threads", "other_cpu_pct",
-                                      "reference_ms", "power_w", "energy_mj", "power_source")
+                                      "reference_ms", "reference_ops_ms", "power_w", "energy_mj",
+                                      "power_source")
                     if k in m}
         measured["target_s"] = target_s
     # every method predicts at the reference speed of the data it was fitted on; take it to
@@ -498,6 +531,14 @@ def report(result: dict, reuse_path) -> str:
     out += ["### Summary (goals: median |error| ≤ 5 %, ≥ 90 % within ±10 %, "
             "Kendall tau ≥ 0.9)",
             "", summary_table(result["summary"])]
+    by_phase = phase_scores(result["networks"])
+    if by_phase:
+        out += ["", f"### neuralpower by the host's phase (small-ops probe up to {PHASE_SLOW:g} "
+                "times its fastest in the run: fast; above: slow)", "",
+                markdown(["setting", "group", "phase", "networks", "median abs error %",
+                          "within ±10 %", "Kendall tau"],
+                         [[s["setting"], s["group"], s["phase"], s["n"], *score_cells(s)]
+                          for s in by_phase])]
     if result.get("summary_power"):
         measured = [r for r in result["networks"] if r["measured"].get("power_w") is not None]
         out += ["", f"### Power and energy (neuralpower; measured by "

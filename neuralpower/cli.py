@@ -138,7 +138,7 @@ def _measure(args) -> None:
     out = {"network": args.net, "device": m["device"], "input": args.input,
            "totals": {k: m[k] for k in ("runtime_ms", "power_w", "energy_mj")},
            **{k: m[k] for k in ("runtime_iqr_ms", "runtime_min_ms", "repeats", "reference_ms",
-                                "power_source", "threads", "mode")}}
+                                "reference_ops_ms", "power_source", "threads", "mode")}}
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -148,7 +148,8 @@ def _measure(args) -> None:
     print(f"{args.net} on {m['device']}, input {args.input}{step}\n"
           f"  runtime  {m['runtime_ms']:.3f} ms median of {m['repeats']} runs "
           f"(IQR {m['runtime_iqr_ms']:.3f} ms, min {m['runtime_min_ms']:.3f} ms)\n"
-          f"  speed    reference probe {m['reference_ms']:.3f} ms meanwhile (the device's speed)\n"
+          f"  speed    reference probe {m['reference_ms']:.3f} ms meanwhile (the device's speed), "
+          f"small-ops probe {m['reference_ops_ms']:.3f} ms\n"
           f"  power    {power}\n  energy   {energy}\n  source   {m['power_source']}")
 
 

@@ -27,8 +27,9 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
     """Measured totals of ``model`` (built on ``device``) for an input of ``input_shape``
     (with ``train``, of a training step: forward and backward, in training mode):
     ``{"device", "runtime_ms", "runtime_iqr_ms", "runtime_min_ms", "repeats", "reference_ms",
-    "power_w", "energy_mj", "power_source", "threads"}``; power and energy are None when not
-    measured; ``reference_ms`` is the device's speed meanwhile (``timing.Reference``)."""
+    "reference_ops_ms", "power_w", "energy_mj", "power_source", "threads"}``; power and energy
+    are None when not measured; ``reference_ms`` is the device's speed meanwhile and ``reference_ops_ms`` the time
+    of its small-ops probe (``timing.Reference``)."""
     device = parse_device(device) if isinstance(device, str) else device
     threads = int(threads or torch.get_num_threads())
     steady_allocator()  # as the profiler does: no page faults that a long-lived process avoids
@@ -42,7 +43,7 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
         model = model.train(train)
         run = _Bound(model, inputs)
         try:
-            reference = Reference(device)
+            reference = Reference(device, ops=True)
             times = spread(time_whole(run, inputs[0], target_s=target_s, reference=reference,
                                       train=train))
         except (RuntimeError, ValueError, TypeError, IndexError) as e:  # shapes, memory
@@ -64,7 +65,8 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
         if own_meter:
             meter.close()
     return {"device": device_name(device, threads), **times,
-            "reference_ms": reference.take(), "power_w": power,
+            "reference_ms": reference.take(), "reference_ops_ms": reference.take_ops(),
+            "power_w": power,
             "energy_mj": None if power is None else power * times["runtime_ms"],
             "power_source": source, "threads": threads,
             "mode": "train" if train else "inference"}

@@ -240,3 +240,24 @@ def test_profile_accuracy_brings_another_campaign_to_the_first_ones_speed():
     assert at_speed(rows, 0.4).runtime_ms.tolist() == [1.0, 3.0, 5.0]
     assert at_speed(rows, None).runtime_ms.tolist() == [2.0, 3.0, 5.0]
     assert at_speed(rows.drop(columns="reference_ms"), 0.4).runtime_ms.tolist() == [2.0, 3.0, 5.0]
+
+
+def test_network_benchmark_splits_its_errors_by_the_hosts_phase():
+    """phases(): a measurement whose small-ops probe ran more than PHASE_SLOW times the run's
+    fastest on its device is in the slow phase; one without the probe (older runs) in neither;
+    phase_scores() scores neuralpower in each."""
+    bench = _bench("network_accuracy")
+
+    def rec(net, ops, device="a", err=0.0):
+        measured = {"runtime_ms": 10.0, "device": device, "reference_ops_ms": ops}
+        return {"setting": "1x3x224x224", "group": "torchvision", "network": net,
+                "measured": measured, "predicted_ms": {"neuralpower": 10.0 * (1 + err / 100)},
+                "error_pct": {"neuralpower": err}}
+
+    records = [rec("r18", 0.5, err=2.0), rec("r50", 0.69, err=-4.0), rec("mnv2", 1.0, err=-20.0),
+               rec("d121", 0.95, err=-15.0), rec("old", None), rec("other", 2.0, device="b")]
+    assert bench.phases(records) == {0: "fast", 1: "fast", 2: "slow", 3: "slow", 5: "fast"}
+    by = {s["phase"]: s for s in bench.phase_scores(records)}
+    assert by["fast"]["n"] == 3 and by["slow"]["n"] == 2
+    assert by["fast"]["median_abs_error_pct"] == pytest.approx(2.0)
+    assert by["slow"]["median_abs_error_pct"] == pytest.approx(17.5)

@@ -26,6 +26,7 @@ def test_measure_json_of_a_real_torchvision_network():
     t = out["totals"]
     assert t["runtime_ms"] > 0 and out["runtime_min_ms"] <= t["runtime_ms"]
     assert out["repeats"] >= 10 and out["reference_ms"] > 0   # the device's speed meanwhile
+    assert out["reference_ops_ms"] > 0   # and its small-ops probe (the phase of a shared host)
     # No sensor on this machine: nothing is invented, and the source says why.
     assert t["power_w"] is None and t["energy_mj"] is None
     assert out["power_source"].startswith("none (")

@@ -121,26 +121,47 @@ class Reference:
     records the probe's time beside each network, ``fit`` brings every runtime to the campaign's
     median speed, and ``measure`` / ``validate`` state the speed a measurement was taken at."""
 
-    def __init__(self, device):
+    def __init__(self, device, ops: bool = False):
         self.clock = _Clock(torch.device(device))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             self.module = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()).eval()
             self.x = torch.randn(1, 64, 28, 28)
+            # with ``ops``, a second probe of many small ops (16 1x1 convs with ReLUs on a
+            # 64x14x14 map): a shared host's slow phases slow the cost of each op far more than
+            # the conv probe shows (benchmarks/results/probe_drift.md), so this one says which
+            # phase a measurement was taken in (``take_ops``)
+            self.ops = (nn.Sequential(*[m for _ in range(16) for m in
+                                        (nn.Conv2d(64, 64, 1), nn.ReLU())]).eval()
+                        if ops else None)
+            self.ops_x = torch.randn(1, 64, 14, 14)
         self.module, self.x = self.module.to(device), self.x.to(device)
+        if self.ops is not None:
+            self.ops, self.ops_x = self.ops.to(device), self.ops_x.to(device)
         self.times: list[float] = []
+        self.ops_times: list[float] = []
         with torch.inference_mode():
             for _ in range(3):
                 self.module(self.x)
+                if self.ops is not None:
+                    self.ops(self.ops_x)
 
     def sample(self) -> None:
         """The fastest of three runs now (a preempted run says nothing about speed)."""
         with torch.inference_mode():
             self.times.append(min(_whole_run(self.module, self.x, self.clock) for _ in range(3)))
+            if self.ops is not None:
+                self.ops_times.append(min(_whole_run(self.ops, self.ops_x, self.clock)
+                                          for _ in range(3)))
 
     def take(self) -> float | None:
         """Median of the samples since the last call, and start afresh."""
         t, self.times = self.times, []
+        return round(float(np.median(t)), 5) if t else None
+
+    def take_ops(self) -> float | None:
+        """The small-ops probe's median since the last call (None without ``ops``)."""
+        t, self.ops_times = self.ops_times, []
         return round(float(np.median(t)), 5) if t else None
 
 
