@@ -108,15 +108,17 @@ def test_two_clocks_keep_host_and_gpu_runs_apart(monkeypatch):
     assert not plain.host and not plain.network_host and plain.clocks("0") == {}
 
 
-def test_a_campaign_begun_before_the_clock_columns_resumes_in_its_own(tmp_path):
-    from neuralpower.profiling.campaign import _BEFORE_CLOCKS
+@pytest.mark.parametrize("before", ["_BEFORE_CLOCKS", "_BEFORE_OPS"])
+def test_a_campaign_begun_before_newer_columns_resumes_in_its_own(tmp_path, before):
+    from neuralpower.profiling import campaign
 
+    columns = getattr(campaign, before)
     out = tmp_path / "old.csv"
-    out.write_text(",".join(_BEFORE_CLOCKS) + "\n")
+    out.write_text(",".join(columns) + "\n")
     summary = Campaign(out, device="cpu", fresh_process=False, log=lambda m: None).run(
         budget_s=3, progress=False)
     lines = out.read_text().splitlines()
-    assert summary["rows"] == len(lines) - 1 > 0 and lines[0] == ",".join(_BEFORE_CLOCKS)
+    assert summary["rows"] == len(lines) - 1 > 0 and lines[0] == ",".join(columns)
     assert pd.read_csv(out).runtime_ms.notna().any()
 
 
@@ -135,6 +137,7 @@ def test_a_short_cpu_campaign_fits_and_scores(campaign_csv):
     ok = d[d.status == "ok"]
     assert (ok.runtime_ms > 0).all() and (ok.network_runtime_ms > 0).all()
     assert (ok.reference_ms > 0).all()   # the speed probe, timed during every network
+    assert (ok.reference_ops_ms > 0).all()  # and the small-ops one (a shared host's phase)
     assert ok.power_w.isna().all() and set(ok.power_source) == {"none"}  # no sensor here
     assert not d.duplicated(["network", "layer"]).any()
     assert {"conv2d", "linear"} <= set(ok.kind)

@@ -49,13 +49,15 @@ CSV_COLUMNS = [
     "runtime_iqr_ms", "runtime_min_ms", "repeats", "mode", "forward_ms", "backward_ms", "power_w",
     "power_source", "power_window_s", "power_error", "device", "network", "layer", "position",
     "network_runtime_ms", "network_runtime_iqr_ms", "reference_ms", "threads", "dtype", "status",
-    "error", "campaign_s", *CLOCK_COLUMNS,
+    "error", "campaign_s", *CLOCK_COLUMNS, "reference_ops_ms",
 ]
 _HEADER = ",".join(CSV_COLUMNS) + "\n"
-# Files begun before ``kind_gap``, before the host and GPU clocks were columns, or before
-# ``subnormal_share`` was, resume in their own columns (a file before subnormal_share leaves
-# out rows that meet them; ``data.load`` fills in ``kind_gap`` for a file without it).
-_BEFORE_GAP = [c for c in CSV_COLUMNS if c != "kind_gap"]
+# Files begun before the small-ops probe (``reference_ops_ms``), before ``kind_gap``, before
+# the host and GPU clocks were columns, or before ``subnormal_share`` was, resume in their own
+# columns (a file before subnormal_share leaves out rows that meet them; ``data.load`` fills in
+# ``kind_gap`` for a file without it).
+_BEFORE_OPS = [c for c in CSV_COLUMNS if c != "reference_ops_ms"]
+_BEFORE_GAP = [c for c in _BEFORE_OPS if c != "kind_gap"]
 _BEFORE_CLOCKS = [c for c in _BEFORE_GAP if c not in CLOCK_COLUMNS]
 _EARLIER_COLUMNS = [c for c in _BEFORE_CLOCKS if c not in VALUE_COLUMNS]
 # Seconds of repeated runs per network and mode (at least 5 runs). Two measurements of one
@@ -311,7 +313,8 @@ class Campaign:
         if not text:
             _write_whole(f, _HEADER)
             return {}, set(), 0.0, CSV_COLUMNS
-        known = [c for c in (CSV_COLUMNS, _BEFORE_GAP, _BEFORE_CLOCKS, _EARLIER_COLUMNS)
+        known = [c for c in (CSV_COLUMNS, _BEFORE_OPS, _BEFORE_GAP, _BEFORE_CLOCKS,
+                             _EARLIER_COLUMNS)
                  if text.startswith(",".join(c) + "\n")]
         if known:
             columns = known[0]
@@ -452,7 +455,7 @@ class Campaign:
             except isolated.ChildDied as e:
                 return _failed(layers, base, e)
         if self._reference is None:
-            self._reference = Reference(self.device)
+            self._reference = Reference(self.device, ops=True)
         return _measure_network(setup, meter, spec, layers, base, self._reference)
 
     def _describe_device(self) -> dict:
@@ -480,7 +483,7 @@ def _measure_fresh(setup: _Setup, meter, spec: dict, layers: list, base: dict) -
     set as the campaign's, its own speed probe."""
     steady_allocator()
     torch.set_num_threads(setup.threads)
-    return _measure_network(setup, meter, spec, layers, base, Reference(setup.device))
+    return _measure_network(setup, meter, spec, layers, base, Reference(setup.device, ops=True))
 
 
 def _measure_network(setup: _Setup, meter, spec: dict, layers: list, base: dict,
@@ -507,7 +510,8 @@ def _measure_network(setup: _Setup, meter, spec: dict, layers: list, base: dict,
         for position, name, columns in layers:
             row = {**base, **columns, **timings.summary(name), **timings.clocks(name),
                    "layer": name,
-                   "position": position, "reference_ms": timings.reference_ms, "status": "ok"}
+                   "position": position, "reference_ms": timings.reference_ms,
+                   "reference_ops_ms": timings.reference_ops_ms, "status": "ok"}
             # the whole network's time (of a zoo network too, whose rows do not cover all its
             # ops: its whole time is what `fit --calibrate` calibrates on; zoo.py)
             row.update(network_runtime_ms=whole["runtime_ms"],

@@ -55,6 +55,7 @@ class Timings:
     network: list[float] = field(default_factory=list)              # ms per whole run
     inputs: dict[str, tuple] = field(default_factory=dict)  # a layer's inputs, when asked
     reference_ms: float | None = None                               # see Reference
+    reference_ops_ms: float | None = None                           # its small-ops probe
     backward: dict[str, list[float]] = field(default_factory=dict)  # training: ms per run
     # CUDA, inference only (see TwoClocks): host ms issuing each layer, GPU ms running its
     # kernels with none waiting on the host, and host ms issuing the whole network
@@ -313,6 +314,7 @@ def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repe
                 reference.sample()
     if reference is not None:
         timings.reference_ms = reference.take()
+        timings.reference_ops_ms = reference.take_ops()
     return timings
 
 
