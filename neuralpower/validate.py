@@ -32,7 +32,7 @@ def validate(predictor, names, input_shape=(1, 3, 224, 224), device="cpu", *,
             "network": name, "predicted": predicted, "measured": measured,
             "error_pct": {k: _error(predicted[k], measured[k]) for k in TOTALS},
             "layers_unmodeled": int(p.totals.get("layers_unmodeled", 0)), "speed": speed,
-            "reference_ms": m.get("reference_ms"),
+            "reference_ms": m.get("reference_ms"), "reference_ops_ms": m.get("reference_ops_ms"),
             "measured_device": m["device"], "power_source": m["power_source"]})
     return {"device": predictor.card.get("device"), "measured_on": rows[0]["measured_device"]
             if rows else None, "networks": rows, "summary": summary(rows)}

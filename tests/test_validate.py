@@ -26,7 +26,7 @@ def test_validate_two_real_networks_json_and_plot(tmp_path):
         assert abs(e["runtime_ms"] - 100 * (p["runtime_ms"] / m["runtime_ms"] - 1)) < 1e-9
         assert m["power_w"] is None and e["power_w"] is None  # no sensor here
         # the prediction is taken to the speed the device ran at during the measurement
-        assert n["reference_ms"] > 0 and n["speed"] > 0
+        assert n["reference_ms"] > 0 and n["speed"] > 0 and n["reference_ops_ms"] > 0
     s = out["summary"]["runtime_ms"]
     assert s["n"] == 2 and s["kendall_tau"] in (-1.0, 1.0)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
