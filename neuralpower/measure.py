@@ -28,8 +28,8 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
     (with ``train``, of a training step: forward and backward, in training mode):
     ``{"device", "runtime_ms", "runtime_iqr_ms", "runtime_min_ms", "repeats", "reference_ms",
     "reference_ops_ms", "power_w", "energy_mj", "power_source", "threads"}``; power and energy
-    are None when not measured; ``reference_ms`` is the device's speed meanwhile and ``reference_ops_ms`` the time
-    of its small-ops probe (``timing.Reference``)."""
+    are None when not measured; ``reference_ms`` is the device's speed meanwhile and
+    ``reference_ops_ms`` the time of its small-ops probe (``timing.Reference``)."""
     device = parse_device(device) if isinstance(device, str) else device
     threads = int(threads or torch.get_num_threads())
     steady_allocator()  # as the profiler does: no page faults that a long-lived process avoids
