@@ -36,7 +36,9 @@ def test_larger_inputs_take_longer():
     model = build("torchvision:resnet18", device="cpu")
     small = measure(model, (1, 3, 64, 64), target_s=0.3)
     large = measure(model, (1, 3, 192, 192), target_s=0.3)
-    assert large["runtime_ms"] > 2 * small["runtime_ms"]  # 9x the pixels
+    # 9x the pixels: 2-3x the time on the development VM (about 2x in its slow phase, when the
+    # cost of each op rises: benchmarks/results/probe_drift.md)
+    assert large["runtime_ms"] > 1.5 * small["runtime_ms"]
 
 
 class _SteadyMeter(Meter):
