@@ -61,7 +61,7 @@ def main():
     rows, nominal = at_reference_speed(load(path))  # all at the campaign's median speed
     rows = rows[rows.kind.isin(KINDS)].reset_index(drop=True)
     if args.test:
-        other = at_speed(load(args.test), nominal)
+        other, _ = at_reference_speed(load(args.test), nominal)  # at the first one's speed
         other = other[other.kind.isin(KINDS)]
         test = np.r_[np.zeros(len(rows), bool), np.ones(len(other), bool)]
         rows = pd.concat([rows, other.assign(campaign_s=np.inf)], ignore_index=True)
@@ -102,15 +102,6 @@ def rmspe_by_kind(predictor, held: pd.DataFrame) -> dict:
         true = np.concatenate([part[part.kind == k].runtime_ms.to_numpy() for k in models])
         out[kind] = round(rmspe(true, pred), 1)
     return out
-
-
-def at_speed(rows: pd.DataFrame, nominal: float | None) -> pd.DataFrame:
-    """``rows`` brought to the speed where the probe takes ``nominal`` ms (as ``fit`` brings a
-    campaign to its own median speed, data.at_reference_speed); unchanged without probes."""
-    if nominal is None or "reference_ms" not in rows:
-        return rows
-    ref = pd.to_numeric(rows.reference_ms, errors="coerce")
-    return rows.assign(runtime_ms=rows.runtime_ms * (nominal / ref).fillna(1.0))
 
 
 def held_out(rows: pd.DataFrame, unit: str) -> np.ndarray:

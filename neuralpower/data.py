@@ -208,7 +208,8 @@ def _line(mask: pd.Series) -> int:
     return int(mask[mask].index[0]) + 2
 
 
-def at_reference_speed(d: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
+def at_reference_speed(d: pd.DataFrame, nominal: float | None = None
+                       ) -> tuple[pd.DataFrame, float | None]:
     """Runtimes brought to one speed of the device: a campaign records, beside each network, the
     time of a fixed probe run between its repeats (``reference_ms``, see
     ``profiling.timing.Reference``); each row's runtimes are scaled by the median probe time over
@@ -217,14 +218,15 @@ def at_reference_speed(d: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
     probe and the layers need not have been slowed alike (on the development VM the probe once
     ran 100 times slower while the network beside it ran at its usual speed). Returns the scaled
     copy and that median (None, and ``d`` unchanged, for data with no probe: public data, older
-    campaigns)."""
+    campaigns). With ``nominal``, the rows are brought to the speed where the probe takes that
+    long instead (another campaign's, a predictor's)."""
     if "reference_ms" not in d.columns:
         return d, None
     ref = pd.to_numeric(d["reference_ms"], errors="coerce")
     ref = ref.where(ref > 0)
     if ref.isna().all():
         return d, None
-    nominal = float(ref.median())
+    nominal = float(ref.median()) if nominal is None else float(nominal)
     keep = ref.isna() | ref.between(nominal / DISTURBED, nominal * DISTURBED)
     factor = (nominal / ref[keep]).fillna(1.0)  # a row without a probe stays as measured
     out = d[keep].copy()

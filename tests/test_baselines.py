@@ -232,14 +232,6 @@ def test_probe_drift_prints_a_predictors_error_per_phase(capsys):
     assert all(e[densenet] < -10 for e in errors[1:])
 
 
-def test_profile_accuracy_brings_another_campaign_to_the_first_ones_speed():
-    """--test: a row measured while the probe ran twice as slow counts at half its time; a row
-    with no probe stays as measured; no probe at all changes nothing."""
-    at_speed = _bench("profile_accuracy").at_speed
-    rows = pd.DataFrame({"runtime_ms": [2.0, 3.0, 5.0], "reference_ms": [0.8, 0.4, None]})
-    assert at_speed(rows, 0.4).runtime_ms.tolist() == [1.0, 3.0, 5.0]
-    assert at_speed(rows, None).runtime_ms.tolist() == [2.0, 3.0, 5.0]
-    assert at_speed(rows.drop(columns="reference_ms"), 0.4).runtime_ms.tolist() == [2.0, 3.0, 5.0]
 
 
 def test_network_benchmark_splits_its_errors_by_the_hosts_phase():

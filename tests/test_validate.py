@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from neuralpower.validate import summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +51,12 @@ def test_speed_scaling_by_hand():
     assert list(d.runtime_ms) == [1.0, 2.0, 3.0, 4.0]  # the caller's frame is left alone
     assert at_reference_speed(scaled)[0].runtime_ms.equals(scaled.runtime_ms)  # idempotent
     assert at_reference_speed(d.drop(columns="reference_ms"))[1] is None
+    # brought to another probe time (profile_accuracy --test: another campaign's speed)
+    other, nominal = at_reference_speed(d, 0.25)
+    assert nominal == 0.25 and list(other.runtime_ms) == [0.5, 1.0, 4.0]  # 1.0: 4x off, out
+    # (a row whose probe ran more than DISTURBED = 2 times off that time is left out)
+    assert at_reference_speed(d, 0.3)[0].runtime_ms.tolist() == pytest.approx([0.6, 1.2, 4.0])
+
     p = Predictor(card={"reference_ms": 0.5})
     assert p.speed(0.75) == 1.5 and p.speed(None) == 1.0
     assert Predictor(card={}).speed(0.75) == 1.0
