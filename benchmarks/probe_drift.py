@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neuralpower import nets  # noqa: E402
-from neuralpower.profiling.timing import Reference  # noqa: E402
+from neuralpower.profiling.timing import Reference, small_ops_probe  # noqa: E402
 
 
 def best_ms(fn, n=3) -> float:
@@ -74,9 +73,7 @@ def main(argv=None) -> int:
     conv = Reference("cpu")
     xy = (torch.randn(8 << 20), torch.randn(8 << 20))
     small = (torch.randn(1 << 20), torch.randn(1 << 20))  # 12 MB moved: within a large L3
-    # many small ops, each a parallel region the threads enter and leave together
-    ops = nn.Sequential(*[m for _ in range(16) for m in (nn.Conv2d(64, 64, 1), nn.ReLU())]).eval()
-    ops_x = torch.randn(1, 64, 14, 14)
+    ops, ops_x = small_ops_probe()
     models = {n: nets.build(f"torchvision:{n}", device="cpu").eval() for n in args.nets}
     x = torch.randn(1, 3, 224, 224)
     cycles = []

@@ -91,9 +91,9 @@ def test_baselines_without_attention_rows_predict_it_as_its_math(baselines):
         np.testing.assert_allclose(p, want, rtol=1e-12)
 
 
-def _benchmark():
-    path = ROOT / "benchmarks" / "network_accuracy.py"
-    spec = importlib.util.spec_from_file_location("network_accuracy", path)
+def _benchmark(name="network_accuracy"):
+    """A script of benchmarks/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -198,22 +198,12 @@ def test_benchmark_saves_the_predictor_calibrated_on_its_torchvision_networks(tm
 def test_probe_drift_summarises_stored_cycles(capsys):
     """benchmarks/probe_drift.py --reuse: the stored cycles of this VM's slow phase, summarised
     without measuring (the conv probe's slowest quarter slowed MobileNetV2 more than ResNet-50)."""
-    path = ROOT / "benchmarks" / "probe_drift.py"
-    spec = importlib.util.spec_from_file_location("probe_drift", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--reuse", str(ROOT / "benchmarks" / "results" / "probe_drift_cycles.json")]) == 0
+    cycles = ROOT / "benchmarks" / "results" / "probe_drift_cycles.json"
+    assert _benchmark("probe_drift").main(["--reuse", str(cycles)]) == 0
     out = capsys.readouterr().out
     assert "2548 cycles" in out and "| mobilenet_v2 | 0.48 | 8.0 |" in out
     slowest = [line for line in out.splitlines() if line.startswith("| 4 |")][0].split(" | ")
     assert float(slowest[6]) > float(slowest[5]) > float(slowest[1])  # mobilenet > resnet > probe
-
-
-def _bench(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_probe_drift_prints_a_predictors_error_per_phase(capsys):
@@ -222,7 +212,7 @@ def test_probe_drift_prints_a_predictors_error_per_phase(capsys):
     in the slow ones it predicts DenseNet-121 too fast (the conv probe misses the phase)."""
     cycles = ROOT / "benchmarks" / "results" / "probe_drift_cycles_8nets.json"
     predictor = ROOT / "models" / "amd_epyc_2t_cpu.predictor"
-    assert _bench("probe_drift").main(["--reuse", str(cycles), "--predictor", str(predictor)]) == 0
+    assert _benchmark("probe_drift").main(["--reuse", str(cycles), "--predictor", str(predictor)]) == 0
     out = capsys.readouterr().out.split("error % of the prediction")[1]
     rows = [line.split(" | ") for line in out.splitlines() if line[:4] in ("| 1 ", "| 2 ", "| 3 ", "| 4 ")]
     assert len(rows) == 4 and all(len(r) == 11 for r in rows)
@@ -238,7 +228,7 @@ def test_network_benchmark_splits_its_errors_by_the_hosts_phase():
     """phases(): a measurement whose small-ops probe ran more than PHASE_SLOW times the run's
     fastest on its device is in the slow phase; one without the probe (older runs) in neither;
     phase_scores() scores neuralpower in each."""
-    bench = _bench("network_accuracy")
+    bench = _benchmark()
 
     def rec(net, ops, device="a", err=0.0):
         measured = {"runtime_ms": 10.0, "device": device, "reference_ops_ms": ops}

@@ -128,14 +128,9 @@ class Reference:
             torch.manual_seed(0)
             self.module = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()).eval()
             self.x = torch.randn(1, 64, 28, 28)
-            # with ``ops``, a second probe of many small ops (16 1x1 convs with ReLUs on a
-            # 64x14x14 map): a shared host's slow phases slow the cost of each op far more than
-            # the conv probe shows (benchmarks/results/probe_drift.md), so this one says which
-            # phase a measurement was taken in (``take_ops``)
-            self.ops = (nn.Sequential(*[m for _ in range(16) for m in
-                                        (nn.Conv2d(64, 64, 1), nn.ReLU())]).eval()
-                        if ops else None)
-            self.ops_x = torch.randn(1, 64, 14, 14)
+            # with ``ops``, the small-ops probe too (``take_ops``): it says which phase of a
+            # shared host a measurement was taken in
+            self.ops, self.ops_x = small_ops_probe() if ops else (None, None)
         self.module, self.x = self.module.to(device), self.x.to(device)
         if self.ops is not None:
             self.ops, self.ops_x = self.ops.to(device), self.ops_x.to(device)
@@ -164,6 +159,14 @@ class Reference:
         """The small-ops probe's median since the last call (None without ``ops``)."""
         t, self.ops_times = self.ops_times, []
         return round(float(np.median(t)), 5) if t else None
+
+
+def small_ops_probe() -> tuple[nn.Module, torch.Tensor]:
+    """A probe of many small ops and its input: 16 1x1 convs with ReLUs on a 64x14x14 map, each
+    a parallel region the threads enter and leave together. A shared host's slow phases raise
+    the cost of each op far more than the conv probe shows (benchmarks/results/probe_drift.md)."""
+    module = nn.Sequential(*[m for _ in range(16) for m in (nn.Conv2d(64, 64, 1), nn.ReLU())])
+    return module.eval(), torch.randn(1, 64, 14, 14)
 
 
 def _probe_every(repeats: int) -> int:
