@@ -95,6 +95,7 @@ def test_measure_cli_json_on_the_gpu():
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["totals"]["runtime_ms"] > 0 and out["power_source"].split()[0] in ("nvml", "none")
+    assert out["reference_ms"] > 0 and out["reference_ops_ms"] > 0   # both speed probes on CUDA
 
 
 def test_training_step_on_the_gpu():
@@ -114,6 +115,7 @@ def test_a_gpu_campaign_without_power_is_runtime_only(tmp_path):
     assert d.power_w.isna().all() and (d[d.status == "ok"].runtime_ms > 0).all()
     ok = d[d.status == "ok"]  # the host's and the GPU's clocks apart (TwoClocks)
     assert (ok.host_ms > 0).all() and (ok.gpu_ms > 0).all() and (ok.network_host_ms > 0).all()
+    assert (ok.reference_ms > 0).all() and (ok.reference_ops_ms > 0).all()   # both probes
     meta = json.loads(sidecar_path(out).read_text())
     assert "--no-power" in meta["power"]["reason"]
 
