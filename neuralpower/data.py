@@ -30,7 +30,8 @@ def load(paths) -> pd.DataFrame:
         if key in seen:
             raise NeuralPowerError(f"measurement file {str(p)!r} is given twice")
         seen.add(key)
-    frames = [with_idle_power(with_kind_gap(_read_one(Path(p)), p), p) for p in paths]
+    frames = [with_allocator(with_idle_power(with_kind_gap(_read_one(Path(p)), p), p), p)
+              for p in paths]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -59,6 +60,15 @@ def with_idle_power(d: pd.DataFrame, path) -> pd.DataFrame:
         return d
     idle = (sidecar(path).get("power") or {}).get("idle_power_w")
     return d.assign(idle_power_w=float(idle)) if isinstance(idle, (int, float)) and idle > 0 else d
+
+
+def with_allocator(d: pd.DataFrame, path) -> pd.DataFrame:
+    """``d`` with the size above which its campaign's allocator mapped tensors fresh on every
+    run (``fresh_memory.COLUMN``), where the sidecar recorded it (CPU campaigns)."""
+    from .fresh_memory import COLUMN, threshold
+
+    above = threshold(sidecar(path))
+    return d.assign(**{COLUMN: above}) if above and COLUMN not in d else d
 
 
 def with_kind_gap(d: pd.DataFrame, path=None) -> pd.DataFrame:

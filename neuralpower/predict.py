@@ -137,7 +137,8 @@ def predict_table(table: pd.DataFrame, predictor: Predictor,
     modeled = np.zeros(len(table), dtype=bool)
     outside = np.full(len(table), None, dtype=object)
     kinds = table["kind"].to_numpy()
-    shapes = table[[c for c in PREDICT_INPUTS if c in table.columns]]  # what predictions read
+    # what predictions read (and the op's name: an in-place op allocates nothing, fresh_memory.py)
+    shapes = table[[c for c in [*PREDICT_INPUTS, "op"] if c in table.columns]]
     for kind in pd.unique(kinds):
         model = predictor.model_for(kind)
         if model is None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__, subnormal
+from . import __version__, fresh_memory, subnormal
 from .clocks import GLUE_KEYS
 from .errors import NeuralPowerError
 from .features import (CLOCK_TARGETS, CONTEXT_FEATURES, DECOMPOSED, MODELED_KINDS, MODES,
@@ -94,12 +94,8 @@ class Predictor:
             log("skipping kinds with no model: "
                 + ", ".join(f"{k} ({counts[k]} rows)" for k in unknown))
         models, kinds_card, unmeasured = {}, {}, {}
-        # rows slowed by subnormal numbers: their extra time is fitted apart (subnormal.py)
-        slowed = subnormal.meets(data)
-        for kind in MODELED_KINDS:
-            rows = data[(data.kind == kind) & ~slowed]
-            if rows.empty:
-                continue
+
+        def fit_kind(kind: str, rows: pd.DataFrame) -> None:
             X = features(rows, kind)
             # a context feature the rows do not vary (no context measured) is no feature
             entry = {"rows": len(rows), "feature_ranges": {
@@ -118,6 +114,17 @@ class Predictor:
                 log(f"{kind:>11} {target:<10} n={info['n_rows']:<5} cv RMSPE "
                     f"{info['rmspe_pct']:6.1f} %  ({info['fit_seconds']:.1f} s)")
             kinds_card[kind] = entry
+
+        # rows slowed by subnormal numbers or by tensors mapped fresh on every run: their
+        # extra time is fitted apart (subnormal.py, fresh_memory.py), for kinds with enough
+        slowed = subnormal.meets(data)
+        fresh = fresh_memory.meets(data) & ~slowed
+        counts = data.kind[fresh].value_counts()
+        fresh &= data.kind.isin(counts.index[counts >= fresh_memory.MIN_ROWS])
+        for kind in MODELED_KINDS:
+            rows = data[(data.kind == kind) & ~slowed & ~fresh]
+            if not rows.empty:
+                fit_kind(kind, rows)
         for target, kinds in unmeasured.items():
             log(f"no {target} measured for {', '.join(kinds)}: no {target} model for "
                 f"{'them' if len(kinds) > 1 else 'it'}")
@@ -143,6 +150,17 @@ class Predictor:
                 log(f"{kind:>11} subnormal: +{c['ms'] * 1e6:.3f} ns per {c['per'][:-1]} that meets "
                     f"one ({c['rows']} rows: median error {c['median_abs_error_pct_without']:.0f} "
                     f"% -> {c['median_abs_error_pct']:.0f} %)")
+        costs = fresh_memory.fit_costs(data[fresh], predictor._model_runtime)
+        for kind in set(data.kind[fresh]) - set(costs):   # no cost that helps: rows back in
+            log(f"{kind:>11} fresh memory: no cost per MiB helps its rows; fitted with them")
+            fit_kind(kind, data[(data.kind == kind) & ~slowed])
+        if costs:
+            above = float(pd.to_numeric(data[fresh_memory.COLUMN], errors="coerce").median())
+            card["fresh_memory"] = {"threshold_bytes": above, "kinds": costs}
+            for kind, c in costs.items():
+                log(f"{kind:>11} fresh memory: +{c['ms_per_mib']:.3f} ms per MiB over "
+                    f"{above / fresh_memory.MIB:g} MiB ({c['rows']} rows: median error "
+                    f"{c['median_abs_error_pct_without']:.0f} % -> {c['median_abs_error_pct']:.0f} %)")
         glue = predictor._fit_clocks(data, log)
         if glue:
             card["clocks"] = glue
@@ -238,6 +256,11 @@ class Predictor:
         # every op of a synthetic network has its row; a zoo network's rows leave out ops
         rows = data[data.network_runtime_ms.notna() & data.kind.isin(
             [k for k, _ in self.models]) & data.network.map(zoo.net_of).isna()]
+        # networks with tensors mapped fresh on every run pay for them where no layer is
+        # timed too (unmapping them between layers), and some layers did not fault at all:
+        # left out, as their relative errors would set the scale (fresh_memory.py)
+        if self.card.get("fresh_memory"):
+            rows = rows[~rows.network.isin(rows.network[fresh_memory.meets(rows)])]
         if rows.network.nunique() < 20:
             return None
         pred = np.full(len(rows), np.nan)
@@ -287,7 +310,8 @@ class Predictor:
     def predict_arrays(self, rows: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
         """:meth:`predict_rows` as ``{target: values}``: the models' figures, plus the time
         subnormal numbers add where a row meets them (subnormal.py), which is also given alone
-        as ``subnormal_ms`` when the predictor has a cost for the kind. A kind with no model of
+        as ``subnormal_ms`` when the predictor has a cost for the kind, and the time of tensors
+        mapped fresh on every run (fresh_memory.py). A kind with no model of
         its own but parts (``DECOMPOSED``) is the sum of its parts."""
         if kind in DECOMPOSED and not self.has(kind, "runtime_ms"):
             return self._sum_of_parts(rows, kind)
@@ -296,6 +320,9 @@ class Predictor:
         if extra is not None:
             out["runtime_ms"] = out["runtime_ms"] + extra
             out["subnormal_ms"] = extra
+        fresh = fresh_memory.extra_ms(self.card.get("fresh_memory"), rows, kind)
+        if fresh is not None:
+            out["runtime_ms"] = out["runtime_ms"] + fresh
         return out
 
     def _sum_of_parts(self, rows: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
@@ -483,6 +510,13 @@ def _check_card(card: dict, path: Path) -> None:
             kind in subnormal.WORK and isinstance(c, dict) and c.get("per") == subnormal.WORK[kind]
             and numbers([c.get("ms")]) and c["ms"] >= 0 for kind, c in sub.items())):
         raise NeuralPowerError(f"{path}: card has no valid subnormal costs (edited?)")
+    fresh = card.get("fresh_memory")
+    if fresh is not None and not (
+            isinstance(fresh, dict) and numbers([fresh.get("threshold_bytes")])
+            and fresh["threshold_bytes"] > 0 and isinstance(fresh.get("kinds"), dict)
+            and all(k in MODELED_KINDS and isinstance(c, dict) and numbers([c.get("ms_per_mib")])
+                    and c["ms_per_mib"] >= 0 for k, c in fresh["kinds"].items())):
+        raise NeuralPowerError(f"{path}: card has no valid fresh-memory costs (edited?)")
     glue = card.get("clocks")
     if glue is not None and not (isinstance(glue, dict) and numbers([glue.get(k) for k in GLUE_KEYS])
                                  and all(math.isfinite(glue[k]) and glue[k] >= 0
@@ -555,6 +589,18 @@ def card_markdown(card: dict) -> str:
         lines += [f"| {k} | {c['ms'] * 1e6:.3f} | {c['per'][:-1]} that meets one | {c['rows']} | "
                   f"{c['median_abs_error_pct_without']:.0f} | {c['median_abs_error_pct']:.0f} |"
                   for k, c in sub.items()]
+    fresh = card.get("fresh_memory")
+    if fresh:
+        lines += ["", "## Tensors mapped fresh on every run", "",
+                  f"Extra time per MiB of a layer's tensors over the allocator's "
+                  f"{fresh['threshold_bytes'] / fresh_memory.MIB:g} MiB mapping threshold "
+                  "(neuralpower/fresh_memory.py), fitted on the rows that had such tensors; "
+                  "median |error| of those rows without and with it.", "",
+                  "| kind | ms per MiB | rows | error without % | error with % |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {k} | {c['ms_per_mib']:.3f} | {c['rows']} | "
+                  f"{c['median_abs_error_pct_without']:.0f} | {c['median_abs_error_pct']:.0f} |"
+                  for k, c in fresh["kinds"].items()]
     glue = card.get("clocks")
     if glue:
         lines += ["", "## Two clocks (host and GPU)", "",

@@ -1,0 +1,85 @@
+"""What tensors over the C allocator's mapping threshold cost on this CPU (fresh_memory.py).
+
+MobileNetV2's first expanding block (1x1 convolution 16 -> 96, batch norm, ReLU6 in place,
+3x3 depthwise convolution with stride 2, batch norm) at batch 8, timed layer by layer inside
+the running block as campaigns time it, once with glibc's malloc as ``timing.steady_allocator``
+leaves it (blocks over 32 MiB mapped fresh on every run) and once with mappings turned off
+(``M_MMAP_MAX`` 0: every block from the heap, kept when freed). Each in a process of its own;
+each spatial size gives tensors below and above the threshold. Prints the layers' medians, the
+page faults per run and the extra time per MiB over the threshold.
+
+    python benchmarks/fresh_memory_effect.py [--sizes 56 80 120] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+LAYERS = ["conv 1x1 16->96", "batch norm", "relu6 (in place)", "depthwise 3x3 /2", "batch norm"]
+M_MMAP_MAX = -4  # <malloc.h>
+
+
+def _one(size: int, mapped: bool, threads: int) -> dict:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from neuralpower.profiling.timing import steady_allocator, time_network
+
+    torch.set_num_threads(threads)
+    steady_allocator()
+    if not mapped:
+        ctypes.CDLL(ctypes.util.find_library("c")).mallopt(M_MMAP_MAX, 0)
+    net = nn.Sequential(nn.Conv2d(16, 96, 1, bias=False), nn.BatchNorm2d(96),
+                        nn.ReLU6(inplace=True), nn.Conv2d(96, 96, 3, 2, 1, groups=96, bias=False),
+                        nn.BatchNorm2d(96)).eval()
+    x = torch.randn(8, 16, size, size)
+    with torch.no_grad():
+        for _ in range(3):
+            net(x)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(10):
+            net(x)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
+    t = time_network(net, x, target_s=1.0)
+    return {"faults_per_run": faults,
+            "layers_ms": [float(np.median(t.layers[n])) for n in t.layers]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[56, 80, 120])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)   # SIZE mapped|heap: a child
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(_one(int(args.one[0]), args.one[1] == "mapped", args.threads)))
+        return
+    mib = float(1 << 20)
+    for size in args.sizes:
+        tensor = 8 * 96 * size * size * 4 / mib
+        runs = {}
+        for mode in ("mapped", "heap"):
+            out = subprocess.run([sys.executable, __file__, "--one", str(size), mode,
+                                  "--threads", str(args.threads)],
+                                 capture_output=True, text=True, check=True).stdout
+            runs[mode] = json.loads(out.strip().splitlines()[-1])
+        print(f"\nbatch 8, {size}x{size}: the expanded tensor is {tensor:.1f} MiB "
+              f"({'over' if tensor > 32 else 'under'} the 32 MiB threshold); page faults per "
+              f"run {runs['mapped']['faults_per_run']:.0f} mapped, "
+              f"{runs['heap']['faults_per_run']:.0f} from the heap")
+        print(f"  {'layer':<18} {'mapped ms':>10} {'heap ms':>9} {'extra ms/MiB':>13}")
+        for name, a, b in zip(LAYERS, runs["mapped"]["layers_ms"], runs["heap"]["layers_ms"]):
+            print(f"  {name:<18} {a:>10.3f} {b:>9.3f} {(a - b) / tensor:>13.3f}")
+
+
+if __name__ == "__main__":
+    main()
