@@ -5,9 +5,10 @@ system's, which it returns when the block is freed. The threshold is at most 32 
 ``timing.steady_allocator`` sets, and where a long-running process's threshold ends up), so a
 network whose tensors are larger maps them anew on every run, and the first write to each
 4 KiB page faults. On this project's AMD EPYC VM a 1x1 convolution writing 42 MiB (MobileNetV2's
-first expansion at batch 8 and 120x120) took 31 ms instead of 9 ms, the batch norm after it 13
-instead of 3.6 ms and the depthwise convolution reading it 22 instead of 10 ms (its input is
-reordered into a fresh buffer): 43,000 faults a run (``benchmarks/fresh_memory_effect.py``).
+first expansion at batch 8 and 120x120) took 26.7 ms instead of 9.1 ms with mappings off, the
+batch norm after it 11.6 instead of 3.5 ms and the depthwise convolution reading it 19.2
+instead of 10.1 ms (its input is reordered into a fresh buffer): 43,204 faults a run against
+540 (``benchmarks/fresh_memory_effect.py``).
 A shape's time alone does not say this: the models are fitted on the rows without such
 tensors, and a predictor adds a cost per MiB of them, fitted per kind, as it does for subnormal
 numbers (subnormal.py). A CUDA tensor comes from PyTorch's caching allocator: no such cost.
@@ -93,7 +94,10 @@ def fit_costs(rows: pd.DataFrame, base_ms) -> dict:
         base = np.asarray(base_ms(r, kind), dtype=float)
         measured = r.runtime_ms.to_numpy(float)
         per = (measured - base) / mib
-        ms = max(float(np.median(per[np.isfinite(per)])), 0.0)
+        per = per[np.isfinite(per)]
+        if not len(per):   # no base model (every row of the kind had such tensors)
+            continue
+        ms = max(float(np.median(per)), 0.0)
         rel = lambda p: float(np.median(np.abs(p / measured - 1)) * 100)  # noqa: E731
         without, with_cost = rel(base), rel(base + ms * mib)
         if with_cost < without:   # kept only where it helps (batch norm's rows: some fault,

@@ -151,7 +151,7 @@ class Predictor:
                     f"one ({c['rows']} rows: median error {c['median_abs_error_pct_without']:.0f} "
                     f"% -> {c['median_abs_error_pct']:.0f} %)")
         costs = fresh_memory.fit_costs(data[fresh], predictor._model_runtime)
-        for kind in set(data.kind[fresh]) - set(costs):   # no cost that helps: rows back in
+        for kind in sorted(set(data.kind[fresh]) - set(costs)):   # no cost helps: rows back in
             log(f"{kind:>11} fresh memory: no cost per MiB helps its rows; fitted with them")
             fit_kind(kind, data[(data.kind == kind) & ~slowed])
         if costs:
