@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuralpower import Predictor, predict
+from neuralpower import Predictor, fresh_memory, predict
 from neuralpower.data import load
 from neuralpower.features import MODELED_KINDS, features
 from neuralpower.nets import build
@@ -38,7 +38,10 @@ def test_every_kind_is_fitted_with_a_network_calibration(campaign):
     p = Predictor.fit(rows, log=lambda m: None)
     assert {k for k, t in p.models if t == "runtime_ms"} == set(rows.kind) & set(MODELED_KINDS)
     net = p.card["network"]
-    assert net["networks"] == rows.network.nunique() and net["scale"] > 0
+    # (networks with tensors mapped fresh on every run are left out of it: fresh_memory.py)
+    fresh = rows.network[fresh_memory.meets(rows)] if "fresh_memory" in p.card else []
+    assert net["networks"] == rows.network[~rows.network.isin(fresh)].nunique() > 100
+    assert net["scale"] > 0
     assert net["per_op_ms"] >= 0
     assert net["rmspe_pct"] <= net["rmspe_layers_pct"] + 1e-9  # least squares cannot do worse
     # applied to every modeled layer, so the totals stay the sum of the layers
