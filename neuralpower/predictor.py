@@ -143,13 +143,7 @@ class Predictor:
             "reference_ms": reference_ms,
         }
         predictor = cls(models, card)
-        costs = subnormal.fit_costs(data[slowed], predictor._model_runtime)
-        if costs:
-            card["subnormal"] = costs
-            for kind, c in costs.items():
-                log(f"{kind:>11} subnormal: +{c['ms'] * 1e6:.3f} ns per {c['per'][:-1]} that meets "
-                    f"one ({c['rows']} rows: median error {c['median_abs_error_pct_without']:.0f} "
-                    f"% -> {c['median_abs_error_pct']:.0f} %)")
+        # first, as it may refit a kind: the subnormal costs are fitted on the final models
         costs = fresh_memory.fit_costs(data[fresh], predictor._model_runtime)
         for kind in sorted(set(data.kind[fresh]) - set(costs)):   # no cost helps: rows back in
             log(f"{kind:>11} fresh memory: no cost per MiB helps its rows; fitted with them")
@@ -161,6 +155,13 @@ class Predictor:
                 log(f"{kind:>11} fresh memory: +{c['ms_per_mib']:.3f} ms per MiB over "
                     f"{above / fresh_memory.MIB:g} MiB ({c['rows']} rows: median error "
                     f"{c['median_abs_error_pct_without']:.0f} % -> {c['median_abs_error_pct']:.0f} %)")
+        costs = subnormal.fit_costs(data[slowed], predictor._model_runtime)
+        if costs:
+            card["subnormal"] = costs
+            for kind, c in costs.items():
+                log(f"{kind:>11} subnormal: +{c['ms'] * 1e6:.3f} ns per {c['per'][:-1]} that meets "
+                    f"one ({c['rows']} rows: median error {c['median_abs_error_pct_without']:.0f} "
+                    f"% -> {c['median_abs_error_pct']:.0f} %)")
         glue = predictor._fit_clocks(data, log)
         if glue:
             card["clocks"] = glue

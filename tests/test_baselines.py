@@ -222,8 +222,6 @@ def test_probe_drift_prints_a_predictors_error_per_phase(capsys):
     assert all(e[densenet] < -10 for e in errors[1:])
 
 
-
-
 def test_network_benchmark_splits_its_errors_by_the_hosts_phase():
     """phases(): a measurement whose small-ops probe ran more than PHASE_SLOW times the run's
     fastest on its device is in the slow phase; one without the probe (older runs) in neither;
