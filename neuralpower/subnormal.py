@@ -194,10 +194,11 @@ def fit_costs(rows: pd.DataFrame, base_ms) -> dict:
         base = np.asarray(base_ms(r, kind), dtype=float)
         per_unit = (r.runtime_ms.to_numpy(float) - base) / units
         ms = max(float(np.median(per_unit[np.isfinite(per_unit)])), 0.0)
-        fitted = base + ms * units
         rel = lambda p: float(np.median(np.abs(p / r.runtime_ms.to_numpy(float) - 1)) * 100)  # noqa: E731
-        out[kind] = {"per": WORK[kind], "ms": ms, "rows": int(len(r)),
-                     "median_abs_error_pct_without": rel(base), "median_abs_error_pct": rel(fitted)}
+        without, with_cost = rel(base), rel(base + ms * units)
+        if with_cost < without:   # kept only where it helps (a short campaign's few rows may not)
+            out[kind] = {"per": WORK[kind], "ms": ms, "rows": int(len(r)),
+                         "median_abs_error_pct_without": without, "median_abs_error_pct": with_cost}
     return out
 
 

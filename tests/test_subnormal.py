@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from neuralpower import NeuralPowerError, Predictor, fresh_memory, trace
+from neuralpower import NeuralPowerError, Predictor, fresh_memory, subnormal, trace
 from neuralpower.data import load
 from neuralpower.predict import predict
 from neuralpower.profiling import synthetic
@@ -211,3 +211,15 @@ def test_predict_says_which_layers_meet_subnormals_and_what_they_add(attention_p
     # and a network without such layers gets no line
     r = predict(torchvision.models.resnet18(), (1, 3, 224, 224), attention_predictor)
     assert "subnormal" not in prediction_text(r)
+
+
+def test_a_cost_that_does_not_lower_the_error_is_not_kept():
+    """Where the models already account for the rows' time, no cost is learned: a cost is
+    kept only where it lowers the median error of the rows that meet subnormal numbers."""
+    data = load([ATTENTION_DATA])
+    slowed = data[subnormal.meets(data)]
+    assert set(subnormal.fit_costs(slowed, lambda r, kind: r.runtime_ms)) == set()
+    # the same rows with a base that misses their extra time: a cost is learned, and helps
+    half = subnormal.fit_costs(slowed, lambda r, kind: r.runtime_ms / 2)
+    assert set(half) == {"matmul", "softmax"}
+    assert all(c["median_abs_error_pct"] < c["median_abs_error_pct_without"] for c in half.values())
