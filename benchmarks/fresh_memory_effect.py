@@ -8,7 +8,12 @@ leaves it (blocks over 32 MiB mapped fresh on every run) and once with mappings 
 each spatial size gives tensors below and above the threshold. Prints the layers' medians, the
 page faults per run and the extra time per MiB over the threshold.
 
+``--networks`` instead compares the tracer's count of the MiB mapped fresh per run
+(``fresh_mib``, ``fresh_memory.Events``) with the page faults of real runs of whole networks,
+each in two fresh processes (glibc's malloc as the profiler sets it).
+
     python benchmarks/fresh_memory_effect.py [--sizes 56 80 120] [--threads 2]
+    python benchmarks/fresh_memory_effect.py --networks
 """
 from __future__ import annotations
 
@@ -54,12 +59,65 @@ def _one(size: int, mapped: bool, threads: int) -> dict:
             "layers_ms": [float(np.median(t.layers[n])) for n in t.layers]}
 
 
+# Networks and batches (224x224) whose tensors reach the threshold, or nearly
+NETWORKS = [("timm:efficientnet_b0", 8), ("torchvision:efficientnet_b0", 8),
+            ("torchvision:mobilenet_v2", 8), ("timm:mobilenetv3_large_100", 8),
+            ("timm:rexnet_100", 8), ("timm:mixnet_s", 8), ("timm:ghostnet_100", 8),
+            ("torchvision:mobilenet_v3_large", 16), ("torchvision:resnet50", 12),
+            ("torchvision:densenet121", 16), ("torchvision:regnet_y_400mf", 16),
+            ("timm:resnet50", 12), ("torchvision:mnasnet1_0", 16),
+            ("torchvision:shufflenet_v2_x1_0", 24), ("torchvision:efficientnet_b0", 16),
+            ("torchvision:convnext_tiny", 12), ("torchvision:vgg11", 4),
+            ("torchvision:squeezenet1_0", 8)]
+
+
+def _faults(net: str, batch: int, threads: int) -> float:
+    """MiB of page faults per run of ``net`` (its own random weights), in this process."""
+    import torch
+
+    from neuralpower import nets
+    from neuralpower.profiling.timing import steady_allocator
+
+    torch.set_num_threads(threads)
+    steady_allocator()
+    model, x = nets.build(net, device=torch.device("cpu")).eval(), torch.randn(batch, 3, 224, 224)
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(3):
+            model(x)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3 * 4096 / (1 << 20)
+
+
+def networks(threads: int) -> None:
+    from neuralpower import nets, trace
+
+    print(f"{'network':<34} {'batch':>5} {'traced MiB':>11} {'faulted MiB, two processes':>27}")
+    for net, batch in NETWORKS:
+        traced = trace(nets.build(net), (batch, 3, 224, 224)).fresh_mib.sum()
+        runs = [float(subprocess.run([sys.executable, __file__, "--faults", net, str(batch),
+                                      "--threads", str(threads)], capture_output=True, text=True,
+                                     check=True).stdout.split()[-1]) for _ in range(2)]
+        print(f"{net:<34} {batch:>5} {traced:>11.1f} {runs[0]:>13.1f} {runs[1]:>13.1f}",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[56, 80, 120])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--networks", action="store_true",
+                    help="compare the tracer's count with real networks' page faults")
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)   # SIZE mapped|heap: a child
+    ap.add_argument("--faults", nargs=2, help=argparse.SUPPRESS)   # NET BATCH: a child
     args = ap.parse_args()
+    if args.faults:
+        print(_faults(args.faults[0], int(args.faults[1]), args.threads))
+        return
+    if args.networks:
+        networks(args.threads)
+        return
     if args.one:
         print(json.dumps(_one(int(args.one[0]), args.one[1] == "mapped", args.threads)))
         return

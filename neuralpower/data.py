@@ -30,7 +30,7 @@ def load(paths) -> pd.DataFrame:
         if key in seen:
             raise NeuralPowerError(f"measurement file {str(p)!r} is given twice")
         seen.add(key)
-    frames = [with_allocator(with_idle_power(with_kind_gap(_read_one(Path(p)), p), p), p)
+    frames = [with_traced(with_allocator(with_idle_power(_read_one(Path(p)), p), p), p)
               for p in paths]
     return pd.concat(frames, ignore_index=True)
 
@@ -71,17 +71,22 @@ def with_allocator(d: pd.DataFrame, path) -> pd.DataFrame:
     return d.assign(**{COLUMN: above}) if above and COLUMN not in d else d
 
 
-def with_kind_gap(d: pd.DataFrame, path=None) -> pd.DataFrame:
-    """``d`` with the context column ``kind_gap`` (``trace.kind_gaps``) filled in the rows of
-    campaigns measured before the profiler wrote it: each network is traced again (a zoo
-    network at its input; a synthetic one from its seed, index, kinds and limits, which the
-    campaign's sidecar beside ``path`` keeps), and a row takes its module's gap where the
-    module is of the row's kind. Rows of no network (public data), or of a network that cannot
-    be rebuilt, stay empty: the neutral value. A file with the column is taken as it is (an
-    empty value there is one that could not be derived)."""
-    if "kind_gap" in d or not {"network", "layer"} <= set(d.columns):
+def with_traced(d: pd.DataFrame, path=None) -> pd.DataFrame:
+    """``d`` with the columns the tracer gives a row and older campaigns lack, filled in: the
+    context column ``kind_gap`` (``trace.kind_gaps``) and, in a CPU campaign's rows (those
+    with ``fresh_memory.COLUMN``), the memory column ``fresh_mib`` (``fresh_memory.Events``).
+    Each network is traced again (a zoo network at its input; a synthetic one from its seed,
+    index, kinds and limits, which the campaign's sidecar beside ``path`` keeps), and a row
+    takes its module's values where the module is of the row's kind. Rows of no network
+    (public data), or of a network that cannot be rebuilt, stay empty: the neutral value (for
+    ``fresh_mib``, the sizes alone: ``fresh_memory.units``). A file with a column is taken as
+    it is (an empty value there is one that could not be derived)."""
+    from .fresh_memory import COLUMN
+    wanted = [c for c in ("kind_gap", "fresh_mib") if c not in d
+              and (c == "kind_gap" or COLUMN in d)]
+    if not wanted or not {"network", "layer"} <= set(d.columns):
         return d
-    gap = pd.Series(np.nan, index=d.index)
+    filled = pd.DataFrame(np.nan, index=d.index, columns=wanted)
     missing = d[d["network"].notna()]
     if missing.empty:
         return d
@@ -102,8 +107,9 @@ def with_kind_gap(d: pd.DataFrame, path=None) -> pd.DataFrame:
         work = table[table.kind != "free"].groupby("module").first()
         layer = part["layer"].astype(str)
         same = layer.map(work.kind).eq(part["kind"])   # the network rebuilt is the one measured
-        gap[part.index] = layer.map(work.kind_gap).where(same)
-    return d.assign(kind_gap=gap)
+        for c in wanted:
+            filled.loc[part.index, c] = layer.map(work[c]).where(same)
+    return d.assign(**{c: filled[c] for c in wanted})
 
 
 def _read_one(path: Path) -> pd.DataFrame:

@@ -53,10 +53,15 @@ NEUTRAL_GAP = 1.0
 # a CPU handles many times slower (subnormal.py). Not a feature: a predictor adds a measured
 # cost per unit of such work (subnormal.fit_costs).
 VALUE_COLUMNS = ["subnormal_share"]
+# Optional column saying what the network's allocations cost a layer on a CPU (the tracer and
+# the profiler fill it): MiB of its blocks that glibc's malloc maps fresh on every run, each page
+# faulting on its first write (fresh_memory.py). Not a feature either: a predictor adds a
+# measured cost per MiB.
+MEMORY_COLUMNS = ["fresh_mib"]
 # Every schema column features() reads: the layer's own, then the context it uses.
 FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements", "kind_gap"]
-# Every column a prediction reads: the features' inputs and the value columns.
-PREDICT_INPUTS = [*FEATURE_INPUTS, *VALUE_COLUMNS]
+# Every column a prediction reads: the features' inputs, the value and memory columns.
+PREDICT_INPUTS = [*FEATURE_INPUTS, *VALUE_COLUMNS, *MEMORY_COLUMNS]
 
 
 class _Columns(dict):

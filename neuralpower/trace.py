@@ -30,8 +30,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from .errors import NeuralPowerError
-from .features import (ACTIVATIONS, CONTEXT_COLUMNS, ELEMENTWISE, MAC_KINDS, SHAPE_COLUMNS,
-                       VALUE_COLUMNS, macs)
+from . import fresh_memory
+from .features import (ACTIVATIONS, CONTEXT_COLUMNS, ELEMENTWISE, MAC_KINDS, MEMORY_COLUMNS,
+                       SHAPE_COLUMNS, VALUE_COLUMNS, macs)
 from .subnormal import Values
 
 aten = torch.ops.aten
@@ -354,6 +355,9 @@ def _shape(t) -> str:
 
 
 _MAC_KINDS = frozenset(MAC_KINDS)
+# Convolutions that a CPU runs on oneDNN, which reorders the input and the output through
+# buffers of their sizes (fresh_memory.py)
+_REORDERS = frozenset({aten.convolution, aten._convolution, aten.conv2d})
 _ATTENTION_STEPS = frozenset({aten.mul, aten._safe_softmax, aten.bmm, aten.mm, aten._unsafe_view})
 
 
@@ -364,6 +368,7 @@ class _Recorder(TorchDispatchMode):
         self.stack = module_stack
         self.values = Values()  # the few values a trace knows (subnormal.py)
         self.scaled, self.sdpa = [], None  # attention's math so far (_attention_layout)
+        self.memory = fresh_memory.Events()  # what the run allocates and frees, op by op
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -397,6 +402,10 @@ class _Recorder(TorchDispatchMode):
         if share:
             row["subnormal_share"] = round(share, 4)
         self.rows.append(row)
+        if not (func.is_view or packet.__name__.endswith("_")):   # views and in-place ops
+            self.memory.op(len(self.rows) - 1, first if packet in _REORDERS else None,  # reuse
+                           [o for o in (out if isinstance(out, (tuple, list)) else (out,))
+                            if isinstance(o, torch.Tensor) and not _is_weight(o)])
         return out
 
     def _attention_layout(self, packet, args, out):
@@ -515,6 +524,7 @@ def _fuse_attention(rows: list[dict]) -> list[dict]:
         row = dict(kind="attention", batch=a["batch"], rows=a["rows"], inner=a["out_features"],
                    in_features=a["in_features"], out_features=b["out_features"],
                    module=b["module"], call=call, op="scaled_dot_product_attention",
+                   _op=b["_op"],
                    input_shape=rows[work[first]]["input_shape"], output_shape=b["output_shape"])
         row["moved"] = row["batch"] * (row["rows"] * (row["in_features"] + row["out_features"])
                                        + row["inner"] * (row["in_features"] + row["out_features"]))
@@ -526,7 +536,7 @@ def _fuse_attention(rows: list[dict]) -> list[dict]:
 
 
 COLUMNS = ["name", "kind", "op", "module", "module_type", *SHAPE_COLUMNS, "macs",
-           "input_shape", "output_shape", *CONTEXT_COLUMNS, *VALUE_COLUMNS]
+           "input_shape", "output_shape", *CONTEXT_COLUMNS, *VALUE_COLUMNS, *MEMORY_COLUMNS]
 
 
 def _context(rows: list[dict]) -> None:
@@ -601,7 +611,13 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
         except (RuntimeError, TypeError, ValueError, IndexError) as e:
             raise NeuralPowerError(f"cannot trace {type(model).__name__} with input "
                                    f"{_fmt_shapes(shapes)}: {str(e).splitlines()[0]}") from None
+    for i, r in enumerate(recorder.rows):
+        r["_op"] = i
     rows = _fuse_attention(recorder.rows)
+    # a fused attention allocates its output only (the math's scores are never written)
+    fresh = recorder.memory.fresh_mib(keep={r["_op"] for r in rows})
+    for r in rows:
+        r["fresh_mib"] = round(fresh.get(r.pop("_op"), 0.0), 4)
     for r, name in zip(rows, _name_layers(rows, types)):
         r["name"] = name
         r["module_type"] = types.get(r["module"], "")

@@ -108,7 +108,7 @@ def test_two_clocks_keep_host_and_gpu_runs_apart(monkeypatch):
     assert not plain.host and not plain.network_host and plain.clocks("0") == {}
 
 
-@pytest.mark.parametrize("before", ["_BEFORE_CLOCKS", "_BEFORE_OPS"])
+@pytest.mark.parametrize("before", ["_BEFORE_CLOCKS", "_BEFORE_OPS", "_BEFORE_MEMORY"])
 def test_a_campaign_begun_before_newer_columns_resumes_in_its_own(tmp_path, before):
     from neuralpower.profiling import campaign
 
@@ -138,6 +138,7 @@ def test_a_short_cpu_campaign_fits_and_scores(campaign_csv):
     assert (ok.runtime_ms > 0).all() and (ok.network_runtime_ms > 0).all()
     assert (ok.reference_ms > 0).all()   # the speed probe, timed during every network
     assert (ok.reference_ops_ms > 0).all()  # and the small-ops one (a shared host's phase)
+    assert (ok.fresh_mib >= 0).all()   # what the tracer's allocation count gave each layer
     assert ok.power_w.isna().all() and set(ok.power_source) == {"none"}  # no sensor here
     assert not d.duplicated(["network", "layer"]).any()
     assert {"conv2d", "linear"} <= set(ok.kind)

@@ -38,25 +38,28 @@ import torch
 
 from .. import __version__, nets
 from ..errors import NeuralPowerError
-from ..features import CLOCK_COLUMNS, CONTEXT_COLUMNS, MODES, SHAPE_COLUMNS, VALUE_COLUMNS
+from ..features import (CLOCK_COLUMNS, CONTEXT_COLUMNS, MEMORY_COLUMNS, MODES, SHAPE_COLUMNS,
+                        VALUE_COLUMNS)
 from . import adaptive, isolated, synthetic, zoo
 from .meters import MeterError, NoneMeter, idle_power, open_meter
 from .timing import Reference, layer_power, spread, steady_allocator, time_network
 
 FORMAT_VERSION = 1
 CSV_COLUMNS = [
-    "kind", *SHAPE_COLUMNS, "macs", *CONTEXT_COLUMNS, *VALUE_COLUMNS, "runtime_ms",
-    "runtime_iqr_ms", "runtime_min_ms", "repeats", "mode", "forward_ms", "backward_ms", "power_w",
-    "power_source", "power_window_s", "power_error", "device", "network", "layer", "position",
-    "network_runtime_ms", "network_runtime_iqr_ms", "reference_ms", "threads", "dtype", "status",
-    "error", "campaign_s", *CLOCK_COLUMNS, "reference_ops_ms",
+    "kind", *SHAPE_COLUMNS, "macs", *CONTEXT_COLUMNS, *VALUE_COLUMNS, *MEMORY_COLUMNS,
+    "runtime_ms", "runtime_iqr_ms", "runtime_min_ms", "repeats", "mode", "forward_ms",
+    "backward_ms", "power_w", "power_source", "power_window_s", "power_error", "device",
+    "network", "layer", "position", "network_runtime_ms", "network_runtime_iqr_ms",
+    "reference_ms", "threads", "dtype", "status", "error", "campaign_s", *CLOCK_COLUMNS,
+    "reference_ops_ms",
 ]
 _HEADER = ",".join(CSV_COLUMNS) + "\n"
-# Files begun before the small-ops probe (``reference_ops_ms``), before ``kind_gap``, before
-# the host and GPU clocks were columns, or before ``subnormal_share`` was, resume in their own
-# columns (a file before subnormal_share leaves out rows that meet them; ``data.load`` fills in
-# ``kind_gap`` for a file without it).
-_BEFORE_OPS = [c for c in CSV_COLUMNS if c != "reference_ops_ms"]
+# Files begun before ``fresh_mib``, before the small-ops probe (``reference_ops_ms``), before
+# ``kind_gap``, before the host and GPU clocks were columns, or before ``subnormal_share`` was,
+# resume in their own columns (a file before subnormal_share leaves out rows that meet them;
+# ``data.load`` fills in ``kind_gap`` and ``fresh_mib`` for a file without them).
+_BEFORE_MEMORY = [c for c in CSV_COLUMNS if c not in MEMORY_COLUMNS]
+_BEFORE_OPS = [c for c in _BEFORE_MEMORY if c != "reference_ops_ms"]
 _BEFORE_GAP = [c for c in _BEFORE_OPS if c != "kind_gap"]
 _BEFORE_CLOCKS = [c for c in _BEFORE_GAP if c not in CLOCK_COLUMNS]
 _EARLIER_COLUMNS = [c for c in _BEFORE_CLOCKS if c not in VALUE_COLUMNS]
@@ -313,8 +316,8 @@ class Campaign:
         if not text:
             _write_whole(f, _HEADER)
             return {}, set(), 0.0, CSV_COLUMNS
-        known = [c for c in (CSV_COLUMNS, _BEFORE_OPS, _BEFORE_GAP, _BEFORE_CLOCKS,
-                             _EARLIER_COLUMNS)
+        known = [c for c in (CSV_COLUMNS, _BEFORE_MEMORY, _BEFORE_OPS, _BEFORE_GAP,
+                             _BEFORE_CLOCKS, _EARLIER_COLUMNS)
                  if text.startswith(",".join(c) + "\n")]
         if known:
             columns = known[0]
@@ -543,7 +546,7 @@ def _layer_columns(op) -> dict:
         v = op[c]
         if pd.notna(v):
             out[c] = int(v)
-    for c in VALUE_COLUMNS:
+    for c in VALUE_COLUMNS + MEMORY_COLUMNS:
         if pd.notna(op.get(c)):
             out[c] = float(op[c])
     return out
