@@ -57,23 +57,32 @@ class Events:
 
     def __init__(self):
         self.log: list[tuple] = []   # ("alloc", op, bytes, token) or ("free", token), in order
+        self._refs: list = []        # weak references whose callbacks log the frees
+        self._largest = 0
 
     def op(self, index: int, reordered, outputs) -> None:
         """Op ``index`` allocates ``outputs`` (freed when their last reference goes), and with a
         ``reordered`` input (a oneDNN convolution's) buffers of its and the outputs' sizes,
         freed as it ends."""
         temps = [reordered, *outputs] if reordered is not None else []
+        log = self.log
         for n, t in enumerate(temps):
-            self.log.append(("alloc", index, _nbytes(t), (index, "temp", n)))
+            log.append(("alloc", index, _nbytes(t), (index, "temp", n)))
         for n, t in enumerate(outputs):
             token = (index, n)
-            self.log.append(("alloc", index, _nbytes(t), token))
-            weakref.finalize(t, self.log.append, ("free", token))
-        self.log.extend(("free", (index, "temp", n)) for n in range(len(temps)))
+            size = _nbytes(t)
+            self._largest = max(self._largest, size)
+            log.append(("alloc", index, size, token))
+            self._refs.append(weakref.ref(t, lambda _, token=token: log.append(("free", token))))
+        log.extend(("free", (index, "temp", n)) for n in range(len(temps)))
+        if temps:
+            self._largest = max(self._largest, *(_nbytes(t) for t in temps))
 
     def fresh_mib(self, keep=None, threshold: float = THRESHOLD) -> dict[int, float]:
         """MiB each op maps fresh in a steady run (op index -> MiB; ops mapping none are left
         out), the allocations of ops not in ``keep`` (when given) left out."""
+        if self._largest < threshold:   # nothing to map (most networks at batch 1)
+            return {}
         events = [e for e in self.log if e[0] == "free" or keep is None or e[1] in keep]
         heap, mapped = _Heap(threshold), {}
         for run in range(_RUNS):
