@@ -101,3 +101,24 @@ def test_a_campaigns_idle_power_comes_from_its_sidecar(tmp_path):
     assert "idle_power_w" not in load(write(tmp_path, GOOD))
     (tmp_path / "d.json").write_text('{"power": {"source": "none", "idle_power_w": null}}')
     assert "idle_power_w" not in load(tmp_path / "d.csv")
+
+
+def test_a_cpu_campaign_measured_before_fresh_mib_gets_it_traced_again(tmp_path):
+    """The rows of one zoo network (MobileNetV2 at batch 8 and 240x240, whose expanded tensors
+    are 42 MiB) without the column, beside their campaign's sidecar: ``load`` traces the
+    network again and gives each row the count the file was given (fresh_memory.Events)."""
+    import shutil
+
+    src = PUBLIC.parent / "dev_cpu" / "amd_epyc_2t_zoo_s4.csv.gz"
+    rows = pd.read_csv(src, low_memory=False)
+    net = rows[rows.network == "z4-000064-mobilenet_v2"]
+    assert (net.fresh_mib > 0).sum() >= 2
+    old = tmp_path / "old.csv"
+    net.drop(columns="fresh_mib").to_csv(old, index=False)
+    shutil.copy(src.with_name("amd_epyc_2t_zoo_s4.json"), tmp_path / "old.json")
+    filled = load(old)
+    assert filled.fresh_mib.tolist() == pytest.approx(
+        net[net.status == "ok"].fresh_mib.tolist())
+    # without the sidecar no allocator is known: nothing to fill
+    (tmp_path / "old.json").unlink()
+    assert "fresh_mib" not in load(old)
