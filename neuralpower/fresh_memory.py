@@ -1,23 +1,26 @@
 """Tensors too large for the C allocator's heap cost page faults on every run (CPU).
 
 glibc's malloc serves a block larger than its mapping threshold with a fresh mapping of the
-system's, which it returns when the block is freed. The threshold is at most 32 MiB (the value
-``timing.steady_allocator`` sets, and where a long-running process's threshold ends up), so a
-network whose tensors are larger maps them anew on every run, and the first write to each
-4 KiB page faults. On this project's AMD EPYC VM a 1x1 convolution writing 42 MiB (MobileNetV2's
-first expansion at batch 8 and 120x120) took 26.7 ms instead of 9.1 ms with mappings off, the
-batch norm after it 11.6 instead of 3.5 ms and the depthwise convolution reading it 19.2
-instead of 10.1 ms (its input is reordered into a fresh buffer): 43,204 faults a run against
-540 (``benchmarks/fresh_memory_effect.py``).
-A shape's time alone does not say this: the models are fitted on the rows without such
-tensors, and a predictor adds a cost per MiB of them, fitted per kind, as it does for subnormal
-numbers (subnormal.py). A CUDA tensor comes from PyTorch's caching allocator: no such cost.
+system's, which it returns when the block is freed, unless a free chunk of its heap can hold
+it. The threshold is at most 32 MiB (the value ``timing.steady_allocator`` sets, and where a
+long-running process's threshold ends up), so a network whose tensors are larger maps some of
+them anew on every run, and the first write to each 4 KiB page faults. On this project's AMD
+EPYC VM a 1x1 convolution writing 42 MiB (MobileNetV2's first expansion at batch 8 and 120x120)
+took 26.7 ms instead of 9.1 ms with mappings off, the batch norm after it 11.6 instead of 3.5
+ms and the depthwise convolution reading it 19.2 instead of 10.1 ms (its input is reordered
+into a fresh buffer): 43,204 faults a run against 540 (``benchmarks/fresh_memory_effect.py``).
+
+Which blocks are mapped, the tracer counts (:class:`Events`: the run's allocations replayed on a
+model of the heap; column ``fresh_mib``). A shape's time alone does not say this: the models
+are fitted on the rows without such blocks, and a predictor adds a cost per MiB of them, fitted
+per kind, as it does for subnormal numbers (subnormal.py). A CUDA tensor comes from PyTorch's
+caching allocator: no such cost.
 
 Which rows: those of CPU campaigns whose sidecar records glibc's allocator with its threshold
 (``data.load`` gives them the column :data:`COLUMN`); a prediction uses the threshold in the
-predictor's card. An in-place op (its ATen name ends in ``_``: ``relu_``, ``add_``) allocates
-nothing; a profiled row does not say whether its op ran in place, so kinds that often do are
-left out of the cost (:data:`IN_PLACE`).
+predictor's card. A row without the tracer's count is judged by its sizes (:func:`units`); an
+in-place op (its ATen name ends in ``_``: ``relu_``, ``add_``) allocates nothing, and such a row
+does not say whether its op ran in place, so kinds that often do are left out (:data:`IN_PLACE`).
 """
 from __future__ import annotations
 
@@ -157,12 +160,13 @@ def threshold(sidecar: dict) -> float | None:
     return float(int(m.group(1)) << 20) if m and device.startswith("cpu") else None
 
 
-def units(rows: pd.DataFrame, kind: str, above: float | None = None) -> np.ndarray:
+def units(rows: pd.DataFrame, kind: str, above: float | None = None,
+          train: bool = False) -> np.ndarray:
     """MiB of each row's blocks mapped fresh on every run where a threshold applies (``above``,
     else the rows' :data:`COLUMN`): the tracer's count (``fresh_mib``, :class:`Events`), or
-    where a row has none (a search space's layers, a training step), its sizes alone: its
-    output where larger than the threshold, and a convolution's input too; 0 for an op that
-    runs in place."""
+    where a row has none (a search space's layers) or is of a training step (``train``, or
+    the rows' ``mode``), its sizes alone: its output where larger than the threshold, and a
+    convolution's input too; 0 for an op that runs in place."""
     from .features import features
 
     limit = (np.full(len(rows), above, dtype=float) if above is not None else
@@ -170,7 +174,9 @@ def units(rows: pd.DataFrame, kind: str, above: float | None = None) -> np.ndarr
              else np.full(len(rows), np.nan))
     traced = (pd.to_numeric(rows["fresh_mib"], errors="coerce").to_numpy(float, copy=True)
               if "fresh_mib" in rows else np.full(len(rows), np.nan))
-    if "mode" in rows:   # the tracer runs a forward pass: a training step allocates otherwise
+    if train:            # the tracer runs a forward pass: a training step allocates otherwise
+        traced[:] = np.nan
+    elif "mode" in rows:
         traced[rows["mode"].astype(str).eq("train").to_numpy()] = np.nan
     if np.isnan(limit).all():
         return np.zeros(len(rows))
@@ -229,9 +235,11 @@ def fit_costs(rows: pd.DataFrame, base_ms) -> dict:
     return out
 
 
-def extra_ms(card: dict | None, rows: pd.DataFrame, kind: str) -> np.ndarray | None:
-    """Each row's extra milliseconds from tensors mapped fresh (None when none applies)."""
+def extra_ms(card: dict | None, rows: pd.DataFrame, kind: str,
+             train: bool = False) -> np.ndarray | None:
+    """Each row's extra milliseconds from tensors mapped fresh (None when none applies), for
+    a training step's rows with ``train``."""
     cost = ((card or {}).get("kinds") or {}).get(kind)
     if not cost:
         return None
-    return cost["ms_per_mib"] * units(rows, kind, above=card["threshold_bytes"])
+    return cost["ms_per_mib"] * units(rows, kind, above=card["threshold_bytes"], train=train)

@@ -325,7 +325,8 @@ class Predictor:
         if extra is not None:
             out["runtime_ms"] = out["runtime_ms"] + extra
             out["subnormal_ms"] = extra
-        fresh = fresh_memory.extra_ms(self.card.get("fresh_memory"), rows, kind)
+        fresh = fresh_memory.extra_ms(self.card.get("fresh_memory"), rows, kind,
+                                      train=self.card.get("mode") == "train")
         if fresh is not None:
             out["runtime_ms"] = out["runtime_ms"] + fresh
         return out

@@ -403,7 +403,7 @@ class _Recorder(TorchDispatchMode):
             row["subnormal_share"] = round(share, 4)
         self.rows.append(row)
         if not (func.is_view or packet.__name__.endswith("_")):   # views and in-place ops
-            self.memory.op(len(self.rows) - 1, first if packet in _REORDERS else None,  # reuse
+            self.memory.op(len(self.rows) - 1, first if packet in _REORDERS else None,
                            [o for o in (out if isinstance(out, (tuple, list)) else (out,))
                             if isinstance(o, torch.Tensor) and not _is_weight(o)])
         return out
