@@ -47,13 +47,7 @@ def _one(size: int, mapped: bool, threads: int) -> dict:
                         nn.ReLU6(inplace=True), nn.Conv2d(96, 96, 3, 2, 1, groups=96, bias=False),
                         nn.BatchNorm2d(96)).eval()
     x = torch.randn(8, 16, size, size)
-    with torch.no_grad():
-        for _ in range(3):
-            net(x)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(10):
-            net(x)
-        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
+    faults = _faults_per_run(net, x, runs=10)
     t = time_network(net, x, target_s=1.0)
     return {"faults_per_run": faults,
             "layers_ms": [float(np.median(t.layers[n])) for n in t.layers]}
@@ -81,13 +75,20 @@ def _faults(net: str, batch: int, threads: int) -> float:
     torch.set_num_threads(threads)
     steady_allocator()
     model, x = nets.build(net, device=torch.device("cpu")).eval(), torch.randn(batch, 3, 224, 224)
+    return _faults_per_run(model, x, runs=3) * 4096 / (1 << 20)
+
+
+def _faults_per_run(model, x, runs: int) -> float:
+    """Page faults per run of ``model`` on ``x`` after three runs of warm-up."""
+    import torch
+
     with torch.no_grad():
         for _ in range(3):
             model(x)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(3):
+        for _ in range(runs):
             model(x)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3 * 4096 / (1 << 20)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / runs
 
 
 def networks(threads: int) -> None:
