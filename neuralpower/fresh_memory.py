@@ -52,11 +52,12 @@ class Events:
     Whether a block over the threshold is mapped depends on the heap: malloc serves it from a
     free heap chunk large enough where there is one (the heap holds what the run's smaller
     tensors needed at their peak, kept by the trim threshold), and maps it only where there is
-    none. Counted so, the page faults of a steady run match the simulation on the AMD VM for
-    EfficientNet-B0 (batch 8), RegNetY-400MF (19), ResNeXt-50 (27 at 144x144) and ResNet-18 (16
-    at 192x192) to the page, where the size alone would say 1.5-5 times as many; runs of one
-    process vary (ResNet-50 at batch 15: 61-291 MiB a run, simulated 138), with what else the
-    process allocated."""
+    none. Counted so, on the AMD VM, the page faults of two steady runs in fresh processes match
+    the count within 5 % in 11 of 18 networks (``benchmarks/fresh_memory_effect.py
+    --networks``), where the sizes alone say 1.5 times as many for the batch-8 mobile networks;
+    the two runs of one network vary by what else the process allocated (timm's ResNet-50 at
+    batch 12: 37 and 184 MiB, counted 110), and small allocations the count does not see can
+    fragment the heap (timm's EfficientNet-B0 at batch 8: 0 counted, 74-78 MiB measured)."""
 
     def __init__(self):
         self.log: list[tuple] = []   # ("alloc", op, bytes, token) or ("free", token), in order
@@ -209,29 +210,24 @@ def meets(rows: pd.DataFrame) -> pd.Series:
 
 
 def fit_costs(rows: pd.DataFrame, base_ms) -> dict:
-    """Per kind, the device's extra milliseconds per MiB mapped fresh: the median over measured
-    ``rows`` of that kind of (measured - ``base_ms(rows, kind)``, the models' time for the same
-    shape) / MiB, kept where it lowers those rows' median error. Kinds with fewer than
-    :data:`MIN_ROWS` such rows get none."""
+    """Per kind, the device's extra milliseconds per MiB mapped fresh
+    (``subnormal.median_cost`` over the measured ``rows`` of that kind, ``base_ms(rows,
+    kind)`` the models' time for the same shape), kept where it lowers those rows' median
+    error. Kinds with fewer than :data:`MIN_ROWS` such rows get none."""
+    from .subnormal import median_cost
+
     out = {}
     for kind, r in rows[rows.runtime_ms.notna()].groupby("kind"):
         mib = units(r, kind)
         if (mib > 0).sum() < MIN_ROWS:
             continue
         r, mib = r[mib > 0], mib[mib > 0]
-        base = np.asarray(base_ms(r, kind), dtype=float)
-        measured = r.runtime_ms.to_numpy(float)
-        per = (measured - base) / mib
-        per = per[np.isfinite(per)]
-        if not len(per):   # no base model (every row of the kind had such tensors)
-            continue
-        ms = max(float(np.median(per)), 0.0)
-        rel = lambda p: float(np.median(np.abs(p / measured - 1)) * 100)  # noqa: E731
-        without, with_cost = rel(base), rel(base + ms * mib)
-        if with_cost < without:   # kept only where it helps (batch norm's rows: some fault,
-            out[kind] = {"ms_per_mib": ms, "rows": int(len(r)),   # some not, unexplained)
-                         "median_abs_error_pct_without": without,
-                         "median_abs_error_pct": with_cost}
+        cost = median_cost(r.runtime_ms.to_numpy(float),
+                           np.asarray(base_ms(r, kind), dtype=float), mib)
+        if cost is not None:
+            out[kind] = {"ms_per_mib": cost[0], "rows": int(len(r)),
+                         "median_abs_error_pct_without": cost[1],
+                         "median_abs_error_pct": cost[2]}
     return out
 
 

@@ -155,11 +155,7 @@ class Predictor:
                 log(f"{kind:>11} fresh memory: +{c['ms_per_mib']:.3f} ms per MiB over "
                     f"{above / fresh_memory.MIB:g} MiB ({c['rows']} rows: median error "
                     f"{c['median_abs_error_pct_without']:.0f} % -> {c['median_abs_error_pct']:.0f} %)")
-        costs = subnormal.fit_costs(data[slowed], predictor._model_runtime)
-        counts = data.kind[slowed & data.runtime_ms.notna()].value_counts()
-        for kind in sorted(set(counts.index[counts >= subnormal.MIN_ROWS]) & set(subnormal.WORK)
-                           - set(costs)):
-            log(f"{kind:>11} subnormal: no cost helps its rows; their extra time is not predicted")
+        costs = subnormal.fit_costs(data[slowed], predictor._model_runtime, log)
         if costs:
             card["subnormal"] = costs
             for kind, c in costs.items():

@@ -180,25 +180,40 @@ def meets(rows: pd.DataFrame) -> pd.Series:
     return pd.to_numeric(rows["subnormal_share"], errors="coerce").fillna(0.0) > 0
 
 
-def fit_costs(rows: pd.DataFrame, base_ms) -> dict:
+def median_cost(measured: np.ndarray, base: np.ndarray, units: np.ndarray):
+    """A device's extra milliseconds per unit of some work that a shape does not say (numbers
+    that meet subnormals here, blocks mapped fresh in fresh_memory.py): the median over the
+    rows of (``measured`` - ``base``, the models' time) / ``units``, at least 0. Returns
+    ``(ms, median |error| % without, with)``, or None where it does not lower the rows'
+    median error (a short campaign's few rows may not)."""
+    per = (measured - base) / units
+    per = per[np.isfinite(per)]
+    if not len(per):   # (no base model: every row of the kind was such a row)
+        return None
+    ms = max(float(np.median(per)), 0.0)
+    rel = lambda p: float(np.median(np.abs(p / measured - 1)) * 100)  # noqa: E731
+    without, with_cost = rel(base), rel(base + ms * units)
+    return (ms, without, with_cost) if with_cost < without else None
+
+
+def fit_costs(rows: pd.DataFrame, base_ms, log=lambda m: None) -> dict:
     """Per kind, the device's extra milliseconds per unit of work that meets subnormal
-    numbers: the median over measured ``rows`` that meet them of (measured - ``base_ms(rows,
-    kind)``, the models' time for the same shape) / units. Kinds with fewer than
-    ``MIN_ROWS`` such rows are left out (their extra time is then not predicted)."""
+    numbers (:func:`median_cost` over the measured ``rows`` that meet them, ``base_ms(rows,
+    kind)`` the models' time for the same shape), kept where it helps; ``log`` names the kinds
+    it does not. Kinds with fewer than ``MIN_ROWS`` such rows are left out (their extra time is
+    then not predicted)."""
     out = {}
     for kind in WORK:
         r = rows[(rows.kind == kind) & meets(rows) & rows.runtime_ms.notna()]
         if len(r) < MIN_ROWS:
             continue
-        units = _units(r, kind)
-        base = np.asarray(base_ms(r, kind), dtype=float)
-        per_unit = (r.runtime_ms.to_numpy(float) - base) / units
-        ms = max(float(np.median(per_unit[np.isfinite(per_unit)])), 0.0)
-        rel = lambda p: float(np.median(np.abs(p / r.runtime_ms.to_numpy(float) - 1)) * 100)  # noqa: E731
-        without, with_cost = rel(base), rel(base + ms * units)
-        if with_cost < without:   # kept only where it helps (a short campaign's few rows may not)
-            out[kind] = {"per": WORK[kind], "ms": ms, "rows": int(len(r)),
-                         "median_abs_error_pct_without": without, "median_abs_error_pct": with_cost}
+        cost = median_cost(r.runtime_ms.to_numpy(float),
+                           np.asarray(base_ms(r, kind), dtype=float), _units(r, kind))
+        if cost is None:
+            log(f"{kind:>11} subnormal: no cost helps its rows; their extra time is not predicted")
+            continue
+        out[kind] = {"per": WORK[kind], "ms": cost[0], "rows": int(len(r)),
+                     "median_abs_error_pct_without": cost[1], "median_abs_error_pct": cost[2]}
     return out
 
 
