@@ -1,6 +1,8 @@
 """Adaptive against uniform profiling: held-out error against profiling time, for both.
 
     python benchmarks/adaptive_profiling.py [--budget 240] [--heldout-budget 180] [--out DIR]
+    python benchmarks/adaptive_profiling.py --zoo --budget 600 \
+        --heldout profiling/dev_cpu/amd_epyc_2t_zoo_s6.csv.gz --out benchmarks/results/adaptive_zoo
 
 Runs three CPU campaigns on this machine: a held-out one (uniform, its own seed: networks neither
 of the others sees), then a uniform and an adaptive one (``profile --adaptive``) of the same seed
@@ -9,6 +11,10 @@ within each cut of the profiling time and scores its runtime on the held-out cam
 RMSPE, predictions brought to the speed each held-out row was measured at). Prints both curves
 (the median over kinds, and per kind) and writes them as a PNG and JSON. Issue 7's goal: adaptive
 reaches uniform's final held-out error in half the time.
+
+``--zoo`` runs real networks instead (``profile --zoo``, with and without ``--adaptive``), and
+``--heldout FILE`` scores on an existing campaign instead of measuring one (its rows are
+predicted at the speed each was measured at, by the probe).
 """
 from __future__ import annotations
 
@@ -29,12 +35,13 @@ from neuralpower.data import load  # noqa: E402
 from neuralpower.profiling import Campaign  # noqa: E402
 
 
-def campaign(path: Path, budget: float, seed: int, adaptive: bool) -> None:
+def campaign(path: Path, budget: float, seed: int, adaptive: bool, zoo: bool = False) -> None:
     if path.exists():
         print(f"{path} exists: reusing it", file=sys.stderr)
         return
     start = time.perf_counter()
-    s = Campaign(path, seed=seed, adaptive=adaptive).run(budget_s=budget, progress=False)
+    s = Campaign(path, seed=seed, adaptive=adaptive, zoo=zoo).run(budget_s=budget,
+                                                                   progress=False)
     print(f"{path.name}: {s['networks']} networks, {s['rows']} rows in "
           f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
 
@@ -62,13 +69,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cuts", type=int, default=4, help="profiling-time cuts scored")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "adaptive"))
+    ap.add_argument("--zoo", action="store_true", help="real networks (profile --zoo)")
+    ap.add_argument("--heldout", help="score on this campaign instead of measuring one")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    campaign(out / "heldout.csv", args.heldout_budget, seed=args.seed + 1000, adaptive=False)
-    campaign(out / "uniform.csv", args.budget, seed=args.seed, adaptive=False)
-    campaign(out / "adaptive.csv", args.budget, seed=args.seed, adaptive=True)
-    heldout = load(out / "heldout.csv")
+    if not args.heldout:
+        campaign(out / "heldout.csv", args.heldout_budget, seed=args.seed + 1000,
+                 adaptive=False, zoo=args.zoo)
+    campaign(out / "uniform.csv", args.budget, seed=args.seed, adaptive=False, zoo=args.zoo)
+    campaign(out / "adaptive.csv", args.budget, seed=args.seed, adaptive=True, zoo=args.zoo)
+    heldout = load(args.heldout or out / "heldout.csv")
     cuts = [args.budget * (i + 1) / args.cuts for i in range(args.cuts)]
     result = {name: curve(out / f"{name}.csv", heldout, cuts) for name in ("uniform", "adaptive")}
     kinds = sorted(set(result["uniform"][-1]["kinds"]) & set(result["adaptive"][-1]["kinds"]))

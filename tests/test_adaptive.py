@@ -2,6 +2,7 @@
 focuses its later networks on kinds, records its estimates and resumes."""
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -10,7 +11,7 @@ from neuralpower.cli import main
 
 from neuralpower.profiling import Campaign, sidecar_path
 from neuralpower.profiling import adaptive
-from neuralpower.profiling import synthetic
+from neuralpower.profiling import synthetic, zoo
 from neuralpower.profiling.synthetic import PROFILED_KINDS, Limits
 
 from .conftest import ROOT
@@ -105,3 +106,37 @@ def test_a_campaign_stops_at_its_target_error(tmp_path):
     assert main(["profile", "-o", str(out2), "--kinds", "linear", "--budget", "12",
                  "--target-error", "0.01", "--quiet"]) == 0
     assert json.loads(sidecar_path(out2).read_text())["runs"][-1]["ended"] == "budget"
+
+
+def test_a_zoo_candidate_is_chosen_by_the_rows_a_campaign_writes_of_it():
+    limits = Limits(max_macs=3 * 10**8, max_pool_macs=10**8, max_elements=2**24)
+    weight = {k: 0.0 for k in PROFILED_KINDS} | {"avg_pool2d": 1.0}
+    same = lambda table, batch: 1.0  # noqa: E731
+    j, spec = adaptive.choose(0, 2, PROFILED_KINDS, limits, weight, same, real=True)
+    assert (j, spec) == adaptive.choose(0, 2, PROFILED_KINDS, limits, weight, same, real=True)
+    pools = []
+    for i in range(adaptive.CANDIDATES):
+        candidate, model, table = zoo.draw(0, _candidate(2, i), limits, adaptive.STREAM)
+        assert candidate == zoo.sample(0, _candidate(2, i), limits, adaptive.STREAM)
+        timed = [op.kind for _, _, op in zoo.timed_layers(model, table)]
+        assert list(zoo.timed_kinds(candidate["zoo"], candidate["input"][2])) == timed
+        pools.append(timed.count("avg_pool2d"))
+    assert pools[j] == max(pools) > min(pools)  # the most average pools (squeeze-excitation)
+    assert spec == zoo.draw(0, _candidate(2, j), limits, adaptive.STREAM)[0]
+    # the design's own draws are not the candidates' (another stream)
+    assert [zoo.sample(0, _candidate(2, i), limits) for i in range(adaptive.CANDIDATES)] != [
+        zoo.sample(0, _candidate(2, i), limits, adaptive.STREAM)
+        for i in range(adaptive.CANDIDATES)]
+
+
+def test_a_short_adaptive_zoo_campaign_names_its_chosen_networks(tmp_path):
+    out = tmp_path / "zoo.csv"
+    Campaign(out, adaptive=True, zoo=True, log=lambda m: None).run(budget_s=25, progress=False)
+    d = pd.read_csv(out)
+    first = d.groupby("network", sort=False).campaign_s.max().sort_values().index
+    uniform = [n for n in first if re.fullmatch(r"z0-\d{6}-\w+", n)]
+    chosen = [n for n in first if re.fullmatch(r"z0-\d{6}a\d-\w+", n)]
+    assert uniform and chosen and len(uniform) + len(chosen) == len(first)
+    assert list(first[:len(uniform)]) == uniform       # uniform first, then chosen
+    assert all(zoo.net_of(n) == "torchvision:" + n.rpartition("-")[2] for n in chosen)
+    assert json.loads(sidecar_path(out).read_text())["runs"][-1]["adaptive"]

@@ -10,6 +10,12 @@ stay as varied as the uniform ones. (A first version built networks of the worst
 they had half the layers, so, a network's measuring time being mostly fixed, half the rows per
 second, and lost to uniform sampling.)
 
+A zoo campaign (``profile --zoo --adaptive``) weighs further draws of real networks the same
+way (``zoo.draw`` of another stream), each counted by the rows the campaign writes of it (its
+timed layers). Their builds and traces are cached: choosing among six took 0.5 s a network
+with the caches (mean of 120 choices on the development VM), about a second without, where a
+zoo network takes a few seconds to measure.
+
 The error estimate is a fast stand-in for the predictor's: ``fit`` searches polynomial degrees,
 penalties and boosted residuals for seconds per kind, which re-done every minute would eat the
 time it is meant to save. The stand-in is the predictor's first stage at a fixed setting (a
@@ -69,20 +75,28 @@ def weights(errors: dict[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in raw.items()}
 
 
-def choose(seed: int, index: int, kinds, limits, weight: dict[str, float], seconds
-           ) -> tuple[int, dict]:
+def choose(seed: int, index: int, kinds, limits, weight: dict[str, float], seconds,
+           real: bool = False) -> tuple[int, dict]:
     """(candidate number, spec) of adaptive network ``index``: of its candidates, the one whose
     layers' kind weights add up to the most per second it will take to measure
     (``seconds(table, batch)``: the campaign's estimate from the network traced at batch 1),
-    at a batch that fits. Seeded: the same weights give the same network."""
-    from . import synthetic
+    at a batch that fits. ``real``: the candidates are zoo networks (``zoo.draw``), whose
+    layers count as the rows a campaign writes of them (its timed layers of ``kinds``).
+    Seeded: the same weights give the same network."""
+    from . import synthetic, zoo
 
     best = None
     for j in range(CANDIDATES):
-        spec, batch = synthetic.draw(seed, CANDIDATES * index + j, kinds, limits, STREAM)
-        table = synthetic.trace_spec(spec)  # at batch 1
-        spec["input"][0] = synthetic.fitted_batch(table, batch, limits)
-        gain = float(table.kind.map(weight).fillna(0.0).sum()) / seconds(table, spec["input"][0])
+        if real:
+            spec, _, table = zoo.draw(seed, CANDIDATES * index + j, limits, STREAM)
+            timed = zoo.timed_kinds(spec["zoo"], spec["input"][2])
+            rows = pd.Series([k for k in timed if k in kinds], dtype=object)
+        else:
+            spec, batch = synthetic.draw(seed, CANDIDATES * index + j, kinds, limits, STREAM)
+            table = synthetic.trace_spec(spec)  # at batch 1
+            spec["input"][0] = synthetic.fitted_batch(table, batch, limits)
+            rows = table.kind
+        gain = float(rows.map(weight).fillna(0.0).sum()) / seconds(table, spec["input"][0])
         if best is None or gain > best[0]:
             best = (gain, j, spec)
     return best[1], best[2]

@@ -133,9 +133,9 @@ class Campaign:
         self.train = mode == "train"
         self.adaptive = bool(adaptive)  # see profiling/adaptive.py
         self.zoo = bool(zoo)            # real networks instead of synthetic ones (profiling/zoo.py)
-        if self.zoo and (self.adaptive or self.train):
-            raise NeuralPowerError(f"--zoo measures inference of real networks as drawn: not "
-                                   f"with {'--adaptive' if self.adaptive else '--mode train'}")
+        if self.zoo and self.train:
+            raise NeuralPowerError("--zoo measures inference of real networks: not with "
+                                   "--mode train")
         # stop once every kind's estimated error is at most this (estimated as adaptive does)
         if target_error_pct is not None and not 0 < target_error_pct < math.inf:
             raise NeuralPowerError(f"--target-error must be a positive percentage, got "
@@ -294,9 +294,13 @@ class Campaign:
                                      f"most {self.target_error_pct:g} %, the worst "
                                      f"{worst:.1f} %)")
                     return
-            if self.zoo:
+            if self.zoo and (weight is None or not self.adaptive):
                 spec = zoo.sample(self.seed, index, self.limits)
                 yield zoo.network_id(self.seed, index, spec), spec
+            elif self.zoo:
+                j, spec = adaptive.choose(self.seed, index, self.kinds, self.limits, weight,
+                                          seconds=self._estimate, real=True)
+                yield zoo.network_id(self.seed, index, spec, candidate=j), spec
             elif weight is None or not self.adaptive:
                 yield f"s{self.seed}-{index:06d}", synthetic.sample(self.seed, index, self.kinds,
                                                                      self.limits)

@@ -15,9 +15,12 @@ for the network-level fit of ``Predictor._fit_network``, which needs every op's 
 A spec is ``{"zoo": "torchvision:NAME", "input": [batch, 3, size, size]}``; network ``index`` of
 seed ``seed`` is the same spec on every machine (the draw is seeded; torchvision's list is
 sorted). Its rows carry the id ``z<seed>-<index>-<NAME>`` (:func:`network_id`, :func:`net_of`).
+With ``--adaptive``, after a first uniform share, each network is the best of several further
+draws (``profiling/adaptive.py``).
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -44,12 +47,14 @@ def is_zoo(spec: dict) -> bool:
     return "zoo" in spec
 
 
-_ID = re.compile(r"z\d+-\d+-(.+)")
+_ID = re.compile(r"z\d+-\d+(?:a\d+)?-(.+)")
 
 
-def network_id(seed: int, index: int, spec: dict) -> str:
-    """The ``network`` column of zoo network ``index``'s rows."""
-    return f"z{seed}-{index:06d}-{spec['zoo'].rpartition(':')[2]}"
+def network_id(seed: int, index: int, spec: dict, candidate: int | None = None) -> str:
+    """The ``network`` column of zoo network ``index``'s rows; an adaptive campaign's chosen
+    ``candidate`` is named too (``z<seed>-<index>a<candidate>-<NAME>``)."""
+    chosen = "" if candidate is None else f"a{candidate}"
+    return f"z{seed}-{index:06d}{chosen}-{spec['zoo'].rpartition(':')[2]}"
 
 
 def net_of(network_id: str) -> str | None:
@@ -58,16 +63,25 @@ def net_of(network_id: str) -> str | None:
     return f"torchvision:{m.group(1)}" if m else None
 
 
-def sample(seed: int, index: int, limits) -> dict:
+def sample(seed: int, index: int, limits, stream: int = 0) -> dict:
     """Spec of zoo network ``index``: a classifier, an input size and a batch drawn from
     ``(seed, index)``, the batch cut so every layer stays within ``limits`` (as synthetic
     networks' batches are) and the whole network within :data:`NET_LAYERS` such layers (a
     real network has up to hundreds: one run of it must not take a large share of a budget).
     Draws again where a network refuses the size (ViTs take 224 only) or has more than
-    :data:`MAX_PARAMS` parameters."""
+    :data:`MAX_PARAMS` parameters. ``stream`` 0 is the campaign's design; others are further
+    draws of the same kind (adaptive profiling's candidates, ``adaptive.choose``)."""
+    return draw(seed, index, limits, stream)[0]
+
+
+def draw(seed: int, index: int, limits, stream: int = 0):
+    """``(spec, meta model, table)`` of :func:`sample`: the network built on the meta device
+    and its layer table traced at batch 1 (the spec's batch multiplies its work). Both are
+    kept for the next draw of the same network and size (an adaptive campaign weighs six
+    draws per network it measures, ``adaptive.choose``)."""
     from .synthetic import fitted_batch, work
 
-    rng = np.random.default_rng([seed, index, 0x200])
+    rng = np.random.default_rng([seed, index, 0x200] + ([stream] if stream else []))
     zoo = names()
     for _ in range(_TRIES):
         name = f"torchvision:{zoo[rng.integers(len(zoo))]}"
@@ -75,17 +89,39 @@ def sample(seed: int, index: int, limits) -> dict:
         batch = int(np.exp(rng.uniform(0, np.log(MAX_BATCH + 1))))
         spec = {"zoo": name, "input": [1, 3, size, size]}
         try:
-            model = nets.build(name)
-            if sum(p.numel() for p in model.parameters()) > MAX_PARAMS:
+            model, params = _meta(name)
+            if params > MAX_PARAMS:
                 continue
-            table = _trace(model, spec)
+            table = _traced(name, size)
         except (NeuralPowerError, RuntimeError, ValueError, AssertionError, IndexError):
             continue  # a size the network cannot take
         compute, _ = work(table)  # and the whole network within NET_LAYERS layers' worth
         batch = min(batch, max(1, NET_LAYERS * limits.max_macs // max(int(compute.sum()), 1)))
         spec["input"][0] = fitted_batch(table, batch, limits)
-        return spec
+        return spec, model, table
     raise NeuralPowerError(f"zoo: no network of seed {seed}, index {index} fits this device")
+
+
+@functools.lru_cache(maxsize=None)
+def _meta(name: str):
+    """The network on the meta device and its parameter count (read-only: kept for reuse)."""
+    model = nets.build(name)
+    return model, sum(p.numel() for p in model.parameters())
+
+
+@functools.lru_cache(maxsize=256)
+def _traced(name: str, size: int):
+    """Its layer table at batch 1 and ``size`` x ``size`` (read-only: kept for reuse; about
+    0.4 MB each)."""
+    return _trace(_meta(name)[0], {"input": [1, 3, size, size]})
+
+
+@functools.lru_cache(maxsize=None)
+def timed_kinds(name: str, size: int) -> tuple[str, ...]:
+    """The kinds of the rows a campaign writes of network ``name`` at ``size`` (its
+    :func:`timed_layers`), for a drawn network (:func:`draw` has traced it)."""
+    model, _ = _meta(name)
+    return tuple(op.kind for _, _, op in timed_layers(model, _traced(name, size)))
 
 
 def _trace(model, spec: dict):
