@@ -131,7 +131,8 @@ def test_a_zoo_candidate_is_chosen_by_the_rows_a_campaign_writes_of_it():
 
 def test_a_short_adaptive_zoo_campaign_names_its_chosen_networks(tmp_path):
     out = tmp_path / "zoo.csv"
-    Campaign(out, adaptive=True, zoo=True, log=lambda m: None).run(budget_s=25, progress=False)
+    # (40 s: a zoo network takes seconds, the first one with the process's start more)
+    Campaign(out, adaptive=True, zoo=True, log=lambda m: None).run(budget_s=40, progress=False)
     d = pd.read_csv(out)
     first = d.groupby("network", sort=False).campaign_s.max().sort_values().index
     uniform = [n for n in first if re.fullmatch(r"z0-\d{6}-\w+", n)]
