@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import __version__, nets
+from .. import __version__
 from ..errors import NeuralPowerError
 from ..features import (CLOCK_COLUMNS, CONTEXT_COLUMNS, MEMORY_COLUMNS, MODES, SHAPE_COLUMNS,
                         VALUE_COLUMNS)
@@ -442,7 +442,7 @@ class Campaign:
                  power: bool = True) -> list[dict]:
         real_net = zoo.is_zoo(spec)
         if real_net:  # its leaf modules running one op (found on the meta twin), of the kinds
-            layers = [layer for layer in zoo.timed_layers(nets.build(spec["zoo"]), table)
+            layers = [layer for layer in zoo.timed_layers(zoo.meta(spec["zoo"])[0], table)
                       if layer[2].kind in self.kinds]
         else:  # every child runs one op
             layers = synthetic.one_op_modules(table)

@@ -89,7 +89,7 @@ def draw(seed: int, index: int, limits, stream: int = 0):
         batch = int(np.exp(rng.uniform(0, np.log(MAX_BATCH + 1))))
         spec = {"zoo": name, "input": [1, 3, size, size]}
         try:
-            model, params = _meta(name)
+            model, params = meta(name)
             if params > MAX_PARAMS:
                 continue
             table = _traced(name, size)
@@ -103,8 +103,9 @@ def draw(seed: int, index: int, limits, stream: int = 0):
 
 
 @functools.lru_cache(maxsize=None)
-def _meta(name: str):
-    """The network on the meta device and its parameter count (read-only: kept for reuse)."""
+def meta(name: str):
+    """The network on the meta device and its parameter count, built once per process
+    (read-only: drawing, tracing and timing a network each reuse it)."""
     model = nets.build(name)
     return model, sum(p.numel() for p in model.parameters())
 
@@ -113,14 +114,14 @@ def _meta(name: str):
 def _traced(name: str, size: int):
     """Its layer table at batch 1 and ``size`` x ``size`` (read-only: kept for reuse; about
     0.4 MB each)."""
-    return _trace(_meta(name)[0], {"input": [1, 3, size, size]})
+    return _trace(meta(name)[0], {"input": [1, 3, size, size]})
 
 
 @functools.lru_cache(maxsize=None)
 def timed_kinds(name: str, size: int) -> tuple[str, ...]:
     """The kinds of the rows a campaign writes of network ``name`` at ``size`` (its
     :func:`timed_layers`), for a drawn network (:func:`draw` has traced it)."""
-    model, _ = _meta(name)
+    model, _ = meta(name)
     return tuple(op.kind for _, _, op in timed_layers(model, _traced(name, size)))
 
 
@@ -132,7 +133,7 @@ def _trace(model, spec: dict):
 
 def trace_spec(spec: dict):
     """The tracer's layer table of a zoo spec's network."""
-    return _trace(nets.build(spec["zoo"]), spec)
+    return _trace(meta(spec["zoo"])[0], spec)
 
 
 def network_inputs(rows) -> dict[str, tuple[int, int, int, int]]:
