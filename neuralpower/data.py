@@ -30,7 +30,8 @@ def load(paths) -> pd.DataFrame:
         if key in seen:
             raise NeuralPowerError(f"measurement file {str(p)!r} is given twice")
         seen.add(key)
-    frames = [with_traced(with_allocator(with_idle_power(_read_one(Path(p)), p), p), p)
+    frames = [with_shapes_seen(with_traced(with_allocator(with_idle_power(_read_one(Path(p)), p),
+                                                           p), p))
               for p in paths]
     return pd.concat(frames, ignore_index=True)
 
@@ -110,6 +111,23 @@ def with_traced(d: pd.DataFrame, path=None) -> pd.DataFrame:
         for c in wanted:
             filled.loc[part.index, c] = layer.map(work[c]).where(same)
     return d.assign(**{c: filled[c] for c in wanted})
+
+
+def with_shapes_seen(d: pd.DataFrame) -> pd.DataFrame:
+    """``d`` with ``shape_seen`` (features.py) derived from its own rows: 1 where a row of the
+    same network, kind and shape comes before it (by ``position``, else file order), else 0;
+    empty (neutral) for rows of no network. The tracer counts every op of a run; a zoo
+    network's rows are its timed layers only, which its convolutions, pools and linear layers
+    all are, bar a module run twice per pass."""
+    if "network" not in d or "shape_seen" in d:
+        return d
+    keys = ["network", "kind", *[c for c in SHAPE_COLUMNS if c in d]]
+    part = d[d["network"].notna()]
+    if "position" in part:
+        part = part.sort_values("position", kind="stable")
+    part = part[keys].fillna(-1.0)
+    seen = part.duplicated().astype(float).reindex(d.index)
+    return d.assign(shape_seen=seen)
 
 
 def _read_one(path: Path) -> pd.DataFrame:

@@ -42,12 +42,22 @@ CONTEXT_COLUMNS = ["prev_elements", "net_elements", "kind_gap"]
 # feature it let models fitted on synthetic networks, which put small layers in small networks,
 # extrapolate badly to small layers in large real networks (27 torchvision networks: median
 # error 75 % with both columns, 48 % without, same measurements).
-CONTEXT_FEATURES = ["prev_permille", "kind_gap"]
+CONTEXT_FEATURES = ["prev_permille", "kind_gap", "shape_seen"]
 NEUTRAL_PERMILLE = 1000.0
 # The second: ``kind_gap``, the ops run since the last op of the same kind (trace.kind_gaps): a
 # kind not run for a while runs slower (the head's global pool of a network without SE blocks
 # costs several times an SE block's pool of the same shape). A row without it gets 1.
 NEUTRAL_GAP = 1.0
+# The third, ``shape_seen``: 1 where an op of the same kind and shape (every
+# :data:`SHAPE_COLUMNS` value) ran earlier in the same run, else 0 (trace.shapes_seen). The
+# first op of a shape runs slower than its repeats (a stage's first block: its tensors are
+# new sizes; in the 15-minute Xeon campaign the first of two twin convolutions of a network
+# took 32 % longer, benchmarks/context_effect.py). Not a CSV column: the tracer gives it, and
+# ``data.load`` derives it from a campaign's own rows of each network, in their order. A row
+# without it gets 1, a layer that has just run (an isolated layer timed in a loop).
+NEUTRAL_SEEN = 1.0
+# Columns the tracer adds and ``data.load`` derives for a campaign's rows, never written.
+DERIVED_CONTEXT_COLUMNS = ["shape_seen"]
 # Optional column saying what the values of a layer's data do to its time (the tracer and the
 # profiler fill it; empty is none): the share of its work that meets subnormal numbers, which
 # a CPU handles many times slower (subnormal.py). Not a feature: a predictor adds a measured
@@ -59,7 +69,7 @@ VALUE_COLUMNS = ["subnormal_share"]
 # measured cost per MiB.
 MEMORY_COLUMNS = ["fresh_mib"]
 # Every schema column features() reads: the layer's own, then the context it uses.
-FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements", "kind_gap"]
+FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements", "kind_gap", "shape_seen"]
 # Every column a prediction reads: the features' inputs, the value and memory columns.
 PREDICT_INPUTS = [*FEATURE_INPUTS, *VALUE_COLUMNS, *MEMORY_COLUMNS]
 
@@ -253,6 +263,8 @@ def features(rows: pd.DataFrame, kind: str, context: bool = True) -> pd.DataFram
         f["prev_permille"] = np.where(np.isnan(prev), NEUTRAL_PERMILLE, 1000.0 * prev / own)
         gap = _numbers(rows, "kind_gap")
         f["kind_gap"] = np.where(np.isnan(gap), NEUTRAL_GAP, gap)
+        seen = _numbers(rows, "shape_seen")
+        f["shape_seen"] = np.where(np.isnan(seen), NEUTRAL_SEEN, seen)
     return pd.DataFrame(f, index=rows.index)
 
 

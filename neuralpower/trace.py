@@ -31,8 +31,8 @@ from torch.utils.flop_counter import flop_registry
 
 from .errors import NeuralPowerError
 from . import fresh_memory
-from .features import (ACTIVATIONS, CONTEXT_COLUMNS, ELEMENTWISE, MAC_KINDS, MEMORY_COLUMNS,
-                       SHAPE_COLUMNS, VALUE_COLUMNS, macs)
+from .features import (ACTIVATIONS, CONTEXT_COLUMNS, DERIVED_CONTEXT_COLUMNS, ELEMENTWISE,
+                       MAC_KINDS, MEMORY_COLUMNS, SHAPE_COLUMNS, VALUE_COLUMNS, macs)
 from .subnormal import Values
 
 aten = torch.ops.aten
@@ -536,21 +536,42 @@ def _fuse_attention(rows: list[dict]) -> list[dict]:
 
 
 COLUMNS = ["name", "kind", "op", "module", "module_type", *SHAPE_COLUMNS, "macs",
-           "input_shape", "output_shape", *CONTEXT_COLUMNS, *VALUE_COLUMNS, *MEMORY_COLUMNS]
+           "input_shape", "output_shape", *CONTEXT_COLUMNS, *DERIVED_CONTEXT_COLUMNS, *VALUE_COLUMNS,
+           *MEMORY_COLUMNS]
 
 
 def _context(rows: list[dict]) -> None:
     """What runs around each op in a network run over and over (features.CONTEXT_COLUMNS):
     the elements read and written by the op before it (the last op, for the first) and by all
     ops, and how many ops ran since the last op of its kind (counting back into the run
-    before: the only op of its kind has the network's op count). Allocations and views move no
-    data and are left out."""
+    before: the only op of its kind has the network's op count), and whether an op of its kind
+    and shape ran before it in the run (features.DERIVED_CONTEXT_COLUMNS). Allocations and views
+    move no data and are left out."""
     work = [r for r in rows if r["kind"] != "free"]
     total = sum(r["moved"] for r in work)
     for i, (r, gap) in enumerate(zip(work, kind_gaps([r["kind"] for r in work]))):
         r["prev_elements"] = work[i - 1]["moved"]
         r["net_elements"] = total
         r["kind_gap"] = gap
+    for r, seen in zip(work, shapes_seen([shape_key(r) for r in work])):
+        r["shape_seen"] = seen
+
+
+def shape_key(row) -> tuple:
+    """An op's kind and every shape column (an empty one as -1: NaN never equals itself)."""
+    return (row["kind"], *(-1.0 if pd.isna(v := row.get(c)) else float(v) for c in SHAPE_COLUMNS))
+
+
+def shapes_seen(keys: list) -> list[int]:
+    """For each op of a run (its kind-and-shape keys in order), 1 where an op with the same key
+    ran earlier in the run, else 0. The first op of a shape runs slower than its repeats (in the
+    15-minute Xeon campaign the first of two twin convolutions of a network took 32 % longer:
+    benchmarks/context_effect.py)."""
+    seen, out = set(), []
+    for k in keys:
+        out.append(int(k in seen))
+        seen.add(k)
+    return out
 
 
 def kind_gaps(kinds: list) -> list[int]:

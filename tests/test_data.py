@@ -80,6 +80,15 @@ def test_gzipped_campaigns_load_and_damaged_ones_are_one_line(tmp_path):
     assert rows.kind_gap.notna().all()
     heads = rows[(rows.layer == "avgpool") & rows.network.str.contains("-resnet")]
     assert len(heads) and (heads.kind_gap > 50).all()   # a ResNet's one pool: a whole run
+    # shape_seen derived from the rows of each network, as the tracer counts it on all its ops
+    from neuralpower.profiling import zoo
+    inputs = zoo.network_inputs(rows)
+    for net in rows.network.unique()[:3]:
+        part = rows[rows.network == net]
+        table = zoo.trace_spec({"zoo": zoo.net_of(net), "input": list(inputs[net])})
+        traced = table[table.kind != "free"].groupby("module").first()
+        assert part.layer.map(traced.shape_seen).tolist() == part.shape_seen.tolist()
+        assert part.shape_seen.isin([0, 1]).all() and part.shape_seen.sum() > 0
     cut = tmp_path / "cut.csv.gz"
     cut.write_bytes(src.read_bytes()[:5000])          # a download cut short
     bad = tmp_path / "bad.csv.gz"

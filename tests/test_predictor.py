@@ -299,10 +299,11 @@ def test_context_feature_is_the_previous_ops_data_per_own_and_neutral_without_it
 
     rows = cpu_split[1][cpu_split[1].kind == "linear"].head(5)
     own = rows.batch * (rows.in_features + rows.out_features)
-    bare = features(rows.drop(columns=["prev_elements", "net_elements", "kind_gap"],
-                              errors="ignore"), "linear")
+    bare = features(rows.drop(columns=["prev_elements", "net_elements", "kind_gap",
+                                       "shape_seen"], errors="ignore"), "linear")
     assert (bare.prev_permille == NEUTRAL_PERMILLE).all()  # no context measured: neutral
     assert (bare.kind_gap == 1.0).all() and (features(rows, "linear").kind_gap >= 1).all()
+    assert (bare.shape_seen == 1.0).all()   # as if the same layer had just run (in a loop)
     same = features(rows.assign(prev_elements=own, net_elements=1.0), "linear")
     assert np.allclose(same.prev_permille, 1000.0)  # the op before moved as much as this one
     swept = features(rows.assign(prev_elements=4 * own, net_elements=1e12), "linear")
@@ -314,23 +315,24 @@ def test_context_feature_is_the_previous_ops_data_per_own_and_neutral_without_it
 
 def test_predictors_fitted_before_the_context_feature_ignore_it(cpu_split):
     """The Xeon training predictor was fitted before the context features, the H100's before
-    ``kind_gap``: same predictions with or without them, and no range of them in their cards
-    (so they are never reported as extrapolation)."""
+    ``kind_gap`` and ``shape_seen``: same predictions with or without them, and no range of
+    them in their cards (so they are never reported as extrapolation)."""
     from neuralpower.features import CONTEXT_COLUMNS, CONTEXT_FEATURES, MODELED_KINDS
 
     rows = cpu_split[1][cpu_split[1].kind == "conv2d"].head(20)
     for name, unknown in (("intel_xeon_2t_cpu_train", {*CONTEXT_COLUMNS, *CONTEXT_FEATURES}),
-                          ("nvidia_h100", {"kind_gap"})):
+                          ("nvidia_h100", {"kind_gap", "shape_seen"})):
         shipped = Predictor.load(ROOT / "models" / f"{name}.predictor")
         for (kind, _), model in shipped.models.items():
             used = set(model.backbone.named_steps["features"].columns_)
             assert used and not used & unknown and kind in MODELED_KINDS
-        column = "prev_elements" if "prev_elements" in unknown else "kind_gap"
-        a = shipped.predict_rows(rows.assign(**{column: 1.0}), "conv2d")
-        b = shipped.predict_rows(rows.drop(columns=column, errors="ignore"), "conv2d")
-        assert np.array_equal(a.to_numpy(), b.to_numpy(), equal_nan=True)
-        assert shipped.extrapolation(rows.assign(**{column: 1e12}), "conv2d") == \
-            shipped.extrapolation(rows, "conv2d")
+        for column in ("prev_elements" if "prev_elements" in unknown else "kind_gap",
+                       "shape_seen"):
+            a = shipped.predict_rows(rows.assign(**{column: 0.0}), "conv2d")
+            b = shipped.predict_rows(rows.drop(columns=column, errors="ignore"), "conv2d")
+            assert np.array_equal(a.to_numpy(), b.to_numpy(), equal_nan=True)
+            assert shipped.extrapolation(rows.assign(**{column: 1e12}), "conv2d") == \
+                shipped.extrapolation(rows, "conv2d")
 
 
 def test_a_context_model_predicts_a_row_without_context_as_a_neutral_one():

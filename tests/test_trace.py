@@ -330,6 +330,19 @@ def test_kind_gap_counts_the_ops_since_the_last_of_the_same_kind_around_the_run(
     assert kind_gaps(["a", "b", "a"]) == [1, 3, 2] and kind_gaps([]) == []
 
 
+def test_shape_seen_marks_an_op_whose_kind_and_shape_ran_before_in_the_run():
+    from neuralpower.trace import shapes_seen
+
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+    t = trace(model, (1, 8, 16, 16))
+    work = t[t.kind != "free"]
+    # the second conv and ReLU repeat the first's shape; the widening conv and its ReLU are new
+    assert list(work.shape_seen) == [0, 0, 1, 1, 0, 0]
+    assert t[t.kind == "free"].shape_seen.isna().all()
+    assert shapes_seen([("a", 1), ("b", 1), ("a", 1), ("a", 2)]) == [0, 0, 1, 0]
+
+
 def test_a_resnets_one_global_pool_waits_a_run_and_an_se_blocks_pool_a_few_ops():
     gap = lambda t: t[t.kind == "avg_pool2d"].kind_gap  # noqa: E731
     resnet = trace(build("torchvision:resnet18"), (1, 3, 64, 64))
