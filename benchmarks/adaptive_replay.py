@@ -10,7 +10,8 @@ measured, network by network; the adaptive arm measures A's first 30 % too, then
 estimates each kind's error from its rows so far (``adaptive.kind_errors``, as a campaign does)
 and takes as its next network the best of six drawn at random (seeded) from the networks of A
 and B it has not taken: the most estimated error (``adaptive.weights`` of the kinds of its
-measured rows) per second it took to measure, plus ``--overhead`` seconds of choosing (0.5 s a
+measured rows, each over the rows of its kind so far, as ``adaptive.choose`` weighs a zoo
+campaign's candidates) per second it took to measure, plus ``--overhead`` seconds of choosing (0.5 s a
 choice measured, ``profiling/adaptive.py``). Each arm is fitted at half and at all of
 ``--budget`` and scored on every row of C (runtime RMSPE per kind, brought to the speed each
 row was measured at; the median over kinds as ``adaptive_profiling.py`` prints it).
@@ -46,6 +47,13 @@ def networks(rows: pd.DataFrame) -> list[tuple[pd.DataFrame, float]]:
     return [(rows[rows.network == net], s) for net, s in zip(ends.index, took)]
 
 
+def worth(kinds: pd.Series, weight: dict, counts: dict) -> float:
+    """A network's rows' worth as ``adaptive.choose`` counts it: each its kind's weight over the
+    rows of that kind so far."""
+    return float((kinds.map(weight).fillna(0.0) / kinds.map(counts).fillna(0.0).clip(lower=1.0)
+                  ).sum())
+
+
 def adaptive_arm(first: list, others: list, budget: float, overhead: float, seed: int) -> list:
     rng = np.random.default_rng(seed)
     taken, spent, pool = [], 0.0, list(first) + list(others)
@@ -57,11 +65,14 @@ def adaptive_arm(first: list, others: list, budget: float, overhead: float, seed
         if spent >= refit_at:
             so_far = pd.concat([rows for rows, _ in taken], ignore_index=True)
             weight = adaptive.weights(adaptive.kind_errors(so_far, PROFILED_KINDS))
+            counts = so_far.kind.value_counts().to_dict()
             refit_at = spent + adaptive.REFIT_SHARE * budget
         drawn = rng.choice(len(pool), size=min(adaptive.CANDIDATES, len(pool)), replace=False)
-        best = max(drawn, key=lambda i: pool[i][0].kind.map(weight).fillna(0.0).sum()
+        best = max(drawn, key=lambda i: worth(pool[i][0].kind, weight, counts)
                    / (pool[i][1] + overhead))
         rows, took = pool.pop(best)
+        for kind, n in rows.kind.value_counts().items():
+            counts[kind] = counts.get(kind, 0) + n
         taken.append((rows, took + overhead))
         spent += took + overhead
     return taken

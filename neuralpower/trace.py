@@ -536,8 +536,8 @@ def _fuse_attention(rows: list[dict]) -> list[dict]:
 
 
 COLUMNS = ["name", "kind", "op", "module", "module_type", *SHAPE_COLUMNS, "macs",
-           "input_shape", "output_shape", *CONTEXT_COLUMNS, *DERIVED_CONTEXT_COLUMNS, *VALUE_COLUMNS,
-           *MEMORY_COLUMNS]
+           "input_shape", "output_shape", *CONTEXT_COLUMNS, *DERIVED_CONTEXT_COLUMNS,
+           *VALUE_COLUMNS, *MEMORY_COLUMNS]
 
 
 def _context(rows: list[dict]) -> None:

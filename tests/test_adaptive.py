@@ -129,6 +129,27 @@ def test_a_zoo_candidate_is_chosen_by_the_rows_a_campaign_writes_of_it():
         for i in range(adaptive.CANDIDATES)]
 
 
+def test_a_kind_with_many_rows_already_is_worth_less_and_the_chosen_rows_are_counted():
+    limits = Limits(max_macs=3 * 10**8, max_pool_macs=10**8, max_elements=2**24)
+    weight = {k: 0.0 for k in PROFILED_KINDS} | {"avg_pool2d": 0.5, "conv2d": 0.5}
+    same = lambda table, batch: 1.0  # noqa: E731
+    kinds = []
+    for i in range(adaptive.CANDIDATES):
+        spec = zoo.draw(0, _candidate(2, i), limits, adaptive.STREAM)[0]
+        kinds.append(pd.Series(zoo.timed_kinds(spec["zoo"], spec["input"][2])).value_counts())
+    pools, convs = ([k.get(kind, 0) for k in kinds] for kind in ("avg_pool2d", "conv2d"))
+    # convolutions measured a million times over: only the pools a candidate adds count
+    counts = {"conv2d": 10**6, "avg_pool2d": 10}
+    j, _ = adaptive.choose(0, 2, PROFILED_KINDS, limits, weight, same, real=True, counts=counts)
+    assert pools[j] == max(pools)
+    assert (counts["conv2d"], counts["avg_pool2d"]) == (10**6 + convs[j], 10 + pools[j])
+    assert counts.keys() == set(kinds[j].index) | {"conv2d", "avg_pool2d"}  # every kind counted
+    # the other way round, the most convolutions
+    counts = {"conv2d": 10, "avg_pool2d": 10**6}
+    j, _ = adaptive.choose(0, 2, PROFILED_KINDS, limits, weight, same, real=True, counts=counts)
+    assert convs[j] == max(convs) and max(pools) != min(pools)
+
+
 def test_a_short_adaptive_zoo_campaign_names_its_chosen_networks(tmp_path):
     out = tmp_path / "zoo.csv"
     # (40 s: a zoo network takes seconds, the first one with the process's start more)

@@ -12,9 +12,11 @@ second, and lost to uniform sampling.)
 
 A zoo campaign (``profile --zoo --adaptive``) weighs further draws of real networks the same
 way (``zoo.draw`` of another stream), each counted by the rows the campaign writes of it (its
-timed layers). Their builds and traces are cached: choosing among six took 0.5 s a network
-with the caches (mean of 120 choices on the development VM), about a second without, where a
-zoo network takes a few seconds to measure.
+timed layers), and each row worth its kind's weight over the rows of that kind so far: a kind
+common in quick networks (conv2d, batch norm) stops crowding out one found mostly in slow ones
+(linear, layer norm), which the first version starved. Their builds and traces are cached:
+choosing among six took 0.5 s a network with the caches (mean of 120 choices on the
+development VM), about a second without, where a zoo network takes a few seconds to measure.
 
 The error estimate is a fast stand-in for the predictor's: ``fit`` searches polynomial degrees,
 penalties and boosted residuals for seconds per kind, which re-done every minute would eat the
@@ -76,13 +78,15 @@ def weights(errors: dict[str, float]) -> dict[str, float]:
 
 
 def choose(seed: int, index: int, kinds, limits, weight: dict[str, float], seconds,
-           real: bool = False) -> tuple[int, dict]:
+           real: bool = False, counts: dict[str, float] | None = None) -> tuple[int, dict]:
     """(candidate number, spec) of adaptive network ``index``: of its candidates, the one whose
     layers' kind weights add up to the most per second it will take to measure
     (``seconds(table, batch)``: the campaign's estimate from the network traced at batch 1),
     at a batch that fits. ``real``: the candidates are zoo networks (``zoo.draw``), whose
     layers count as the rows a campaign writes of them (its timed layers of ``kinds``).
-    Seeded: the same weights give the same network."""
+    ``counts`` (rows of each kind so far): each row of a kind is worth its weight over them,
+    so a kind's next rows are worth less the more it has (diminishing returns); the chosen
+    network's rows are added to ``counts``. Seeded: the same weights give the same network."""
     from . import synthetic, zoo
 
     best = None
@@ -96,7 +100,13 @@ def choose(seed: int, index: int, kinds, limits, weight: dict[str, float], secon
             table = synthetic.trace_spec(spec)  # at batch 1
             spec["input"][0] = synthetic.fitted_batch(table, batch, limits)
             rows = table.kind
-        gain = float(rows.map(weight).fillna(0.0).sum()) / seconds(table, spec["input"][0])
+        worth = rows.map(weight).fillna(0.0)
+        if counts is not None:
+            worth = worth / rows.map(counts).fillna(0.0).clip(lower=1.0)
+        gain = float(worth.sum()) / seconds(table, spec["input"][0])
         if best is None or gain > best[0]:
-            best = (gain, j, spec)
+            best = (gain, j, spec, rows)
+    if counts is not None:
+        for kind, n in best[3].value_counts().items():
+            counts[kind] = counts.get(kind, 0) + n
     return best[1], best[2]

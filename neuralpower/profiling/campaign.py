@@ -283,6 +283,8 @@ class Campaign:
                 rows = pd.read_csv(self.path, low_memory=False)
                 errors = adaptive.kind_errors(rows, self.kinds)
                 weight = adaptive.weights(errors)
+                ok = (rows.get("status", "ok") == "ok") & (rows.runtime_ms > 0)
+                counts = rows[ok].kind.value_counts().to_dict()   # rows of each kind so far
                 meta["runs"][-1].setdefault("adaptive", []).append(
                     {"at_s": round(elapsed, 3), "rows": len(rows),
                      "rmspe_pct": {k: round(e, 1) if np.isfinite(e) else None
@@ -299,7 +301,7 @@ class Campaign:
                 yield zoo.network_id(self.seed, index, spec), spec
             elif self.zoo:
                 j, spec = adaptive.choose(self.seed, index, self.kinds, self.limits, weight,
-                                          seconds=self._estimate, real=True)
+                                          seconds=self._estimate, real=True, counts=counts)
                 yield zoo.network_id(self.seed, index, spec, candidate=j), spec
             elif weight is None or not self.adaptive:
                 yield f"s{self.seed}-{index:06d}", synthetic.sample(self.seed, index, self.kinds,
