@@ -47,13 +47,6 @@ def networks(rows: pd.DataFrame) -> list[tuple[pd.DataFrame, float]]:
     return [(rows[rows.network == net], s) for net, s in zip(ends.index, took)]
 
 
-def worth(kinds: pd.Series, weight: dict, counts: dict) -> float:
-    """A network's rows' worth as ``adaptive.choose`` counts it: each its kind's weight over the
-    rows of that kind so far."""
-    return float((kinds.map(weight).fillna(0.0) / kinds.map(counts).fillna(0.0).clip(lower=1.0)
-                  ).sum())
-
-
 def adaptive_arm(first: list, others: list, budget: float, overhead: float, seed: int) -> list:
     rng = np.random.default_rng(seed)
     taken, spent, pool = [], 0.0, list(first) + list(others)
@@ -68,11 +61,10 @@ def adaptive_arm(first: list, others: list, budget: float, overhead: float, seed
             counts = so_far.kind.value_counts().to_dict()
             refit_at = spent + adaptive.REFIT_SHARE * budget
         drawn = rng.choice(len(pool), size=min(adaptive.CANDIDATES, len(pool)), replace=False)
-        best = max(drawn, key=lambda i: worth(pool[i][0].kind, weight, counts)
+        best = max(drawn, key=lambda i: adaptive.worth(pool[i][0].kind, weight, counts)
                    / (pool[i][1] + overhead))
         rows, took = pool.pop(best)
-        for kind, n in rows.kind.value_counts().items():
-            counts[kind] = counts.get(kind, 0) + n
+        adaptive.count(counts, rows.kind)
         taken.append((rows, took + overhead))
         spent += took + overhead
     return taken

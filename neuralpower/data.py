@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import NeuralPowerError
-from .features import INPUT_COLUMNS, SHAPE_COLUMNS, TARGETS
+from .features import INPUT_COLUMNS, SHAPE_COLUMNS, TARGETS, shapes_seen
 
 # Larger than any real layer size or runtime (2**31 elements; a layer running 10^7 ms = 2.8 h):
 # such a value is a unit or parsing mistake, not a measurement.
@@ -125,9 +125,8 @@ def with_shapes_seen(d: pd.DataFrame) -> pd.DataFrame:
     part = d[d["network"].notna()]
     if "position" in part:
         part = part.sort_values("position", kind="stable")
-    part = part[keys].fillna(-1.0)
-    seen = part.duplicated().astype(float).reindex(d.index)
-    return d.assign(shape_seen=seen)
+    seen = shapes_seen(part[keys].fillna(-1.0).itertuples(index=False, name=None))
+    return d.assign(shape_seen=pd.Series(seen, index=part.index, dtype=float))
 
 
 def _read_one(path: Path) -> pd.DataFrame:

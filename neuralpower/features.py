@@ -49,7 +49,7 @@ NEUTRAL_PERMILLE = 1000.0
 # costs several times an SE block's pool of the same shape). A row without it gets 1.
 NEUTRAL_GAP = 1.0
 # The third, ``shape_seen``: 1 where an op of the same kind and shape (every
-# :data:`SHAPE_COLUMNS` value) ran earlier in the same run, else 0 (trace.shapes_seen). The
+# :data:`SHAPE_COLUMNS` value) ran earlier in the same run, else 0 (:func:`shapes_seen`). The
 # first op of a shape runs slower than its repeats (a stage's first block: its tensors are
 # new sizes; in the 15-minute Xeon campaign the first of two twin convolutions of a network
 # took 32 % longer, benchmarks/context_effect.py). Not a CSV column: the tracer gives it, and
@@ -250,6 +250,17 @@ def _numbers(rows: pd.DataFrame, c: str) -> np.ndarray:
     if not pd.api.types.is_numeric_dtype(col):
         col = pd.to_numeric(col, errors="coerce")
     return col.to_numpy(dtype=float, na_value=np.nan)
+
+
+def shapes_seen(keys) -> list[int]:
+    """``shape_seen`` of each op of a run, given in order by a key of its kind and shape (the
+    tracer's ``trace.shape_key``; ``data.load`` adds the network to it): 1 where an op with the
+    same key came earlier, else 0."""
+    seen, out = set(), []
+    for k in keys:
+        out.append(int(k in seen))
+        seen.add(k)
+    return out
 
 
 def features(rows: pd.DataFrame, kind: str, context: bool = True) -> pd.DataFrame:

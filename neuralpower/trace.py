@@ -32,7 +32,8 @@ from torch.utils.flop_counter import flop_registry
 from .errors import NeuralPowerError
 from . import fresh_memory
 from .features import (ACTIVATIONS, CONTEXT_COLUMNS, DERIVED_CONTEXT_COLUMNS, ELEMENTWISE,
-                       MAC_KINDS, MEMORY_COLUMNS, SHAPE_COLUMNS, VALUE_COLUMNS, macs)
+                       MAC_KINDS, MEMORY_COLUMNS, SHAPE_COLUMNS, VALUE_COLUMNS, macs,
+                       shapes_seen)
 from .subnormal import Values
 
 aten = torch.ops.aten
@@ -558,20 +559,9 @@ def _context(rows: list[dict]) -> None:
 
 
 def shape_key(row) -> tuple:
-    """An op's kind and every shape column (an empty one as -1: NaN never equals itself)."""
+    """An op's kind and every shape column, for :func:`features.shapes_seen` (an empty one as
+    -1: NaN never equals itself)."""
     return (row["kind"], *(-1.0 if pd.isna(v := row.get(c)) else float(v) for c in SHAPE_COLUMNS))
-
-
-def shapes_seen(keys: list) -> list[int]:
-    """For each op of a run (its kind-and-shape keys in order), 1 where an op with the same key
-    ran earlier in the run, else 0. The first op of a shape runs slower than its repeats (in the
-    15-minute Xeon campaign the first of two twin convolutions of a network took 32 % longer:
-    benchmarks/context_effect.py)."""
-    seen, out = set(), []
-    for k in keys:
-        out.append(int(k in seen))
-        seen.add(k)
-    return out
 
 
 def kind_gaps(kinds: list) -> list[int]:

@@ -331,7 +331,7 @@ def test_kind_gap_counts_the_ops_since_the_last_of_the_same_kind_around_the_run(
 
 
 def test_shape_seen_marks_an_op_whose_kind_and_shape_ran_before_in_the_run():
-    from neuralpower.trace import shapes_seen
+    from neuralpower.features import shapes_seen
 
     model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
                           nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())

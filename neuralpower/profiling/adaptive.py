@@ -50,7 +50,7 @@ def kind_errors(rows: pd.DataFrame, kinds) -> dict[str, float]:
     from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 
     out = {}
-    ok = rows[(rows.get("status", "ok") == "ok") & (rows.runtime_ms > 0)] if len(rows) else rows
+    ok = measured(rows)
     for kind in kinds:
         r = ok[ok.kind == kind] if len(ok) else ok
         if len(r) < MIN_ROWS:
@@ -64,6 +64,11 @@ def kind_errors(rows: pd.DataFrame, kinds) -> dict[str, float]:
         # of a nearly empty kind must not outweigh every other kind
         out[kind] = float(100 * np.expm1(np.sqrt(np.mean((pred - y) ** 2))))
     return out
+
+
+def measured(rows: pd.DataFrame) -> pd.DataFrame:
+    """A campaign file's rows that were measured: status ok, with a runtime."""
+    return rows[(rows.get("status", "ok") == "ok") & (rows.runtime_ms > 0)] if len(rows) else rows
 
 
 def weights(errors: dict[str, float]) -> dict[str, float]:
@@ -100,13 +105,25 @@ def choose(seed: int, index: int, kinds, limits, weight: dict[str, float], secon
             table = synthetic.trace_spec(spec)  # at batch 1
             spec["input"][0] = synthetic.fitted_batch(table, batch, limits)
             rows = table.kind
-        worth = rows.map(weight).fillna(0.0)
-        if counts is not None:
-            worth = worth / rows.map(counts).fillna(0.0).clip(lower=1.0)
-        gain = float(worth.sum()) / seconds(table, spec["input"][0])
+        gain = worth(rows, weight, counts) / seconds(table, spec["input"][0])
         if best is None or gain > best[0]:
             best = (gain, j, spec, rows)
     if counts is not None:
-        for kind, n in best[3].value_counts().items():
-            counts[kind] = counts.get(kind, 0) + n
+        count(counts, best[3])
     return best[1], best[2]
+
+
+def worth(kinds: pd.Series, weight: dict[str, float],
+          counts: dict[str, float] | None = None) -> float:
+    """What rows of these ``kinds`` add: each its kind's weight, over the rows of that kind so
+    far where ``counts`` are given (diminishing returns)."""
+    w = kinds.map(weight).fillna(0.0)
+    if counts is not None:
+        w = w / kinds.map(counts).fillna(0.0).clip(lower=1.0)
+    return float(w.sum())
+
+
+def count(counts: dict[str, float], kinds: pd.Series) -> None:
+    """Add rows of these ``kinds`` to ``counts``."""
+    for kind, n in kinds.value_counts().items():
+        counts[kind] = counts.get(kind, 0) + n

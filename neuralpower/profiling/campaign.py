@@ -283,8 +283,7 @@ class Campaign:
                 rows = pd.read_csv(self.path, low_memory=False)
                 errors = adaptive.kind_errors(rows, self.kinds)
                 weight = adaptive.weights(errors)
-                ok = (rows.get("status", "ok") == "ok") & (rows.runtime_ms > 0)
-                counts = rows[ok].kind.value_counts().to_dict()   # rows of each kind so far
+                counts = adaptive.measured(rows).kind.value_counts().to_dict()  # rows so far
                 meta["runs"][-1].setdefault("adaptive", []).append(
                     {"at_s": round(elapsed, 3), "rows": len(rows),
                      "rmspe_pct": {k: round(e, 1) if np.isfinite(e) else None
