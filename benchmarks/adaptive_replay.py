@@ -9,12 +9,12 @@ every way round: for each ordering (A, B, C) of the campaigns, the uniform arm i
 measured, network by network; the adaptive arm measures A's first 30 % too, then every 15 %
 estimates each kind's error from its rows so far (``adaptive.kind_errors``, as a campaign does)
 and takes as its next network the best of six drawn at random (seeded) from the networks of A
-and B it has not taken: the most estimated error (``adaptive.weights`` of the kinds of its
-measured rows, each over the rows of its kind so far, as ``adaptive.choose`` weighs a zoo
-campaign's candidates) per second it took to measure, plus ``--overhead`` seconds of choosing (0.5 s a
-choice measured, ``profiling/adaptive.py``). Each arm is fitted at half and at all of
-``--budget`` and scored on every row of C (runtime RMSPE per kind, brought to the speed each
-row was measured at; the median over kinds as ``adaptive_profiling.py`` prints it).
+and B it has not taken: the most estimated error (``adaptive.worth`` of its measured rows, as
+``adaptive.choose`` weighs a zoo campaign's candidates) per second it took to measure, plus
+``--overhead`` seconds of choosing (0.5 s a choice measured, ``profiling/adaptive.py``). Each
+arm is fitted at half and at all of ``--budget`` and scored on every row of C (runtime RMSPE
+per kind, brought to the speed each row was measured at; the median over kinds as
+``adaptive_profiling.py`` prints it).
 
 What differs from a live campaign: the candidates are networks measured before (a campaign
 draws new ones) and their measuring time is known (a campaign estimates it from the trace).
