@@ -12,8 +12,13 @@ page faults per run and the extra time per MiB over the threshold.
 (``fresh_mib``, ``fresh_memory.Events``) with the page faults of real runs of whole networks,
 each in two fresh processes (glibc's malloc as the profiler sets it).
 
+``--weights`` times single 3x3 convolutions at batch 1 whose weights lie under and over the
+threshold (oneDNN reorders the weight into a buffer of its size on every call), mapped and
+from the heap, each in a process of its own.
+
     python benchmarks/fresh_memory_effect.py [--sizes 56 80 120] [--threads 2]
     python benchmarks/fresh_memory_effect.py --networks
+    python benchmarks/fresh_memory_effect.py --weights
 """
 from __future__ import annotations
 
@@ -61,8 +66,9 @@ NETWORKS = [("timm:efficientnet_b0", 8), ("torchvision:efficientnet_b0", 8),
             ("torchvision:densenet121", 16), ("torchvision:regnet_y_400mf", 16),
             ("timm:resnet50", 12), ("torchvision:mnasnet1_0", 16),
             ("torchvision:shufflenet_v2_x1_0", 24), ("torchvision:efficientnet_b0", 16),
-            ("torchvision:convnext_tiny", 12), ("torchvision:vgg11", 4),
-            ("torchvision:squeezenet1_0", 8)]
+            ("torchvision:convnext_tiny", 12), ("torchvision:vgg11", 4), ("torchvision:vgg11", 8),
+            ("torchvision:squeezenet1_0", 8), ("torchvision:wide_resnet50_2", 1),
+            ("torchvision:wide_resnet50_2", 4)]
 
 
 def _faults(net: str, batch: int, threads: int) -> float:
@@ -91,6 +97,46 @@ def _faults_per_run(model, x, runs: int) -> float:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / runs
 
 
+# (in channels, out channels, feature map): 3x3 convolutions at batch 1, weights of 31.5 MiB
+# (under the threshold) to 72 MiB; Wide-ResNet-50-2's layer4 has the 1024 -> 1024 one
+CONVS = [(896, 1024, 9), (1024, 1024, 7), (1024, 1024, 9), (2048, 1024, 7)]
+
+
+def _conv(cin: int, cout: int, size: int, mapped: bool, threads: int) -> dict:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from neuralpower.profiling.timing import steady_allocator, time_network
+
+    torch.set_num_threads(threads)
+    steady_allocator()
+    if not mapped:
+        ctypes.CDLL(ctypes.util.find_library("c")).mallopt(M_MMAP_MAX, 0)
+    net = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False)).eval()
+    x = torch.randn(1, cin, size, size)
+    faults = _faults_per_run(net, x, runs=10)
+    return {"faults_per_run": faults,
+            "ms": float(np.median(time_network(net, x, target_s=1.0).network))}
+
+
+def weights(threads: int) -> None:
+    print(f"{'3x3 conv, batch 1':<24} {'weight MiB':>10} {'faults, mapped':>15} "
+          f"{'mapped ms':>10} {'heap ms':>8} {'extra ms/MiB':>13}")
+    for cin, cout, size in CONVS:
+        runs = {}
+        for mode in ("mapped", "heap"):
+            out = subprocess.run([sys.executable, __file__, "--conv", str(cin), str(cout),
+                                  str(size), mode, "--threads", str(threads)],
+                                 capture_output=True, text=True, check=True).stdout
+            runs[mode] = json.loads(out.strip().splitlines()[-1])
+        mib = cout * cin * 9 * 4 / float(1 << 20)
+        a, b = runs["mapped"]["ms"], runs["heap"]["ms"]
+        print(f"{f'{cin}->{cout} on {size}x{size}':<24} {mib:>10.1f} "
+              f"{runs['mapped']['faults_per_run']:>15.0f} {a:>10.2f} {b:>8.2f} "
+              f"{(a - b) / mib:>13.3f}", flush=True)
+
+
 def networks(threads: int) -> None:
     from neuralpower import nets, trace
 
@@ -110,14 +156,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--networks", action="store_true",
                     help="compare the tracer's count with real networks' page faults")
+    ap.add_argument("--weights", action="store_true",
+                    help="time convolutions whose weights lie under and over the threshold")
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)   # SIZE mapped|heap: a child
+    ap.add_argument("--conv", nargs=4, help=argparse.SUPPRESS)  # IN OUT SIZE mapped|heap
     ap.add_argument("--faults", nargs=2, help=argparse.SUPPRESS)   # NET BATCH: a child
     args = ap.parse_args()
     if args.faults:
         print(_faults(args.faults[0], int(args.faults[1]), args.threads))
         return
+    if args.conv:
+        cin, cout, size = map(int, args.conv[:3])
+        print(json.dumps(_conv(cin, cout, size, args.conv[3] == "mapped", args.threads)))
+        return
     if args.networks:
         networks(args.threads)
+        return
+    if args.weights:
+        weights(args.threads)
         return
     if args.one:
         print(json.dumps(_one(int(args.one[0]), args.one[1] == "mapped", args.threads)))

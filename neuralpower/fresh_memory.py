@@ -36,7 +36,10 @@ MIB = float(1 << 20)
 MIN_ROWS = 5
 # Kinds that torchvision and the synthetic networks often run in place (profiling/synthetic.py)
 IN_PLACE = ("relu", "hardswish", "silu", "hardtanh", "add", "mul")
-# Convolutions on oneDNN reorder a large input into a fresh buffer of its size too.
+# Convolutions on oneDNN reorder their input and their weight into buffers of their sizes on
+# every call: a weight over the threshold (Wide-ResNet-50-2's 1024-channel 3x3 convolutions,
+# 36 MiB) is mapped fresh each time, 9,217 page faults a call, and at batch 1 that doubles the
+# layer's time (benchmarks/fresh_memory_effect.py --weights).
 READS_FRESH = ("conv2d", "depthwise_conv2d")
 
 
@@ -65,10 +68,10 @@ class Events:
         self._largest = 0
 
     def op(self, index: int, reordered, outputs) -> None:
-        """Op ``index`` allocates ``outputs`` (freed when their last reference goes), and with a
-        ``reordered`` input (a oneDNN convolution's) buffers of its and the outputs' sizes,
-        freed as it ends."""
-        temps = [reordered, *outputs] if reordered is not None else []
+        """Op ``index`` allocates ``outputs`` (freed when their last reference goes), and with
+        ``reordered`` tensors (a oneDNN convolution's input and weight) buffers of their and the
+        outputs' sizes, freed as it ends."""
+        temps = [*reordered, *outputs] if reordered else []
         log = self.log
         for n, t in enumerate(temps):
             log.append(("alloc", index, _nbytes(t), (index, "temp", n)))
@@ -167,7 +170,7 @@ def units(rows: pd.DataFrame, kind: str, above: float | None = None,
     else the rows' :data:`COLUMN`): the tracer's count (``fresh_mib``, :class:`Events`), or
     where a row has none (a search space's layers) or is of a training step (``train``, or
     the rows' ``mode``), its sizes alone: its output where larger than the threshold, and a
-    convolution's input too; 0 for an op that runs in place."""
+    convolution's input and weight too; 0 for an op that runs in place."""
     from .features import features
 
     limit = (np.full(len(rows), above, dtype=float) if above is not None else
@@ -186,10 +189,12 @@ def units(rows: pd.DataFrame, kind: str, above: float | None = None,
     out = np.zeros(len(rows))
     if kind not in IN_PLACE:
         f = features(rows, kind, context=False)
-        size = {c: f[c].to_numpy(float) * BYTES for c in ("out_elems", "in_elems") if c in f}
-        for c in ("out_elems", "in_elems") if kind in READS_FRESH else ("out_elems",):
-            if c in size:
-                out += np.where(size[c] > limit, size[c], 0.0)
+        mapped = ("out_elems", "in_elems", "weight_elems") if kind in READS_FRESH else (
+            "out_elems",)
+        for c in mapped:
+            if c in f:
+                size = f[c].to_numpy(float) * BYTES
+                out += np.where(size > limit, size, 0.0)
         if "op" in rows:  # a traced table: an in-place op writes into its input
             out[rows["op"].astype(str).str.endswith("_").to_numpy()] = 0.0
     out = np.nan_to_num(out) / MIB

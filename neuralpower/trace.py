@@ -356,9 +356,17 @@ def _shape(t) -> str:
 
 
 _MAC_KINDS = frozenset(MAC_KINDS)
-# Convolutions that a CPU runs on oneDNN, which reorders the input and the output through
-# buffers of their sizes (fresh_memory.py)
+# Convolutions that a CPU runs on oneDNN, which reorders the input, the weight and the output
+# through buffers of their sizes on every call (fresh_memory.py)
 _REORDERS = frozenset({aten.convolution, aten._convolution, aten.conv2d})
+
+
+def _reordered(packet, first, tensors) -> list:
+    """The tensors op ``packet`` copies into buffers of their sizes as it runs: a
+    convolution's input (``first``) and weight (its second operand), else none."""
+    if packet not in _REORDERS or first is None:
+        return []
+    return [first, *tensors[1:2]]
 _ATTENTION_STEPS = frozenset({aten.mul, aten._safe_softmax, aten.bmm, aten.mm, aten._unsafe_view})
 
 
@@ -404,7 +412,7 @@ class _Recorder(TorchDispatchMode):
             row["subnormal_share"] = round(share, 4)
         self.rows.append(row)
         if not (func.is_view or packet.__name__.endswith("_")):   # views and in-place ops
-            self.memory.op(len(self.rows) - 1, first if packet in _REORDERS else None,
+            self.memory.op(len(self.rows) - 1, _reordered(packet, first, tensors),
                            [o for o in (out if isinstance(out, (tuple, list)) else (out,))
                             if isinstance(o, torch.Tensor) and not _is_weight(o)])
         return out
