@@ -225,6 +225,9 @@ INPUT_COLUMNS["cat"] = ["elements", "in_elements", "inner", "n_inputs"]
 # Kinds whose MACs features.py states (the tracer keeps torch's flop count for the rest).
 MAC_KINDS = ("conv2d", "depthwise_conv2d", "linear", "matmul", "attention", "max_pool2d",
              "avg_pool2d")
+# Kinds whose time, beyond the largest layers measured, grows at least as their MACs do (a
+# rate no higher than at the data's edge: regression.LogLinkRegressor's ``work_column``).
+WORK_BOUND = ("conv2d", "depthwise_conv2d", "linear", "matmul", "attention")
 
 
 def _check_kind(kind: str) -> None:

@@ -24,7 +24,7 @@ from . import __version__, fresh_memory, subnormal
 from .clocks import GLUE_KEYS
 from .errors import NeuralPowerError
 from .features import (CLOCK_TARGETS, CONTEXT_FEATURES, DECOMPOSED, MODELED_KINDS, MODES,
-                       STAND_INS, TARGETS, features)
+                       STAND_INS, TARGETS, WORK_BOUND, features)
 
 FORMAT = "neuralpower-predictor"
 FORMAT_VERSION = 1
@@ -36,6 +36,14 @@ class Predictor:
 
     models: dict = field(default_factory=dict)
     card: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # the time of a work-bound kind grows at least as its MACs beyond the data (also in
+        # predictors saved before this was a model attribute)
+        for (kind, target), model in self.models.items():
+            if kind in WORK_BOUND and target in ("runtime_ms", "gpu_ms") and hasattr(
+                    model, "_backbone_log"):   # a LogLinkRegressor
+                model.work_column = "log:macs"
 
     @property
     def device(self) -> str:
