@@ -173,17 +173,25 @@ def test_the_simulated_page_faults_are_the_ones_a_real_run_takes():
     """A real run of the block in a fresh process (glibc's malloc as the profiler sets it):
     its page faults per run are the simulated MiB in 4 KiB pages (43,200 a run measured by
     benchmarks/fresh_memory_effect.py on the AMD VM: 43,204)."""
+    from neuralpower import trace
+
+    pages = trace(_block(), (8, 16, 120, 120)).fresh_mib.sum() * MIB / 4096
+    assert _faults_per_run("_block()", (8, 16, 120, 120)) == pytest.approx(pages, rel=0.1)
+
+
+def _faults_per_run(net: str, shape) -> float:
+    """Page faults per steady run of the module ``net`` (an expression of this file's names)
+    on a random input of ``shape``, in a fresh process with glibc's malloc as the profiler
+    sets it."""
     import subprocess
     import sys
 
-    from neuralpower import trace
-
     script = (
-        "import resource, torch, sys\n"
-        "from tests.test_fresh_memory import _block\n"
+        "import resource, torch\n"
+        "from tests.test_fresh_memory import _block, _wide\n"
         "from neuralpower.profiling.timing import steady_allocator\n"
         "steady_allocator(); torch.set_num_threads(2)\n"
-        "net, x = _block(), torch.randn(8, 16, 120, 120)\n"
+        f"net, x = {net}, torch.randn(*{tuple(shape)})\n"
         "with torch.no_grad():\n"
         "    for _ in range(3): net(x)\n"
         "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
@@ -191,8 +199,7 @@ def test_the_simulated_page_faults_are_the_ones_a_real_run_takes():
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True).stdout
-    pages = trace(_block(), (8, 16, 120, 120)).fresh_mib.sum() * MIB / 4096
-    assert float(out.split()[-1]) == pytest.approx(pages, rel=0.1)
+    return float(out.split()[-1])
 
 
 def _wide(cin):
@@ -205,28 +212,13 @@ def test_a_convolution_maps_its_weight_fresh_on_every_call_where_it_is_over_the_
     """oneDNN reorders a convolution's weight into a buffer of its size on every call: at batch
     1 a 36 MiB weight is mapped fresh each time (9,217 page faults measured in a real run, in
     a fresh process as the profiler runs networks); a 31.5 MiB one comes from the heap."""
-    import subprocess
-    import sys
-
     from neuralpower import trace
 
     weight = 1024 * 1024 * 9 * 4 / MIB
     assert trace(_wide(1024), (1, 1024, 7, 7)).fresh_mib.tolist() == pytest.approx([weight])
     assert trace(_wide(896), (1, 896, 7, 7)).fresh_mib.sum() == 0
-    script = (
-        "import resource, torch\n"
-        "from tests.test_fresh_memory import _wide\n"
-        "from neuralpower.profiling.timing import steady_allocator\n"
-        "steady_allocator(); torch.set_num_threads(2)\n"
-        "net, x = _wide(1024), torch.randn(1, 1024, 7, 7)\n"
-        "with torch.no_grad():\n"
-        "    for _ in range(3): net(x)\n"
-        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "    for _ in range(5): net(x)\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)\n")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True).stdout
-    assert float(out.split()[-1]) == pytest.approx(weight * MIB / 4096, rel=0.1)
+    assert _faults_per_run("_wide(1024)", (1, 1024, 7, 7)) == pytest.approx(weight * MIB / 4096,
+                                                                             rel=0.1)
     # a row without the tracer's count (a search space's layer) is judged by its sizes, weight
     # included
     row = pd.DataFrame({"kind": "conv2d", "batch": [1, 1], "in_channels": [1024, 896],
