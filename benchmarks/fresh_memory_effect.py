@@ -37,17 +37,28 @@ LAYERS = ["conv 1x1 16->96", "batch norm", "relu6 (in place)", "depthwise 3x3 /2
 M_MMAP_MAX = -4  # <malloc.h>
 
 
-def _one(size: int, mapped: bool, threads: int) -> dict:
-    import numpy as np
+def _process(threads: int, mapped: bool = True) -> None:
+    """This child process as the profiler sets one up: ``threads`` threads, glibc's malloc
+    by ``timing.steady_allocator``; with ``mapped`` false, no block mapped at all (every one
+    from the heap)."""
     import torch
-    from torch import nn
 
-    from neuralpower.profiling.timing import steady_allocator, time_network
+    from neuralpower.profiling.timing import steady_allocator
 
     torch.set_num_threads(threads)
     steady_allocator()
     if not mapped:
         ctypes.CDLL(ctypes.util.find_library("c")).mallopt(M_MMAP_MAX, 0)
+
+
+def _one(size: int, mapped: bool, threads: int) -> dict:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from neuralpower.profiling.timing import time_network
+
+    _process(threads, mapped)
     net = nn.Sequential(nn.Conv2d(16, 96, 1, bias=False), nn.BatchNorm2d(96),
                         nn.ReLU6(inplace=True), nn.Conv2d(96, 96, 3, 2, 1, groups=96, bias=False),
                         nn.BatchNorm2d(96)).eval()
@@ -76,10 +87,8 @@ def _faults(net: str, batch: int, threads: int) -> float:
     import torch
 
     from neuralpower import nets
-    from neuralpower.profiling.timing import steady_allocator
 
-    torch.set_num_threads(threads)
-    steady_allocator()
+    _process(threads)
     model, x = nets.build(net, device=torch.device("cpu")).eval(), torch.randn(batch, 3, 224, 224)
     return _faults_per_run(model, x, runs=3) * 4096 / (1 << 20)
 
@@ -107,12 +116,9 @@ def _conv(cin: int, cout: int, size: int, mapped: bool, threads: int) -> dict:
     import torch
     from torch import nn
 
-    from neuralpower.profiling.timing import steady_allocator, time_network
+    from neuralpower.profiling.timing import time_network
 
-    torch.set_num_threads(threads)
-    steady_allocator()
-    if not mapped:
-        ctypes.CDLL(ctypes.util.find_library("c")).mallopt(M_MMAP_MAX, 0)
+    _process(threads, mapped)
     net = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False)).eval()
     x = torch.randn(1, cin, size, size)
     faults = _faults_per_run(net, x, runs=10)

@@ -399,8 +399,8 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
             # fitted on small and large layers has a MAC exponent under 1 (overheads), which
             # made VGG-11's 15 GMAC convolutions at batch 8 run at 173 GMAC/s where the
             # campaigns' largest (5 GMAC) ran at 100-115 and the real ones ran at 113.
-            names = list(getattr(pre[0], "feature_names_out_", ()))
             work = getattr(self, "work_column", None)
+            names = list(getattr(pre[0], "feature_names_out_", ())) if work else []
             if work in names:
                 grow = moved[:, names.index(work)]
                 step = np.where(grow > 0, np.maximum(step, grow), step)

@@ -359,6 +359,7 @@ _MAC_KINDS = frozenset(MAC_KINDS)
 # Convolutions that a CPU runs on oneDNN, which reorders the input, the weight and the output
 # through buffers of their sizes on every call (fresh_memory.py)
 _REORDERS = frozenset({aten.convolution, aten._convolution, aten.conv2d})
+_ATTENTION_STEPS = frozenset({aten.mul, aten._safe_softmax, aten.bmm, aten.mm, aten._unsafe_view})
 
 
 def _reordered(packet, first, tensors) -> list:
@@ -367,7 +368,6 @@ def _reordered(packet, first, tensors) -> list:
     if packet not in _REORDERS or first is None:
         return []
     return [first, *tensors[1:2]]
-_ATTENTION_STEPS = frozenset({aten.mul, aten._safe_softmax, aten.bmm, aten.mm, aten._unsafe_view})
 
 
 class _Recorder(TorchDispatchMode):
