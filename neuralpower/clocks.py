@@ -72,7 +72,7 @@ def layer_energy(power, runtime, host, gpu, idle_w: float | None) -> np.ndarray:
     power over the layer's ``runtime`` and that same extra per run:
     ``idle * runtime + (power - idle) * max(host, gpu)``. Without an idle power, or a clock,
     ``power * runtime``. (On the H100 it took the median error of 27 torchvision networks' power
-    at batch 8 from 10.6-19.8 % to 4.3-7.6 %, three leases: README, "On a GPU".)"""
+    at batch 8 from 10.6-19.8 % to 4.3-7.6 %, three leases: docs/results.md, "On a GPU".)"""
     power, runtime = np.asarray(power, dtype=float), np.asarray(runtime, dtype=float)
     plain = power * runtime
     if idle_w is None:
