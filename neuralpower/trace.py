@@ -59,6 +59,16 @@ def _pair(v, default=None):
     return (int(v), int(v))
 
 
+def _read(args, first) -> int:
+    """Elements an op reads for ``moved``: its first activation, or, where its first argument
+    is a list of tensors (``cat``, ``stack``), all of them: a concatenation reads everything
+    it writes."""
+    if args and isinstance(args[0], (list, tuple)) and args[0] \
+            and all(isinstance(a, torch.Tensor) for a in args[0]):
+        return sum(a.numel() for a in args[0])
+    return first.numel() if first is not None else 0
+
+
 def _is_weight(t) -> bool:
     return isinstance(t, torch.Tensor) and getattr(t, _WEIGHT, False)
 
@@ -401,7 +411,7 @@ class _Recorder(TorchDispatchMode):
             row = {"kind": _strip_inplace(packet.__name__)}
         first = next((t for t in tensors if not _is_weight(t)), None)
         module, call = self.stack[-1]
-        moved = ((first.numel() if first is not None else 0)
+        moved = (_read(args, first)
                  + (result.numel() if isinstance(result, torch.Tensor) else 0))
         row.update(module=module, call=call, op=str(packet).removeprefix("aten."),
                    input_shape=_shape(first), output_shape=_shape(result), moved=moved,

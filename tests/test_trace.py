@@ -315,6 +315,28 @@ def test_context_columns_say_what_runs_around_each_op():
     assert t[t.kind == "free"].prev_elements.isna().all()
 
 
+def test_a_concatenation_moves_what_it_reads_and_what_it_writes():
+    """``cat`` takes a list of tensors: the op after it is told of both its inputs and its
+    output (an op's first activation alone would be none of them)."""
+    import torch
+    from torch import nn
+
+    class Branches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 24, 1)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+
+        def forward(self, x):
+            return self.pool(torch.cat([self.a(x), self.b(x)], 1))
+
+    t = trace(Branches(), (2, 3, 8, 8))
+    work = t[t.kind != "free"]
+    assert list(work.kind) == ["conv2d", "conv2d", "cat", "avg_pool2d"]
+    cat_io = 2 * (8 + 24) * 8 * 8 * 2   # reads both branches, writes their concatenation
+    assert work.prev_elements.iloc[3] == cat_io
+
+
 def test_kind_gap_counts_the_ops_since_the_last_of_the_same_kind_around_the_run():
     from neuralpower.trace import kind_gaps
 
