@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 LAYERS = ["conv 1x1 16->96", "batch norm", "relu6 (in place)", "depthwise 3x3 /2", "batch norm"]
 M_MMAP_MAX = -4  # <malloc.h>
+MIB = float(1 << 20)
 
 
 def _process(threads: int, mapped: bool = True) -> None:
@@ -90,7 +91,7 @@ def _faults(net: str, batch: int, threads: int) -> float:
 
     _process(threads)
     model, x = nets.build(net, device=torch.device("cpu")).eval(), torch.randn(batch, 3, 224, 224)
-    return _faults_per_run(model, x, runs=3) * 4096 / (1 << 20)
+    return _faults_per_run(model, x, runs=3) * 4096 / MIB
 
 
 def _faults_per_run(model, x, runs: int) -> float:
@@ -126,17 +127,24 @@ def _conv(cin: int, cout: int, size: int, mapped: bool, threads: int) -> dict:
             "ms": float(np.median(time_network(net, x, target_s=1.0).network))}
 
 
+def _mapped_and_heap(child: list[str], threads: int) -> dict:
+    """The JSON result of this script run as ``child`` (a hidden option and its values), once
+    with blocks over the threshold mapped and once from the heap, each in a process of its
+    own: ``{"mapped": ..., "heap": ...}``."""
+    runs = {}
+    for mode in ("mapped", "heap"):
+        out = subprocess.run([sys.executable, __file__, *child, mode, "--threads", str(threads)],
+                             capture_output=True, text=True, check=True).stdout
+        runs[mode] = json.loads(out.strip().splitlines()[-1])
+    return runs
+
+
 def weights(threads: int) -> None:
     print(f"{'3x3 conv, batch 1':<24} {'weight MiB':>10} {'faults, mapped':>15} "
           f"{'mapped ms':>10} {'heap ms':>8} {'extra ms/MiB':>13}")
     for cin, cout, size in CONVS:
-        runs = {}
-        for mode in ("mapped", "heap"):
-            out = subprocess.run([sys.executable, __file__, "--conv", str(cin), str(cout),
-                                  str(size), mode, "--threads", str(threads)],
-                                 capture_output=True, text=True, check=True).stdout
-            runs[mode] = json.loads(out.strip().splitlines()[-1])
-        mib = cout * cin * 9 * 4 / float(1 << 20)
+        runs = _mapped_and_heap(["--conv", str(cin), str(cout), str(size)], threads)
+        mib = cout * cin * 9 * 4 / MIB
         a, b = runs["mapped"]["ms"], runs["heap"]["ms"]
         print(f"{f'{cin}->{cout} on {size}x{size}':<24} {mib:>10.1f} "
               f"{runs['mapped']['faults_per_run']:>15.0f} {a:>10.2f} {b:>8.2f} "
@@ -184,15 +192,9 @@ def main() -> None:
     if args.one:
         print(json.dumps(_one(int(args.one[0]), args.one[1] == "mapped", args.threads)))
         return
-    mib = float(1 << 20)
     for size in args.sizes:
-        tensor = 8 * 96 * size * size * 4 / mib
-        runs = {}
-        for mode in ("mapped", "heap"):
-            out = subprocess.run([sys.executable, __file__, "--one", str(size), mode,
-                                  "--threads", str(args.threads)],
-                                 capture_output=True, text=True, check=True).stdout
-            runs[mode] = json.loads(out.strip().splitlines()[-1])
+        tensor = 8 * 96 * size * size * 4 / MIB
+        runs = _mapped_and_heap(["--one", str(size)], args.threads)
         print(f"\nbatch 8, {size}x{size}: the expanded tensor is {tensor:.1f} MiB "
               f"({'over' if tensor > 32 else 'under'} the 32 MiB threshold); page faults per "
               f"run {runs['mapped']['faults_per_run']:.0f} mapped, "
