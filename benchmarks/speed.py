@@ -1,8 +1,10 @@
-"""Speed: trace + predict of ResNet-50 (warm), and fitting a 5,000-row file.
+"""Speed: trace + predict of ResNet-50 (warm), loading each shipped predictor and a whole
+`neuralpower predict` command (cold, fresh processes), and fitting a 5,000-row file.
 
     python benchmarks/speed.py
 """
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +36,24 @@ def main():
     med, best = median_ms(lambda: predict(build("torchvision:resnet50"), (1, 3, 224, 224),
                                           predictor), repeats=5)
     print(f"build + trace + predict resnet50: median {med:.1f} ms, best {best:.1f} ms")
+
+    # cold: what a user waits for. Loading alone is timed after the imports, in a fresh process
+    load_code = ("import sys, time; import skops.io; from neuralpower import Predictor; "
+                 "t = time.perf_counter(); Predictor.load(sys.argv[1]); "
+                 "print(time.perf_counter() - t)")
+    for path in sorted((ROOT / "models").glob("*.predictor")):
+        times = [float(subprocess.run([sys.executable, "-c", load_code, str(path)], check=True,
+                                      capture_output=True, text=True).stdout)
+                 for _ in range(3)]
+        print(f"load {path.name} (fresh process, after imports): median "
+              f"{statistics.median(times):.2f} s")
+    command = [sys.executable, "-m", "neuralpower", "predict",
+               str(ROOT / "models" / "amd_epyc_2t_cpu.predictor"), "torchvision:resnet50",
+               "--json"]
+    med, best = median_ms(lambda: subprocess.run(command, check=True, capture_output=True),
+                          repeats=3)
+    print(f"neuralpower predict models/amd_epyc_2t_cpu.predictor torchvision:resnet50 --json "
+          f"(whole command): median {med / 1e3:.1f} s, best {best / 1e3:.1f} s")
 
     rows = load(ROOT / "profiling" / "public" / "sysidentif_tx2_gpu_conv.csv")
     start = time.perf_counter()

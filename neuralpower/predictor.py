@@ -27,7 +27,8 @@ from .features import (CLOCK_TARGETS, CONTEXT_FEATURES, DECOMPOSED, MODELED_KIND
                        STAND_INS, TARGETS, WORK_BOUND, features)
 
 FORMAT = "neuralpower-predictor"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2      # 2: tree models stored as regression.Forest (fewer arrays, fast to load)
+READS_VERSIONS = (1, 2)  # 1: as sklearn's boosters, turned into Forests on loading
 
 
 @dataclass
@@ -38,11 +39,15 @@ class Predictor:
     card: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        # the time of a work-bound kind grows at least as its MACs beyond the data (also in
-        # predictors saved before this was a model attribute)
+        from .regression import LogLinkRegressor
+
         for (kind, target), model in self.models.items():
-            if kind in WORK_BOUND and target in ("runtime_ms", "gpu_ms") and hasattr(
-                    model, "_backbone_log"):   # a LogLinkRegressor
+            if not isinstance(model, LogLinkRegressor):
+                continue
+            model.flatten_trees()   # a file of format 1 holds sklearn's boosters
+            # the time of a work-bound kind grows at least as its MACs beyond the data (also
+            # in predictors saved before this was a model attribute)
+            if kind in WORK_BOUND and target in ("runtime_ms", "gpu_ms"):
                 model.work_column = "log:macs"
 
     @property
@@ -420,8 +425,9 @@ class Predictor:
 
         path = Path(path)
         tmp = path.with_name(path.name + ".partial")
+        card = {**self.card, "format": FORMAT, "format_version": FORMAT_VERSION}
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr("card.json", json.dumps(self.card, indent=2, sort_keys=True))
+            z.writestr("card.json", json.dumps(card, indent=2, sort_keys=True))
             for (kind, target), model in self.models.items():
                 z.writestr(f"models/{kind}.{target}.skops", sio.dumps(model))
         tmp.replace(path)  # never leave a half-written predictor under the real name
@@ -431,7 +437,7 @@ class Predictor:
         import skops.io as sio
         from skops.io.exceptions import UntrustedTypesFoundException
 
-        from .regression import TRUSTED_TYPES
+        from .regression import TRUSTED_TYPES, LogLinkRegressor
 
         path = Path(path)
         if not path.is_file():
@@ -451,8 +457,10 @@ class Predictor:
                     try:
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore")
-                            models[(kind, target)] = sio.loads(z.read(name),
-                                                               trusted=list(TRUSTED_TYPES))
+                            model = sio.loads(z.read(name), trusted=list(TRUSTED_TYPES))
+                        if isinstance(model, LogLinkRegressor):  # its trees checked here
+                            model.flatten_trees()
+                        models[(kind, target)] = model
                     except UntrustedTypesFoundException as e:
                         untrusted = re.findall(r"'([^']+)'", str(e).splitlines()[0])
                         raise NeuralPowerError(f"{path}: refusing to load {name}: it names "
@@ -487,9 +495,10 @@ def _check_format(card: dict, path: Path) -> None:
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise NeuralPowerError(f"{path}: not a neuralpower predictor (no {FORMAT} card)")
     version = card.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READS_VERSIONS:
         raise NeuralPowerError(f"{path}: predictor format version {version}, this neuralpower "
-                               f"({__version__}) reads version {FORMAT_VERSION}: refit it with "
+                               f"({__version__}) reads versions "
+                               f"{', '.join(map(str, READS_VERSIONS))}: refit it with "
                                "`neuralpower fit`")
 
 

@@ -38,8 +38,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-import weakref
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -225,82 +223,99 @@ class LayerFeatures(TransformerMixin, BaseEstimator):
 
 
 # ------------------------------------------------------------------------------ tree ensembles
-class _Forest(NamedTuple):
-    """A fitted HistGradientBoostingRegressor's trees as flat arrays, to walk all trees for all
-    rows at once. Its prediction is sklearn's, bit for bit: the same leaves, summed in the same
-    order, without sklearn's one call (and one OpenMP parallel region) per tree: for the few
-    rows of a network, most of sklearn's time, and on a busy two-core machine far more."""
-    source: list                 # the booster's ``_predictors`` when flattened (see _forest)
-    n_trees: int
-    roots: np.ndarray            # first node of each tree
-    feature: np.ndarray          # node -> feature index (numeric splits only)
-    threshold: np.ndarray        # node -> go left when x <= threshold
-    missing_left: np.ndarray     # node -> where NaN goes
-    children: np.ndarray         # 2 * node + go_left -> next node; a leaf points to itself
-    value: np.ndarray            # node -> leaf value
-    depth: int                   # deepest leaf
-    baseline: float
+class Forest(BaseEstimator):
+    """A fitted HistGradientBoostingRegressor's trees as a handful of flat arrays.
 
+    Its prediction is sklearn's, bit for bit: the same leaves, summed in the same order. Two
+    reasons to keep trees so. Predicting: all trees are walked for all rows at once, without
+    sklearn's one call (and one OpenMP parallel region) per tree, which for the few rows of a
+    network is most of sklearn's time, and on a busy two-core machine far more. Loading: skops
+    stores every array of every tree apart; a predictor of 23 kinds held 5,770 trees in 18,382
+    arrays and took seconds to load, where the same trees as forests are about 300 arrays.
 
-_FORESTS = weakref.WeakKeyDictionary()  # booster -> its _Forest, for as long as it lives
-_FOREST_MAX_CELLS = 1 << 15      # rows x trees above which sklearn is as fast (idle machine)
+    Build one with :meth:`of`; learned state: ``roots_`` (first node of each tree),
+    ``feature_`` and ``threshold_`` (a row goes left where ``x[feature] <= threshold``),
+    ``missing_left_`` (where NaN goes), ``children_`` (``2 * node + go_left`` -> next node; a
+    leaf points to itself), ``value_`` (leaf values), ``depth_`` (deepest leaf), ``baseline_``.
+    """
 
+    MAX_CELLS = 1 << 20     # rows x trees walked at once (bounds the walk's memory)
 
-def _forest(model) -> _Forest | None:
-    """The flat form of a fitted booster (made once per booster, and again if it is refitted),
-    or None where the booster is not the plain kind _Forest reproduces."""
-    predictors = getattr(model, "_predictors", None)
-    if not isinstance(model, HistGradientBoostingRegressor) or not predictors:
-        return None
-    cached = _FORESTS.get(model)
-    if cached is not None and cached.source is predictors and cached.n_trees == len(predictors):
-        return cached
-    if (model.n_trees_per_iteration_ != 1 or not isinstance(model._loss.link, IdentityLink)
-            or np.size(model._baseline_prediction) != 1):
-        return None
-    trees = [p.nodes for (p,) in predictors]
-    sizes = np.array([len(t) for t in trees])
-    roots = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
-    nodes = np.concatenate(trees)
-    if nodes["is_categorical"].any():
-        return None
-    leaf = nodes["is_leaf"].astype(bool)
-    first = np.repeat(roots, sizes)  # the nodes of a tree number its children from 0
-    here = np.arange(len(nodes))
-    left = np.where(leaf, here, nodes["left"].astype(np.intp) + first)
-    right = np.where(leaf, here, nodes["right"].astype(np.intp) + first)
-    forest = _Forest(source=predictors, n_trees=len(predictors), roots=roots,
-                     feature=nodes["feature_idx"].astype(np.intp),
-                     threshold=nodes["num_threshold"].astype(float),
-                     missing_left=nodes["missing_go_to_left"].astype(bool),
-                     children=np.column_stack([right, left]).ravel(),
-                     value=nodes["value"].astype(float), depth=int(nodes["depth"][leaf].max()),
-                     baseline=float(np.ravel(model._baseline_prediction)[0]))
-    _FORESTS[model] = forest
-    return forest
+    @classmethod
+    def of(cls, model):
+        """``model`` as a Forest where it is a fitted booster of the plain kind (one output,
+        identity link, numeric splits); anything else (a Forest, None) comes back as it is."""
+        predictors = getattr(model, "_predictors", None)
+        if (not isinstance(model, HistGradientBoostingRegressor) or not predictors
+                or model.n_trees_per_iteration_ != 1
+                or not isinstance(model._loss.link, IdentityLink)
+                or np.size(model._baseline_prediction) != 1):
+            return model
+        trees = [p.nodes for (p,) in predictors]
+        nodes = np.concatenate(trees)
+        if nodes["is_categorical"].any():
+            return model
+        sizes = np.array([len(t) for t in trees])
+        roots = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        leaf = nodes["is_leaf"].astype(bool)
+        first = np.repeat(roots, sizes)  # the nodes of a tree number its children from 0
+        here = np.arange(len(nodes), dtype=np.int64)
+        left = np.where(leaf, here, nodes["left"].astype(np.int64) + first)
+        right = np.where(leaf, here, nodes["right"].astype(np.int64) + first)
+        forest = cls()
+        forest.roots_ = roots
+        forest.feature_ = nodes["feature_idx"].astype(np.int64)
+        forest.threshold_ = nodes["num_threshold"].astype(float)
+        forest.missing_left_ = nodes["missing_go_to_left"].astype(bool)
+        forest.children_ = np.column_stack([right, left]).ravel()
+        forest.value_ = nodes["value"].astype(float)
+        forest.depth_ = int(nodes["depth"][leaf].max())
+        forest.baseline_ = float(np.ravel(model._baseline_prediction)[0])
+        forest.n_features_in_ = int(model.n_features_in_)
+        return forest
 
+    def check(self) -> "Forest":
+        """Itself, where its arrays make a forest; else ValueError (a damaged or hostile file):
+        every index in range, so a walk reads only the arrays' own cells and ends."""
+        ints = ("roots_", "feature_", "children_")
+        for name in (*ints, "threshold_", "missing_left_", "value_"):
+            a = getattr(self, name, None)
+            if not isinstance(a, np.ndarray) or a.ndim != 1 or not (
+                    a.dtype.kind in "iu" if name in ints else a.dtype.kind in "fb"):
+                raise ValueError(f"forest array {name} is not a 1-D array of its type")
+        n, width = len(self.value_), getattr(self, "n_features_in_", None)
+        depth = getattr(self, "depth_", None)
+        if not (isinstance(width, int) and width > 0 and isinstance(depth, int)
+                and 0 <= depth <= n and np.isfinite(getattr(self, "baseline_", np.nan))
+                and len(self.feature_) == len(self.threshold_) == len(self.missing_left_) == n
+                and len(self.children_) == 2 * n and 0 < len(self.roots_) <= n
+                and all(((a >= 0) & (a < hi)).all() for a, hi in (
+                    (self.roots_, n), (self.children_, n), (self.feature_, width)))):
+            raise ValueError("forest arrays do not make a forest")
+        return self
 
-def _tree_predict(model, T: np.ndarray) -> np.ndarray:
-    """``model.predict(T)`` for a fitted tree model; for few rows, all trees walked at once."""
-    T = np.ascontiguousarray(T, dtype=float)
-    n, width = T.shape
-    small = n * len(getattr(model, "_predictors", ())) <= _FOREST_MAX_CELLS
-    forest = _forest(model) if small and width == getattr(model, "n_features_in_", -1) else None
-    if forest is None:
-        return model.predict(T)
-    flat = T.ravel()
-    row_start = np.repeat(np.arange(n) * width, forest.n_trees)
-    node = np.tile(forest.roots, n)  # row-major: (row, tree)
-    has_nan = bool(np.isnan(flat).any())
-    for _ in range(forest.depth):  # a leaf stays where it is
-        x = flat[row_start + forest.feature[node]]
-        go_left = x <= forest.threshold[node]
-        if has_nan:
-            go_left |= np.isnan(x) & forest.missing_left[node]
-        node = forest.children[2 * node + go_left]
-    # sklearn's sum, in its order: baseline, then tree by tree (cumsum adds left to right)
-    terms = np.column_stack([np.full(n, forest.baseline), forest.value[node].reshape(n, -1)])
-    return np.cumsum(terms, axis=1)[:, -1]
+    def predict(self, T) -> np.ndarray:
+        T = np.ascontiguousarray(T, dtype=float)
+        if T.ndim != 2 or T.shape[1] != self.n_features_in_:
+            raise ValueError(f"expected {self.n_features_in_} tree features, got shape {T.shape}")
+        step = max(1, self.MAX_CELLS // len(self.roots_))
+        if len(T) > step:
+            return np.concatenate([self.predict(T[i:i + step]) for i in range(0, len(T), step)])
+        n, width = T.shape
+        n_trees = len(self.roots_)
+        flat = T.ravel()
+        row_start = np.repeat(np.arange(n) * width, n_trees)
+        node = np.tile(self.roots_, n)  # row-major: (row, tree)
+        has_nan = bool(np.isnan(flat).any())
+        for _ in range(self.depth_):  # a leaf stays where it is
+            x = flat[row_start + self.feature_[node]]
+            go_left = x <= self.threshold_[node]
+            if has_nan:
+                go_left |= np.isnan(x) & self.missing_left_[node]
+            node = self.children_[2 * node + go_left]
+        # sklearn's sum, in its order: baseline, then tree by tree (cumsum adds left to right)
+        terms = np.column_stack([np.full(n, self.baseline_), self.value_[node].reshape(n, -1)])
+        return np.cumsum(terms, axis=1)[:, -1]
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -349,6 +364,16 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
 
     def fit(self, X, y):  # pragma: no cover - fitted by fit_regressor; kept for the API
         raise NotImplementedError("use neuralpower.regression.fit_regressor")
+
+    def flatten_trees(self) -> "LogLinkRegressor":
+        """Its tree models as :class:`Forest` (same predictions, bit for bit; far fewer arrays
+        to store and load): done at fitting, and on loading a file saved before."""
+        self.boosters = [Forest.of(b) for b in self.boosters]
+        self.var_model = Forest.of(self.var_model)
+        for forest in (*self.boosters, self.var_model):
+            if isinstance(forest, Forest):
+                forest.check()
+        return self
 
     def _backbone_log(self, X) -> np.ndarray:
         """The polynomial inside the training box; outside it, continued along the ray from the
@@ -417,7 +442,7 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
             out = out + np.mean([_boost_apply(b, T, sp, self.resid_range)
                                  for b, sp in zip(self.boosters, self.booster_spaces)], axis=0)
         if self.var_model is not None and self.shrink:
-            out = out - self.shrink * np.clip(_tree_predict(self.var_model, T), 0.0, self.var_max)
+            out = out - self.shrink * np.clip(self.var_model.predict(T), 0.0, self.var_max)
         out = np.nan_to_num(out + self.log_scale, nan=0.0,
                             posinf=self.log_range[1], neginf=self.log_range[0])
         return np.clip(out, *self.log_range)
@@ -482,7 +507,7 @@ def _boost_fit(T: np.ndarray, resid: np.ndarray, space: str, seed: int):
 
 
 def _boost_apply(model, T: np.ndarray, space: str, rng) -> np.ndarray:
-    out = _tree_predict(model, T)
+    out = model.predict(T)
     if space == "log":
         return np.clip(out, *rng)
     return np.log(np.clip(out, math.exp(rng[0]), math.exp(rng[1])))
@@ -651,7 +676,7 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
                            booster_spaces=list(spaces), input_range=input_range,
                            var_model=var_model, log_scale=log_scale, shrink=float(shrink),
                            resid_range=resid_range, var_max=v_max, log_range=log_range,
-                           trend=trend)
+                           trend=trend).flatten_trees()
     lasso = backbone.named_steps["lasso"]
     info = {
         "family": f"poly+trees[{space}]" if use_booster else "poly",
@@ -678,6 +703,7 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
 TRUSTED_TYPES: list[str] = [
     f"{__name__}.LayerFeatures",
     f"{__name__}.LogLinkRegressor",
+    f"{__name__}.Forest",
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._data.StandardScaler",
     "sklearn.preprocessing._polynomial.PolynomialFeatures",

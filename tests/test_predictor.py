@@ -256,29 +256,107 @@ def test_shipped_predictors_load_and_predict():
         assert p.totals["runtime_ms"] > 0 and p.totals["layers_modeled"] >= 20
 
 
-def test_tree_models_walked_at_once_give_sklearns_numbers_bit_for_bit(cpu_split):
-    """For few rows the boosted trees are walked all at once (regression._tree_predict), not
-    tree by tree in sklearn: same leaves, same order of summation, same bits."""
+def _booster_on(model, X, seed=0):
+    """A sklearn booster fitted, as regression._fit fits one, on a model's residuals over the
+    rows ``X``; and the tree features it takes (a missing value in every fourth row)."""
+    from neuralpower.regression import _boost_fit
+
+    T = np.column_stack([model.tree_features.transform(X), model._backbone_log(X)])
+    resid = np.random.default_rng(seed).normal(0.0, 0.1, len(T))
+    booster = _boost_fit(T, resid, "log", seed)[0]
+    T[::4, 1] = np.nan   # a missing value goes where each node learned to send it
+    return booster, T
+
+
+def test_forests_give_sklearns_numbers_bit_for_bit(cpu_predictor, cpu_split):
+    """Fitted tree models are kept as flat arrays (regression.Forest) and walked all at once,
+    not tree by tree in sklearn: same leaves, same order of summation, same bits, also for
+    more rows than one walk holds."""
     from neuralpower.features import features
-    from neuralpower.regression import _FOREST_MAX_CELLS, _forest, _tree_predict
+    from neuralpower.regression import Forest
 
-    from .conftest import ROOT
-
-    shipped = Predictor.load(ROOT / "models" / "raptorlake_cpu.predictor")
     checked = 0
-    for (kind, target), model in shipped.models.items():
-        X = features(cpu_split[1][cpu_split[1].kind == kind], kind)
-        T = np.column_stack([model.tree_features.transform(X), model._backbone_log(X)])
-        T[::4, 1] = np.nan  # a missing value goes where each node learned to send it
-        for trees in [*model.boosters, model.var_model]:
-            if trees is None:
-                continue
-            assert _forest(trees) is not None
-            many = np.tile(T, (_FOREST_MAX_CELLS // (len(T) * trees.n_iter_) + 1, 1))
-            for rows in (T[:1], T, many):  # the last one big enough for sklearn's own loop
-                assert np.array_equal(_tree_predict(trees, rows), trees.predict(rows))
-                checked += 1
-    assert checked >= 12
+    for kind in ("conv2d", "linear", "max_pool2d"):
+        model = cpu_predictor.models[(kind, "runtime_ms")]
+        booster, T = _booster_on(model, features(cpu_split[0][cpu_split[0].kind == kind], kind))
+        forest = Forest.of(booster)
+        assert isinstance(forest, Forest) and len(forest.roots_) == booster.n_iter_
+        many = np.tile(T, (Forest.MAX_CELLS // (len(T) * booster.n_iter_) + 2, 1))
+        for rows in (T[:1], T, many):   # the last one walked in several parts
+            assert np.array_equal(forest.predict(rows), booster.predict(rows))
+            checked += 1
+        with pytest.raises(ValueError, match="tree features"):
+            forest.predict(T[:, :-1])
+    assert checked == 9
+    assert Forest.of(None) is None   # what is not a booster comes back as it is
+
+
+def test_a_format_1_file_of_sklearns_boosters_loads_with_the_same_predictions(
+        cpu_predictor, cpu_split, tmp_path):
+    """Files written before format 2 hold sklearn's boosters (one array per tree, slow to
+    load): they still load, as Forests, and predict what the boosters predict."""
+    import copy
+
+    import skops.io as sio
+    from neuralpower.features import features
+    from neuralpower.regression import Forest
+
+    kind, held = "conv2d", cpu_split[1][cpu_split[1].kind == "conv2d"]
+    old = copy.deepcopy(cpu_predictor.models[(kind, "runtime_ms")])
+    old.boosters = [_booster_on(old, features(cpu_split[0][cpu_split[0].kind == kind], kind))[0]]
+    old.booster_spaces = ["log"]
+    expected = old.predict(features(held, kind))   # sklearn's own trees
+    path = tmp_path / "v1.predictor"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("card.json", json.dumps({**cpu_predictor.card, "format_version": 1}))
+        for (k, target), model in cpu_predictor.models.items():
+            z.writestr(f"models/{k}.{target}.skops",
+                       sio.dumps(old if (k, target) == (kind, "runtime_ms") else model))
+    loaded = Predictor.load(path)
+    model = loaded.models[(kind, "runtime_ms")]
+    assert isinstance(model.boosters[0], Forest)
+    assert np.array_equal(model.predict(features(held, kind)), expected)
+    loaded.save(tmp_path / "v2.predictor")   # and it is written in the current format
+    for name, version, boosters in (("v1", 1, True), ("v2", FORMAT_VERSION, False)):
+        with zipfile.ZipFile(tmp_path / f"{name}.predictor") as z:
+            assert json.loads(z.read("card.json"))["format_version"] == version
+            blob = z.read(f"models/{kind}.runtime_ms.skops").decode("latin-1")
+            assert ("HistGradientBoostingRegressor" in blob) == boosters
+
+
+@pytest.mark.parametrize("damage", ["child_out_of_range", "feature_out_of_range", "deep",
+                                    "list_not_array"])
+def test_a_forest_whose_arrays_do_not_make_a_forest_is_refused(cpu_predictor_file, tmp_path,
+                                                                damage):
+    """A file's tree arrays are indices into each other: one out of range (damaged, or made to
+    read outside the arrays) is refused on loading with one line, not met mid-prediction."""
+    import skops.io as sio
+    from neuralpower.regression import Forest
+
+    path = tmp_path / "damaged.predictor"
+    with zipfile.ZipFile(cpu_predictor_file) as zin, zipfile.ZipFile(path, "w") as zout:
+        done = False
+        for item in zin.namelist():
+            data = zin.read(item)
+            if item.endswith(".skops") and not done:
+                model = sio.loads(data, trusted=TRUSTED_TYPES)
+                forests = [f for f in (*model.boosters, model.var_model) if isinstance(f, Forest)]
+                if forests:
+                    f = forests[0]
+                    if damage == "child_out_of_range":
+                        f.children_[-1] = len(f.value_)
+                    elif damage == "feature_out_of_range":
+                        f.feature_[0] = f.n_features_in_
+                    elif damage == "deep":
+                        f.depth_ = len(f.value_) + 1
+                    else:
+                        f.roots_ = f.roots_.tolist()
+                    data, done = sio.dumps(model), True
+            zout.writestr(item, data)
+    assert done
+    with pytest.raises(NeuralPowerError, match="not a valid neuralpower predictor") as e:
+        Predictor.load(path)
+    assert "\n" not in str(e.value)
 
 
 def test_repeated_layers_get_the_numbers_they_get_alone(cpu_predictor, cpu_split):
