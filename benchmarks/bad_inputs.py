@@ -199,6 +199,8 @@ INPUTS = {
     "-1x3x8x8": "expected sizes joined by x",
     "1x3x224": "ResNet with input 1x3x224",
     "99999999x3x224x224": "too large",
+    "1x3x8x8:int8": "unknown dtype 'int8'",
+    "1x3x8x8:": "expected sizes joined by x",
 }
 
 # Commands that read a predictor, with the arguments that follow it (a good NET and the rest).

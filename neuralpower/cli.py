@@ -9,6 +9,8 @@ import sys
 from .errors import NeuralPowerError
 from .training import DEFAULT_CARBON_G_PER_KWH, DEFAULT_PUE
 
+INPUT_HELP = "input shape (default 1x3x224x224; token ids: 1x128:int64)"
+
 
 def _fit(args) -> None:
     from . import data
@@ -58,7 +60,7 @@ def _predict(args) -> None:
         if predictor.mode != "train":
             raise NeuralPowerError(f"{args.model} predicts inference; --train needs a predictor "
                                    "fitted on `neuralpower profile --mode train` data")
-        shapes[0] = (args.batch or shapes[0][0], *shapes[0][1:])  # a step is one batch
+        shapes[0] = shapes[0].with_batch(args.batch or shapes[0][0])  # a step is one batch
     p = predict(model, shapes if len(shapes) > 1 else shapes[0], predictor, network=args.net)
     if p.totals["layers_modeled"] == 0:
         raise NeuralPowerError(f"{args.net}: no layer of a kind this predictor models "
@@ -346,7 +348,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("measure", help="measure a whole network's runtime, power and energy here")
     p.add_argument("net", help="torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--input", default="1x3x224x224", help="input shape, e.g. 1x3x224x224")
+    p.add_argument("--input", default="1x3x224x224", help=INPUT_HELP)
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
     p.add_argument("--train", action="store_true", help="measure a training step (forward + "
                    "backward, training mode) instead of inference")
@@ -356,7 +358,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="predict and measure networks here; compare")
     p.add_argument("model", help="predictor file")
     p.add_argument("nets", nargs="+", metavar="NET", help="networks, as for predict")
-    p.add_argument("--input", default="1x3x224x224", help="input shape (default 1x3x224x224)")
+    p.add_argument("--input", default="1x3x224x224", help=INPUT_HELP)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
     p.add_argument("--plot", default="validation.png", help="predicted-against-measured PNG "
@@ -383,7 +385,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="predictor file")
     p.add_argument("net", help="torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION")
     p.add_argument("--input", default="1x3x224x224", help="input shape, e.g. 1x3x224x224 "
-                   "(comma-separate several inputs)")
+                   "(comma-separate several inputs; token ids: 1x128:int64)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--top", type=int, default=5, help="how many hotspot layers to list")
     t = p.add_argument_group("training run (needs a predictor fitted on --mode train data)")
@@ -413,7 +415,7 @@ def parser() -> argparse.ArgumentParser:
                    "a FILE.jsonl adds the architectures it describes by their layers")
     p.add_argument("--alpha", type=float, action="append", metavar="A", help="weight of "
                    "accuracy against energy; repeat for several (default 0, 1, 2, 5)")
-    p.add_argument("--input", default="1x3x224x224", help="input shape (default 1x3x224x224)")
+    p.add_argument("--input", default="1x3x224x224", help=INPUT_HELP)
     p.add_argument("--power", type=float, metavar="W", help="a device power to assume where "
                    "the predictor has no power model (shown as stated, never as predicted)")
     p.add_argument("--plot", default="ranking.png", help="error-against-energy PNG with the "
@@ -427,7 +429,7 @@ def parser() -> argparse.ArgumentParser:
                        "layers; PNG chart and HTML page")
     p.add_argument("model", help="predictor file")
     p.add_argument("net", help="torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION")
-    p.add_argument("--input", default="1x3x224x224", help="input shape (default 1x3x224x224)")
+    p.add_argument("--input", default="1x3x224x224", help=INPUT_HELP)
     p.add_argument("--top", type=int, default=5, help="top layers to list (default 5)")
     p.add_argument("--depth", type=int, default=1, help="module path components that make a "
                    "block (default 1: layer1, layer2, ...)")
@@ -441,7 +443,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("nets", nargs="+", metavar="NET", help="at least 3 networks, as for predict")
     p.add_argument("-o", "--output", required=True, help="calibrated predictor file to write")
     p.add_argument("--inputs", nargs="+", default=["1x3x224x224"], metavar="SHAPE",
-                   help="input shapes to measure each network at (default 1x3x224x224)")
+                   help="input shapes to measure each network at (default 1x3x224x224; "
+                   "token ids: 1x128:int64)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
     p.set_defaults(run=_calibrate)
@@ -455,7 +458,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--nets", nargs="+", default=None, metavar="NET",
                    help="networks to validate and rank (default: five torchvision networks)")
-    p.add_argument("--input", default="1x3x224x224", help="input shape (default 1x3x224x224)")
+    p.add_argument("--input", default="1x3x224x224", help=INPUT_HELP)
     p.add_argument("--power", type=float, metavar="W", help="this device's power, stated, for "
                    "energy where it has no sensor")
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")

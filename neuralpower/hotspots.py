@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import inputs
 from .errors import NeuralPowerError
 from .predict import Prediction
 
@@ -106,7 +107,7 @@ def _power_note(p: Prediction) -> str | None:
 def _describe(p: Prediction) -> str:
     """``NET on DEVICE, input 1x3x224x224``, and whether the figures are a training step."""
     text = (f"{p.network} on {p.device}, input "
-            + ", ".join("x".join(map(str, s)) for s in p.input_shape))
+            + inputs.text(p.input_shape).replace(",", ", "))
     if getattr(p, "mode", "inference") == "train":
         text += ", one training step (forward + backward)"
     return text

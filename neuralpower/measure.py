@@ -15,6 +15,8 @@ from torch import nn
 
 from . import nets
 from .errors import NeuralPowerError
+from .inputs import as_shapes, example, hint
+from .inputs import text as text_of
 from .profiling import isolated
 from .profiling.campaign import device_name, parse_device
 from .profiling.meters import MeterError, open_meter
@@ -38,8 +40,8 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
     own_meter = meter is None
     meter = open_meter(str(device)) if own_meter else meter
     try:
-        shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
-        inputs = [torch.randn(*s, device=device) for s in shapes]
+        shapes = as_shapes(input_shape)
+        inputs = [example(s, model, device) for s in shapes]
         model = model.train(train)
         run = _Bound(model, inputs)
         try:
@@ -48,8 +50,9 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
                                       train=train))
         except (RuntimeError, ValueError, TypeError, IndexError) as e:  # shapes, memory
             text = str(e).strip().splitlines()
+            first = text[0] if text else type(e).__name__
             raise NeuralPowerError(f"cannot run {type(model).__name__} with input "
-                                   f"{_fmt(shapes)}: {text[0] if text else type(e).__name__}") from None
+                                   f"{text_of(shapes)}: {first}{hint(first, shapes)}") from None
         power, source = None, meter.source
         if meter.measures_power:
             window = power_window_s or max(1.0, meter.min_window_s)
@@ -89,10 +92,6 @@ def _measure_named(name: str, input_shape, device, options: dict) -> dict:
     cpu = time.process_time()
     m = measure(nets.build(name, device=device), input_shape, device, **options)
     return {**m, "process_cpu_s": time.process_time() - cpu}
-
-
-def _fmt(shapes) -> str:
-    return ",".join("x".join(map(str, s)) for s in shapes)
 
 
 class _Bound(nn.Module):

@@ -6,8 +6,6 @@ function returns an ``nn.Module``. Weights are never downloaded: structure is en
 from __future__ import annotations
 
 import importlib.util
-import math
-import re
 import sys
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -17,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from . import inputs
 from .errors import NeuralPowerError
 from .trace import paused_gc
 
@@ -160,24 +159,7 @@ def check(net: str, shapes) -> None:
     trace(model, shapes if len(shapes) > 1 else shapes[0])
 
 
-_SHAPE = re.compile(r"^\d+(x\d+)*$")
-# Elements of one input tensor beyond which a shape is a typo, not a workload (8 GiB of fp32).
-MAX_INPUT_ELEMENTS = 2**31
-
-
-def parse_input(text: str) -> list[tuple[int, ...]]:
-    """``1x3x224x224`` -> [(1, 3, 224, 224)]; several inputs separated by commas."""
-    shapes = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if not _SHAPE.match(part):
-            raise NeuralPowerError(f"input shape {text!r}: expected sizes joined by x, "
-                                   "e.g. 1x3x224x224")
-        shape = tuple(int(v) for v in part.split("x"))
-        if 0 in shape:
-            raise NeuralPowerError(f"input shape {text!r}: sizes must be positive")
-        if math.prod(shape) > MAX_INPUT_ELEMENTS:
-            raise NeuralPowerError(f"input shape {text!r}: {math.prod(shape):.3g} elements is too "
-                                   f"large (at most {MAX_INPUT_ELEMENTS:.3g} per input)")
-        shapes.append(shape)
-    return shapes
+def parse_input(text: str) -> list:
+    """``1x3x224x224`` -> [(1, 3, 224, 224)]; several inputs separated by commas, each with an
+    optional dtype (``1x128:int64``): inputs.parse."""
+    return inputs.parse(text)

@@ -17,6 +17,7 @@ from torch import nn
 
 from . import clocks
 from .features import PREDICT_INPUTS
+from .inputs import as_shapes
 from .predictor import Predictor
 from .trace import trace
 
@@ -32,7 +33,7 @@ class Prediction:
 
     network: str
     device: str
-    input_shape: list
+    input_shape: list   # of inputs.Shape: each input's sizes (a tuple) and dtype
     layers: pd.DataFrame
     totals: dict
     mode: str = "inference"   # or "train": figures are a training step's forward + backward
@@ -200,8 +201,7 @@ def predict(model: nn.Module | pd.DataFrame, input_shape, predictor: Predictor |
     table = model if isinstance(model, pd.DataFrame) else trace(model, input_shape)
     table = predict_table(table, predictor)
     name = network or (type(model).__name__ if isinstance(model, nn.Module) else "network")
-    shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
-    return Prediction(network=name, device=predictor.device, input_shape=[list(s) for s in shapes],
+    return Prediction(network=name, device=predictor.device, input_shape=as_shapes(input_shape),
                       layers=table[table.kind != "free"].reset_index(drop=True),
                       totals=totals(table), mode=predictor.mode,
                       idle_power_w=predictor.idle_power_w)

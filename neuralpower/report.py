@@ -5,6 +5,7 @@ import math
 
 import pandas as pd
 
+from . import inputs
 from .features import CLOCK_TARGETS
 from .predict import Prediction
 
@@ -49,7 +50,7 @@ def prediction_json(p: Prediction, top: int = 5) -> dict:
         "network": p.network,
         "device": p.device,
         "mode": p.mode,
-        "input": ["x".join(map(str, s)) for s in p.input_shape],
+        "input": [inputs.text([s]) for s in p.input_shape],
         "totals": {k: _clean(v) for k, v in p.totals.items()},
         "layers": records(p.layers),
         "top": records(p.top(top)),
@@ -81,7 +82,7 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
            "energy_mj": "{:.3f}".format, f"share_%({share_of})": "{:.1f}".format}
     step = ", one training step (forward + backward)" if p.mode == "train" else ""
     out = [f"{p.network} on {p.device}, input "
-           f"{', '.join('x'.join(map(str, s)) for s in p.input_shape)}{step}",
+           f"{inputs.text(p.input_shape).replace(',', ', ')}{step}",
            "", view.to_string(index=False, formatters=fmt, na_rep="–"), ""]
     power_note = "" if p.has_power else " (this predictor has no power model for this device)"
     out.append(f"Total: runtime {_fmt(t['runtime_ms'])} ms, power {_fmt(t['power_w'], '.1f')} W, "

@@ -31,6 +31,9 @@ from torch.utils.flop_counter import flop_registry
 
 from .errors import NeuralPowerError
 from . import fresh_memory
+from .inputs import as_shapes
+from .inputs import hint as inputs_hint
+from .inputs import text as inputs_text
 from .features import (ACTIVATIONS, CONTEXT_COLUMNS, DERIVED_CONTEXT_COLUMNS, ELEMENTWISE,
                        MAC_KINDS, MEMORY_COLUMNS, SHAPE_COLUMNS, VALUE_COLUMNS, macs,
                        shapes_seen)
@@ -596,10 +599,12 @@ def kind_gaps(kinds: list) -> list[int]:
     return gaps
 
 
-def trace(model: nn.Module, input_shape=(1, 3, 224, 224), dtype=torch.float32) -> pd.DataFrame:
+def trace(model: nn.Module, input_shape=(1, 3, 224, 224), dtype=None) -> pd.DataFrame:
     """Layer table of ``model`` for an input of ``input_shape`` (one shape, or a list of shapes
-    for several inputs). The model's own weights are never read or copied: meta tensors of the
-    same shapes stand in for them. Returns one row per ATen op, in call order, with the
+    for several inputs, or the command line's text: ``"1x128:int64"``, see inputs.py). Each
+    input has its shape's dtype (float32 for a plain tuple) unless ``dtype`` (one, or one per
+    input) says otherwise. The model's own weights are never read or copied: meta tensors of
+    the same shapes stand in for them. Returns one row per ATen op, in call order, with the
     columns of :data:`COLUMNS`.
     """
     # Inside a caller's inference mode the stand-ins would be inference tensors, which lose the
@@ -609,8 +614,9 @@ def trace(model: nn.Module, input_shape=(1, 3, 224, 224), dtype=torch.float32) -
 
 
 def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
-    shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
-    dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * len(shapes)
+    shapes = as_shapes(input_shape)
+    dtypes = ([s.dtype for s in shapes] if dtype is None else list(dtype)
+              if isinstance(dtype, (list, tuple)) else [dtype] * len(shapes))
     inputs = tuple(torch.empty(tuple(s), dtype=d, device="meta") for s, d in zip(shapes, dtypes))
     stack, types = [("", 0)], {}
     with ExitStack() as hooks:
@@ -638,8 +644,10 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
             raise NeuralPowerError(f"cannot trace {type(model).__name__}: its forward needs real "
                                    f"values, not only shapes ({str(e).splitlines()[0]})") from None
         except (RuntimeError, TypeError, ValueError, IndexError) as e:
+            first = str(e).splitlines()[0]
             raise NeuralPowerError(f"cannot trace {type(model).__name__} with input "
-                                   f"{_fmt_shapes(shapes)}: {str(e).splitlines()[0]}") from None
+                                   f"{inputs_text(shapes)}: {first}"
+                                   f"{inputs_hint(first, shapes)}") from None
     for i, r in enumerate(recorder.rows):
         r["_op"] = i
     rows = _fuse_attention(recorder.rows)
@@ -658,7 +666,3 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     table["macs"] = table["macs"].astype("int64")
     return table
-
-
-def _fmt_shapes(shapes) -> str:
-    return ",".join("x".join(map(str, s)) for s in shapes)
