@@ -186,6 +186,7 @@ NETS = {
     "resnet18": "expected torchvision:NAME",
     "keras:resnet": "unknown source 'keras'",
     "timm:no_such_net": "timm cannot build 'no_such_net'",
+    "transformers:no_such_type": "transformers has no model type 'no_such_type'",
     "nowhere.py:net": "network file 'nowhere.py' not found",
     "broken.py:net": "cannot import 'broken.py': SyntaxError",
     "act.py:nothere": "'act.py' has no function 'nothere'",

@@ -10,6 +10,7 @@ from .errors import NeuralPowerError
 from .training import DEFAULT_CARBON_G_PER_KWH, DEFAULT_PUE
 
 INPUT_HELP = "input shape (default 1x3x224x224; token ids: 1x128:int64)"
+NET_HELP = "torchvision:NAME, timm:NAME, transformers:TYPE[/lm] or path/to/file.py:FUNCTION"
 
 
 def _fit(args) -> None:
@@ -339,14 +340,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target-error", type=float, metavar="PCT", help="stop before the budget "
                    "once every kind's estimated cross-validated runtime error is at most PCT "
                    "(estimated after 30%% of the budget, then every 15%%)")
-    p.add_argument("--zoo", action="store_true", help="measure the layers of real networks "
-                   "(torchvision's classifiers at seeded random batches and input sizes) instead "
-                   "of synthetic ones; fit both files together")
+    p.add_argument("--zoo", nargs="?", const="vision", choices=["vision", "text"],
+                   help="measure the layers of real networks instead of synthetic ones: "
+                   "torchvision's classifiers at seeded random batches and input sizes (vision, "
+                   "the default), or language models of transformers at random sequence lengths "
+                   "(text); fit the files together")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_profile)
 
     p = sub.add_parser("measure", help="measure a whole network's runtime, power and energy here")
-    p.add_argument("net", help="torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION")
+    p.add_argument("net", help=NET_HELP)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--input", default="1x3x224x224", help=INPUT_HELP)
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
@@ -383,7 +386,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="per-layer runtime, power and energy of a network")
     p.add_argument("model", help="predictor file")
-    p.add_argument("net", help="torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION")
+    p.add_argument("net", help=NET_HELP)
     p.add_argument("--input", default="1x3x224x224", help="input shape, e.g. 1x3x224x224 "
                    "(comma-separate several inputs; token ids: 1x128:int64)")
     p.add_argument("--json", action="store_true")
@@ -428,7 +431,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="hotspot report of a network: by block, by kind, top "
                        "layers; PNG chart and HTML page")
     p.add_argument("model", help="predictor file")
-    p.add_argument("net", help="torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION")
+    p.add_argument("net", help=NET_HELP)
     p.add_argument("--input", default="1x3x224x224", help=INPUT_HELP)
     p.add_argument("--top", type=int, default=5, help="top layers to list (default 5)")
     p.add_argument("--depth", type=int, default=1, help="module path components that make a "

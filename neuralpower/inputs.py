@@ -96,12 +96,15 @@ def hint(error: str, shapes) -> str:
 
 def example(shape: Shape, model: nn.Module, device="cpu") -> torch.Tensor:
     """A random input of ``shape`` for a real run of ``model``: normal values for a float dtype;
-    for an integer one, ids valid for every embedding table of the model (below the smallest
-    one's size: which table an input indexes is the model's business), else 0 and 1."""
+    for an integer one, token ids over the model's vocabulary (a transformers model names its
+    input embedding), else ids valid for every embedding table of the model (below the
+    smallest one's size: which table an input indexes is the model's business), else 0 and 1."""
     if shape.dtype.is_floating_point:
         return torch.randn(*shape, dtype=shape.dtype, device=device)
     if shape.dtype == torch.bool:
         return torch.ones(*shape, dtype=torch.bool, device=device)
+    named = getattr(getattr(model, "wrapped", model), "get_input_embeddings", None)
+    table = named() if callable(named) else None
     tables = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
-    return torch.randint(0, min(tables, default=2), tuple(shape), dtype=shape.dtype,
-                         device=device)
+    high = table.num_embeddings if isinstance(table, nn.Embedding) else min(tables, default=2)
+    return torch.randint(0, high, tuple(shape), dtype=shape.dtype, device=device)

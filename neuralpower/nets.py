@@ -25,8 +25,8 @@ def resolve(net: str):
     a name that does not resolve fails here, in milliseconds."""
     source, sep, name = net.rpartition(":")
     if not sep or not name:
-        raise NeuralPowerError(f"network {net!r}: expected torchvision:NAME, timm:NAME or "
-                               "path/to/file.py:FUNCTION")
+        raise NeuralPowerError(f"network {net!r}: expected torchvision:NAME, timm:NAME, "
+                               "transformers:TYPE or path/to/file.py:FUNCTION")
     if source == "torchvision":
         import torchvision
 
@@ -38,11 +38,14 @@ def resolve(net: str):
         return lambda: _torchvision(name)
     if source == "timm":
         return lambda: _timm(name)
+    if source == "transformers":
+        _transformers_type(name)
+        return lambda: _transformers(name)
     if source.endswith(".py"):
         fn = _file_function(Path(source), name)
         return lambda: _call(fn, net)
     raise NeuralPowerError(f"network {net!r}: unknown source {source!r} (use torchvision, "
-                           "timm or a .py file)")
+                           "timm, transformers or a .py file)")
 
 
 def build(net: str, device="meta") -> nn.Module:
@@ -122,6 +125,65 @@ def _timm(name: str) -> nn.Module:
         return timm.create_model(name, pretrained=False)
     except RuntimeError as e:
         raise NeuralPowerError(f"timm cannot build {name!r}: {str(e).splitlines()[0]}") from None
+
+
+def _transformers_type(name: str):
+    """``(transformers, model type, head)`` of ``TYPE`` or ``TYPE/lm``, checked against
+    transformers' own list of model types (no model is built, nothing is downloaded)."""
+    try:
+        import transformers
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    except ImportError:
+        raise NeuralPowerError("transformers is not installed: pip install transformers") from None
+    kind, _, head = name.partition("/")
+    if kind not in CONFIG_MAPPING_NAMES:
+        raise NeuralPowerError(f"transformers has no model type {kind!r} (a config's model_type: "
+                               "bert, gpt2, roberta, ...)")
+    if head not in ("", "lm"):
+        raise NeuralPowerError(f"transformers:{name}: after the model type, only /lm (its "
+                               "language-model head) is understood")
+    return transformers, kind, head
+
+
+def _transformers(name: str) -> nn.Module:
+    """A Hugging Face transformers model of a model type at that type's default configuration
+    (``transformers:bert`` is BERT-base, ``transformers:gpt2`` GPT-2 small), built from the
+    configuration alone: nothing is downloaded. The bare model, or with ``/lm`` its language-
+    model head (causal where the type has one, else masked), whose projection onto the
+    vocabulary is often its largest layer. Its outputs are the model's first tensor."""
+    transformers, kind, head = _transformers_type(name)
+    transformers.logging.set_verbosity_error()
+    config = transformers.AutoConfig.for_model(kind)
+    autos = ([transformers.AutoModelForCausalLM, transformers.AutoModelForMaskedLM] if head
+             else [transformers.AutoModel])
+    for auto in autos:
+        try:
+            return FirstTensor(auto.from_config(config))
+        except ValueError:   # no such head for this type
+            continue
+    raise NeuralPowerError(f"transformers:{name}: {kind} has no language-model head")
+
+
+class FirstTensor(nn.Module):
+    """A model whose forward returns a tuple or a dict of tensors (transformers' ModelOutput),
+    returning the first tensor: what the timers and a training step's backward pass take. Its
+    submodules keep their names (this wrapper adds none)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.__dict__["wrapped"] = model    # not a child: module paths stay the model's own
+        self._modules = model._modules
+        self._parameters, self._buffers = model._parameters, model._buffers
+
+    def forward(self, *args, **kwargs):
+        out = self.wrapped(*args, **kwargs)
+        while not isinstance(out, torch.Tensor):
+            out = next(iter(out.values())) if isinstance(out, dict) else out[0]
+        return out
+
+    def train(self, mode: bool = True):
+        self.wrapped.train(mode)
+        return super().train(mode)
 
 
 def _file_function(path: Path, function: str):

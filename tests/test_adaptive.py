@@ -119,7 +119,7 @@ def test_a_zoo_candidate_is_chosen_by_the_rows_a_campaign_writes_of_it():
         candidate, model, table = zoo.draw(0, _candidate(2, i), limits, adaptive.STREAM)
         assert candidate == zoo.sample(0, _candidate(2, i), limits, adaptive.STREAM)
         timed = [op.kind for _, _, op in zoo.timed_layers(model, table)]
-        assert list(zoo.timed_kinds(candidate["zoo"], candidate["input"][2])) == timed
+        assert list(zoo.timed_kinds(*zoo.batch_one(candidate))) == timed
         pools.append(timed.count("avg_pool2d"))
     assert pools[j] == max(pools) > min(pools)  # the most average pools (squeeze-excitation)
     assert spec == zoo.draw(0, _candidate(2, j), limits, adaptive.STREAM)[0]
@@ -136,7 +136,7 @@ def test_a_kind_with_many_rows_already_is_worth_less_and_the_chosen_rows_are_cou
     kinds = []
     for i in range(adaptive.CANDIDATES):
         spec = zoo.draw(0, _candidate(2, i), limits, adaptive.STREAM)[0]
-        kinds.append(pd.Series(zoo.timed_kinds(spec["zoo"], spec["input"][2])).value_counts())
+        kinds.append(pd.Series(zoo.timed_kinds(*zoo.batch_one(spec))).value_counts())
     pools, convs = ([k.get(kind, 0) for k in kinds] for kind in ("avg_pool2d", "conv2d"))
     # convolutions measured a million times over: only the pools a candidate adds count
     counts = {"conv2d": 10**6, "avg_pool2d": 10}

@@ -105,3 +105,57 @@ def test_zoo_refuses_what_it_does_not_do(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "--zoo" in r.stderr
+
+
+# --- the text zoo: language models of transformers (profile --zoo text)
+
+def test_text_zoo_specs_are_seeded_language_models_within_limits():
+    specs = [zoo.sample(0, i, LIMITS, family="text") for i in range(10)]
+    assert specs == [zoo.sample(0, i, LIMITS, family="text") for i in range(10)]
+    assert specs != [zoo.sample(1, i, LIMITS, family="text") for i in range(10)]
+    assert len({s["zoo"] for s in specs}) > 4
+    for i, spec in enumerate(specs):
+        assert spec["zoo"] in zoo.text_names() and spec["dtype"] == "int64"
+        batch, seq = spec["input"]
+        assert zoo.SEQ[0] <= seq <= zoo.SEQ[1] and 1 <= batch <= zoo.MAX_TEXT_BATCH
+        net_id = zoo.network_id(0, i, spec)
+        assert zoo.net_of(net_id) == spec["zoo"]                 # the id says the network
+        shape = zoo.network_inputs(pd.DataFrame({"network": [net_id], "position": [0]}))[net_id]
+        assert list(shape) == spec["input"] and shape.dtype == torch.int64   # and its input
+    assert zoo.net_of("t3-000012a4-xlm-roberta+lm-2x64") == "transformers:xlm-roberta/lm"
+    assert zoo.net_of("z0-000001-resnet18") == "torchvision:resnet18"   # vision ids as before
+
+
+def test_transformers_models_build_from_their_default_configuration_alone():
+    model = nets.build("transformers:gpt2/lm")   # GPT-2 small: 124M (its head shares the
+    assert sum(p.numel() for p in model.parameters()) == 124439808   # embedding's weights)
+    table = trace(model, "1x16:int64")
+    assert table[table.kind == "linear"].out_features.max() == 50257   # the vocabulary head
+    assert "lm_head" in set(table.module)     # module paths are the model's own
+    real = nets.build("transformers:bert", device="cpu")
+    assert real(torch.randint(0, 100, (2, 8))).shape == (2, 8, 768)    # its first tensor
+    for bad, fragment in [("transformers:no_such_type", "has no model type 'no_such_type'"),
+                          ("transformers:bert/head", "only /lm")]:
+        with pytest.raises(Exception, match=fragment):
+            nets.build(bad)
+
+
+def test_a_short_text_zoo_campaign_writes_language_model_layers(tmp_path):
+    out = tmp_path / "text.csv"
+    summary = Campaign(out, zoo="text").run(budget_s=25, progress=False)
+    assert summary["networks"] >= 2 and summary["failed"] == 0
+    rows = pd.read_csv(out)
+    assert (rows.status == "ok").all() and (rows.runtime_ms > 0).all()
+    assert rows.network.str.match(r"t0-\d{6}-[\w-]+(\+lm)?-\d+x\d+$").all()
+    assert {"linear", "layer_norm", "embedding"} <= set(rows.kind)
+    first = rows.groupby("network").first()
+    net_id = first.index[0]
+    spec = zoo.sample(0, int(net_id.split("-")[1]), Limits(**_limits(out)), family="text")
+    model = nets.build(spec["zoo"])
+    expected = [name for _, name, _ in zoo.timed_layers(model, zoo.trace_spec(spec))]
+    assert list(rows[rows.network == net_id].layer) == expected
+    import json
+    assert json.loads(sidecar_path(out).read_text())["settings"]["zoo"] == "text"
+    r = subprocess.run([sys.executable, "-m", "neuralpower", "profile", "-o", str(out),
+                        "--zoo", "--budget", "5"], capture_output=True, text=True)
+    assert r.returncode != 0 and "zoo = 'text', not True" in r.stderr   # not resumed as vision

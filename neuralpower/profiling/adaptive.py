@@ -83,12 +83,14 @@ def weights(errors: dict[str, float]) -> dict[str, float]:
 
 
 def choose(seed: int, index: int, kinds, limits, weight: dict[str, float], seconds,
-           real: bool = False, counts: dict[str, float] | None = None) -> tuple[int, dict]:
+           real: bool | str = False, counts: dict[str, float] | None = None
+           ) -> tuple[int, dict]:
     """(candidate number, spec) of adaptive network ``index``: of its candidates, the one whose
     layers' kind weights add up to the most per second it will take to measure
     (``seconds(table, batch)``: the campaign's estimate from the network traced at batch 1),
-    at a batch that fits. ``real``: the candidates are zoo networks (``zoo.draw``), whose
-    layers count as the rows a campaign writes of them (its timed layers of ``kinds``).
+    at a batch that fits. ``real``: the candidates are zoo networks (``zoo.draw``; ``"text"``:
+    of the text zoo), whose layers count as the rows a campaign writes of them (its timed
+    layers of ``kinds``).
     ``counts`` (rows of each kind so far): each row of a kind is worth its weight over them,
     so a kind's next rows are worth less the more it has (diminishing returns); the chosen
     network's rows are added to ``counts``. Seeded: the same weights give the same network."""
@@ -97,8 +99,9 @@ def choose(seed: int, index: int, kinds, limits, weight: dict[str, float], secon
     best = None
     for j in range(CANDIDATES):
         if real:
-            spec, _, table = zoo.draw(seed, CANDIDATES * index + j, limits, STREAM)
-            timed = zoo.timed_kinds(spec["zoo"], spec["input"][2])
+            spec, _, table = zoo.draw(seed, CANDIDATES * index + j, limits, STREAM,
+                                      real if isinstance(real, str) else "vision")
+            timed = zoo.timed_kinds(*zoo.batch_one(spec))
             rows = pd.Series([k for k in timed if k in kinds], dtype=object)
         else:
             spec, batch = synthetic.draw(seed, CANDIDATES * index + j, kinds, limits, STREAM)

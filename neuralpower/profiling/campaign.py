@@ -40,7 +40,9 @@ from .. import __version__
 from ..errors import NeuralPowerError
 from ..features import (CLOCK_COLUMNS, CONTEXT_COLUMNS, MEMORY_COLUMNS, MODES, SHAPE_COLUMNS,
                         VALUE_COLUMNS)
+from ..inputs import Shape, example
 from . import adaptive, isolated, synthetic, zoo
+from .zoo import FAMILIES as ZOO_FAMILIES
 from .meters import MeterError, NoneMeter, idle_power, open_meter
 from .timing import Reference, layer_power, spread, steady_allocator, time_network
 
@@ -114,7 +116,7 @@ class Campaign:
                  threads: int | None = None, power_window_s: float | None = None, meter=None,
                  command: str | None = None, log=None, mode: str = "inference",
                  adaptive: bool = False, target_error_pct: float | None = None,
-                 zoo: bool = False, fresh_process: bool | None = None, power: bool = True,
+                 zoo: bool | str = False, fresh_process: bool | None = None, power: bool = True,
                  power_share: float | None = None):
         self.path = Path(output)
         if self.path.suffix in (".gz", ".bz2", ".xz", ".zip", ".zst"):
@@ -132,7 +134,11 @@ class Campaign:
         self.mode = mode
         self.train = mode == "train"
         self.adaptive = bool(adaptive)  # see profiling/adaptive.py
-        self.zoo = bool(zoo)            # real networks instead of synthetic ones (profiling/zoo.py)
+        # real networks instead of synthetic ones (profiling/zoo.py): False, "vision" or "text"
+        self.zoo = "vision" if zoo is True else zoo or False
+        if self.zoo and self.zoo not in ZOO_FAMILIES:
+            raise NeuralPowerError(f"--zoo {self.zoo!r}: choose from "
+                                   f"{', '.join(ZOO_FAMILIES)}")
         if self.zoo and self.train:
             raise NeuralPowerError("--zoo measures inference of real networks: not with "
                                    "--mode train")
@@ -296,11 +302,11 @@ class Campaign:
                                      f"{worst:.1f} %)")
                     return
             if self.zoo and (weight is None or not self.adaptive):
-                spec = zoo.sample(self.seed, index, self.limits)
+                spec = zoo.sample(self.seed, index, self.limits, family=self.zoo)
                 yield zoo.network_id(self.seed, index, spec), spec
             elif self.zoo:
                 j, spec = adaptive.choose(self.seed, index, self.kinds, self.limits, weight,
-                                          seconds=self._estimate, real=True, counts=counts)
+                                          seconds=self._estimate, real=self.zoo, counts=counts)
                 yield zoo.network_id(self.seed, index, spec, candidate=j), spec
             elif weight is None or not self.adaptive:
                 yield f"s{self.seed}-{index:06d}", synthetic.sample(self.seed, index, self.kinds,
@@ -348,7 +354,9 @@ class Campaign:
         settings = {"device": str(self.device), "kinds": list(self.kinds), "seed": self.seed,
                     "threads": self.threads, "dtype": "float32",
                     "power_window_s": self.power_window_s, "mode": self.mode,
-                    "adaptive": self.adaptive, "zoo": self.zoo}
+                    "adaptive": self.adaptive,
+                    # True for the vision zoo, as campaigns before the text zoo wrote it
+                    "zoo": True if self.zoo == "vision" else self.zoo}
         if path.exists():
             try:
                 meta = json.loads(path.read_text())
@@ -509,7 +517,8 @@ def _measure_network(setup: _Setup, meter, spec: dict, layers: list, base: dict,
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
         model.train(setup.train)  # batch norm uses the batch's statistics when training
-        x = synthetic.example_input(spec, setup.device)
+        x = (example(Shape(spec["input"], spec.get("dtype", "float32")), model, setup.device)
+             if real_net else synthetic.example_input(spec, setup.device))
         timings = time_network(model, x, target_s=REPEAT_S, capture_inputs=meter.measures_power,
                                reference=reference, train=setup.train,
                                modules=[(name, model.get_submodule(name))
