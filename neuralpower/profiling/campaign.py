@@ -385,7 +385,7 @@ class Campaign:
             meta = {"format": "neuralpower-profile", "format_version": FORMAT_VERSION,
                     "settings": settings, "calibration": {"macs_per_s": self.macs_per_s,
                                                    "pool_macs_per_s": self.pool_macs_per_s}, "device": self._describe_device(),
-                    "software": {**_software(), "allocator": self.allocator},
+                    "software": {**_software(self.zoo), "allocator": self.allocator},
                     "power": self.meter.describe(), "runs": []}
             if self.meter.measures_power:
                 self.log("measuring idle power (3 s)")
@@ -623,11 +623,15 @@ def _write_json(path: Path, data: dict) -> None:
         raise NeuralPowerError(f"{path}: {_write_problem(e)}") from None
 
 
-def _software() -> dict:
-    return {"neuralpower": __version__, "torch": torch.__version__,
-            "cuda": torch.version.cuda, "cudnn": (torch.backends.cudnn.version()
-                                                  if torch.backends.cudnn.is_available() else None),
-            "python": platform.python_version(), "platform": platform.platform()}
+def _software(zoo_family=False) -> dict:
+    out = {"neuralpower": __version__, "torch": torch.__version__,
+           "cuda": torch.version.cuda, "cudnn": (torch.backends.cudnn.version()
+                                                 if torch.backends.cudnn.is_available() else None),
+           "python": platform.python_version(), "platform": platform.platform()}
+    if zoo_family == "text":   # the text zoo's models are its default configurations
+        import transformers
+        out["transformers"] = transformers.__version__
+    return out
 
 
 def _available_memory() -> int:
