@@ -512,12 +512,16 @@ def _name_layers(rows: list[dict], types: dict[str, str]) -> list[str]:
     return names
 
 
+# What torch's math builds an ``is_causal`` mask with, between scaling the queries and the keys
+_CAUSAL = ("ones", "tril", "where")
+
+
 def _fuse_attention(rows: list[dict]) -> list[dict]:
     """Each ``F.scaled_dot_product_attention`` as the one op a real device runs. CPUs and GPUs
     run it as one fused kernel (flash or memory-efficient attention; ``nn.MultiheadAttention``
     runs it too, inside its fused ``_native_multi_head_attention``); the meta device runs its
-    math: the queries and keys scaled (two muls), the scores (a matmul), a mask added, the
-    softmax, the mixing (a matmul). Torch's math is the only caller of ``_safe_softmax``, so
+    math: the queries and keys scaled (two muls; with ``is_causal``, the causal mask built
+    between them), the scores (a matmul), a mask added, the softmax, the mixing (a matmul). Torch's math is the only caller of ``_safe_softmax``, so
     each one marks such a call: its ops, from the first scaling to the mixing, become one
     ``attention`` row (views among them stay, as free rows)."""
     work = [i for i, r in enumerate(rows) if r["kind"] != "free"]
@@ -536,8 +540,9 @@ def _fuse_attention(rows: list[dict]) -> list[dict]:
             mix += 1
         if not (ours(scores) and kind(scores) == "matmul" and ours(mix) and kind(mix) == "matmul"):
             continue
-        first, muls = scores, 0  # back over the two scalings and the copies after them
-        while muls < 2 and ours(first - 1) and kind(first - 1) in ("mul", "copy"):
+        first, muls = scores, 0  # back over the two scalings, the copies after them and a
+        while muls < 2 and ours(first - 1) and (   # causal mask built between them
+                kind(first - 1) in ("mul", "copy") or rows[work[first - 1]]["op"] in _CAUSAL):
             first -= 1
             muls += kind(first) == "mul"
         while kind(first) == "copy":   # a copy before the first scaling is the model's own

@@ -426,6 +426,18 @@ def test_fused_attention_is_one_op_with_its_sizes_and_macs():
     assert c.macs[0] == counter.get_total_flops() // 2
 
 
+def test_causal_attention_is_one_op_with_no_mask_ops_beside_it():
+    """With ``is_causal`` the meta device's math builds the mask (ones, tril, where) between
+    scaling the queries and the keys; the device's kernel builds none: one attention op."""
+    class Causal(nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    t = real_ops(trace(Causal(), [(1, 4, 16, 8)] * 3))
+    assert list(t.kind) == ["attention"]
+    assert (t.rows[0], t.inner[0], t.in_features[0], t.out_features[0]) == (16, 16, 8, 8)
+
+
 def test_masked_attention_and_multihead_attention_are_fused_too():
     class Masked(nn.Module):
         def forward(self, x):
