@@ -17,6 +17,7 @@ from . import nets
 from .errors import NeuralPowerError
 from .inputs import as_shapes, example, hint
 from .inputs import text as text_of
+from .trace import model_name
 from .profiling import isolated
 from .profiling.campaign import device_name, parse_device
 from .profiling.meters import MeterError, open_meter
@@ -51,7 +52,7 @@ def measure(model: nn.Module, input_shape, device="cpu", *, threads: int | None 
         except (RuntimeError, ValueError, TypeError, IndexError) as e:  # shapes, memory
             text = str(e).strip().splitlines()
             first = text[0] if text else type(e).__name__
-            raise NeuralPowerError(f"cannot run {type(model).__name__} with input "
+            raise NeuralPowerError(f"cannot run {model_name(model)} with input "
                                    f"{text_of(shapes)}: {first}{hint(first, shapes)}") from None
         power, source = None, meter.source
         if meter.measures_power:

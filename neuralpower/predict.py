@@ -19,7 +19,7 @@ from . import clocks
 from .features import PREDICT_INPUTS
 from .inputs import as_shapes
 from .predictor import Predictor
-from .trace import trace
+from .trace import model_name, trace
 
 
 @dataclass
@@ -200,7 +200,7 @@ def predict(model: nn.Module | pd.DataFrame, input_shape, predictor: Predictor |
         predictor = Predictor.load(predictor)
     table = model if isinstance(model, pd.DataFrame) else trace(model, input_shape)
     table = predict_table(table, predictor)
-    name = network or (type(model).__name__ if isinstance(model, nn.Module) else "network")
+    name = network or (model_name(model) if isinstance(model, nn.Module) else "network")
     return Prediction(network=name, device=predictor.device, input_shape=as_shapes(input_shape),
                       layers=table[table.kind != "free"].reset_index(drop=True),
                       totals=totals(table), mode=predictor.mode,

@@ -604,6 +604,11 @@ def kind_gaps(kinds: list) -> list[int]:
     return gaps
 
 
+def model_name(model: nn.Module) -> str:
+    """The class name of ``model``, or of the model inside a wrapper (``nets.FirstTensor``)."""
+    return type(getattr(model, "wrapped", model)).__name__
+
+
 def trace(model: nn.Module, input_shape=(1, 3, 224, 224), dtype=None) -> pd.DataFrame:
     """Layer table of ``model`` for an input of ``input_shape`` (one shape, or a list of shapes
     for several inputs, or the command line's text: ``"1x128:int64"``, see inputs.py). Each
@@ -646,11 +651,11 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
             with torch.no_grad(), paused_gc(), recorder:
                 run()
         except NotImplementedError as e:
-            raise NeuralPowerError(f"cannot trace {type(model).__name__}: its forward needs real "
+            raise NeuralPowerError(f"cannot trace {model_name(model)}: its forward needs real "
                                    f"values, not only shapes ({str(e).splitlines()[0]})") from None
         except (RuntimeError, TypeError, ValueError, IndexError) as e:
             first = str(e).splitlines()[0]
-            raise NeuralPowerError(f"cannot trace {type(model).__name__} with input "
+            raise NeuralPowerError(f"cannot trace {model_name(model)} with input "
                                    f"{inputs_text(shapes)}: {first}"
                                    f"{inputs_hint(first, shapes)}") from None
     for i, r in enumerate(recorder.rows):
