@@ -221,7 +221,4 @@ def check(net: str, shapes) -> None:
     trace(model, shapes if len(shapes) > 1 else shapes[0])
 
 
-def parse_input(text: str) -> list:
-    """``1x3x224x224`` -> [(1, 3, 224, 224)]; several inputs separated by commas, each with an
-    optional dtype (``1x128:int64``): inputs.parse."""
-    return inputs.parse(text)
+parse_input = inputs.parse   # ``--input`` text -> shapes (the commands call it by this name)

@@ -41,13 +41,11 @@ class Predictor:
     def __post_init__(self):
         from .regression import LogLinkRegressor
 
+        # the time of a work-bound kind grows at least as its MACs beyond the data (also in
+        # predictors saved before this was a model attribute)
         for (kind, target), model in self.models.items():
-            if not isinstance(model, LogLinkRegressor):
-                continue
-            model.flatten_trees()   # a file of format 1 holds sklearn's boosters
-            # the time of a work-bound kind grows at least as its MACs beyond the data (also
-            # in predictors saved before this was a model attribute)
-            if kind in WORK_BOUND and target in ("runtime_ms", "gpu_ms"):
+            if (kind in WORK_BOUND and target in ("runtime_ms", "gpu_ms")
+                    and isinstance(model, LogLinkRegressor)):
                 model.work_column = "log:macs"
 
     @property
@@ -458,7 +456,9 @@ class Predictor:
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore")
                             model = sio.loads(z.read(name), trusted=list(TRUSTED_TYPES))
-                        if isinstance(model, LogLinkRegressor):  # its trees checked here
+                        # its trees as Forests (a format-1 file holds sklearn's boosters),
+                        # their indices checked
+                        if isinstance(model, LogLinkRegressor):
                             model.flatten_trees()
                         models[(kind, target)] = model
                     except UntrustedTypesFoundException as e:
