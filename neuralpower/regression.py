@@ -12,7 +12,8 @@ that backbone but fits it where relative error lives:
 * optionally (chosen by cross-validation) boosted trees correct the polynomial's residuals for
   local irregularities (GPU tile/wave quantisation, algorithm switches, cache effects), fitted
   on the log-residual ("log"), on the ratio ``y / poly`` with weights ``1/ratio^2`` so that the
-  trees minimise the relative error itself ("rel"), or the mean of both ("log+rel"). Trees
+  trees minimise the relative error itself ("rel"), or the mean of both ("log+rel"), with as
+  many boosting rounds (``BOOSTER_ROUNDS``) as cross-validation finds best. Trees
   saturate outside the data they saw and their correction is clipped to the residual range of
   training, so far from the data the polynomial's trend rules;
 * far outside the training box the polynomial is not evaluated as such (a cubic in the logs can
@@ -439,7 +440,7 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
             T = np.column_stack([self.tree_features.transform(X), z])
         out = z
         if len(self.boosters):
-            out = out + np.mean([_boost_apply(b, T, sp, self.resid_range)
+            out = out + np.mean([_boost_correction(b.predict(T), sp, self.resid_range)
                                  for b, sp in zip(self.boosters, self.booster_spaces)], axis=0)
         if self.var_model is not None and self.shrink:
             out = out - self.shrink * np.clip(self.var_model.predict(T), 0.0, self.var_max)
@@ -462,6 +463,10 @@ LASSO_SOLVER = dict(tol=1e-3, max_iter=1000)  # every Lasso fit: CV paths, backb
 SIMPLER_TOL = 0.01             # prefer the simpler candidate when within 1 % (relative) of best
 BOOSTER_PARAMS = dict(learning_rate=0.08, max_iter=250, max_leaf_nodes=15, min_samples_leaf=20,
                       l2_regularization=1.0)
+# Boosting rounds tried by cross-validation (read from the staged predictions of one fit per
+# fold and space: round k of a longer fit is exactly a k-round fit). BOOSTER_PARAMS' max_iter
+# is the default where a family is forced without CV.
+BOOSTER_ROUNDS = (100, 250, 500)
 VAR_PARAMS = dict(learning_rate=0.1, max_iter=60, max_leaf_nodes=7, min_samples_leaf=40,
                   l2_regularization=1.0)
 BOOSTER_SPACES = ("log", "rel")
@@ -494,23 +499,34 @@ def _booster(seed: int, **params) -> HistGradientBoostingRegressor:
     return HistGradientBoostingRegressor(random_state=seed, early_stopping=False, **params)
 
 
-def _boost_fit(T: np.ndarray, resid: np.ndarray, space: str, seed: int):
+def _boost_fit(T: np.ndarray, resid: np.ndarray, space: str, seed: int,
+               rounds: int = BOOSTER_PARAMS["max_iter"]):
     """Fit the residual booster. ``space="log"``: squared error on the log-residual.
     ``space="rel"``: squared error on the ratio q = y / backbone with weights 1/q^2, i.e. the
     relative error itself; a leaf then holds sum(1/q)/sum(1/q^2), the RMSPE-optimal factor.
     Returns the model and the log-range its correction is clipped to."""
     rng = (float(resid.min()), float(resid.max()))
+    params = {**BOOSTER_PARAMS, "max_iter": int(rounds)}
     if space == "log":
-        return _booster(seed, **BOOSTER_PARAMS).fit(T, resid), rng
+        return _booster(seed, **params).fit(T, resid), rng
     q = np.exp(resid)
-    return _booster(seed, **BOOSTER_PARAMS).fit(T, q, sample_weight=1.0 / q**2), rng
+    return _booster(seed, **params).fit(T, q, sample_weight=1.0 / q**2), rng
 
 
-def _boost_apply(model, T: np.ndarray, space: str, rng) -> np.ndarray:
-    out = model.predict(T)
+def _boost_correction(out: np.ndarray, space: str, rng) -> np.ndarray:
+    """A booster's raw output as a log-correction, clipped to the training residuals' range."""
     if space == "log":
         return np.clip(out, *rng)
     return np.log(np.clip(out, math.exp(rng[0]), math.exp(rng[1])))
+
+
+def _boost_stages(model, T: np.ndarray, space: str, rng, rounds) -> dict[int, np.ndarray]:
+    """The correction after each of ``rounds`` boosting rounds (at most the model's)."""
+    wanted, out = set(rounds), {}
+    for k, raw in enumerate(model.staged_predict(T), start=1):
+        if k in wanted:
+            out[k] = _boost_correction(raw, space, rng)
+    return out
 
 
 FAMILIES = ("poly", "poly+trees[log]", "poly+trees[rel]", "poly+trees[log+rel]")
@@ -619,26 +635,38 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
     poly_score = scores[(degree, j)]
     alpha = float(alphas[degree][j])
 
-    # --- stage 2: boosted-tree correction of the residuals (kept if CV says it helps)
+    # --- stage 2: boosted-tree correction of the residuals (kept if CV says it helps); its
+    # space and number of rounds chosen by CV
     tfeat = LayerFeatures("tree").fit(X)
     T0 = tfeat.transform(X)
-    boost_oof = {space: np.zeros(n) for space in BOOSTER_SPACES}
+    rounds = BOOSTER_ROUNDS if family is None else (BOOSTER_PARAMS["max_iter"],)
+    stages = {(space, r): np.zeros(n) for space in BOOSTER_SPACES for r in rounds}
     for (tr, va), (p, coefs, ym) in zip(folds, fold_models[degree]):
         zb_tr = p.transform(X.iloc[tr]) @ coefs[:, j] + ym
         for space in BOOSTER_SPACES:
-            b, rng = _boost_fit(np.column_stack([T0[tr], zb_tr]), logy[tr] - zb_tr, space, seed)
-            corr = _boost_apply(b, np.column_stack([T0[va], oof_log[va]]), space, rng)
-            boost_oof[space][va] = oof_log[va] + corr
-    boost_oof["+".join(BOOSTER_SPACES)] = np.mean([boost_oof[sp] for sp in BOOSTER_SPACES], axis=0)
-    boost_scores = {space: _score(lp, logy)[0] for space, lp in boost_oof.items()}
-    space = min(boost_scores, key=boost_scores.get)
-    use_booster = boost_scores[space] < poly_score * (1 - SIMPLER_TOL)
+            b, rng = _boost_fit(np.column_stack([T0[tr], zb_tr]), logy[tr] - zb_tr, space, seed,
+                                max(rounds))
+            corr = _boost_stages(b, np.column_stack([T0[va], oof_log[va]]), space, rng, rounds)
+            for r in rounds:
+                stages[(space, r)][va] = oof_log[va] + corr[r]
+    boost_oof = {}
+    for r in rounds:
+        for space in BOOSTER_SPACES:
+            boost_oof[(space, r)] = stages[(space, r)]
+        boost_oof[("+".join(BOOSTER_SPACES), r)] = np.mean(
+            [stages[(sp, r)] for sp in BOOSTER_SPACES], axis=0)
+    boost_scores = {key: _score(lp, logy)[0] for key, lp in boost_oof.items()}
+    best_boost = min(boost_scores.values())
+    # fewest rounds within tolerance of the best, then the best space at that count
+    n_rounds = min(r for (_, r), v in boost_scores.items() if v <= best_boost * (1 + SIMPLER_TOL))
+    space = min((key for key in boost_scores if key[1] == n_rounds), key=boost_scores.get)[0]
+    use_booster = boost_scores[(space, n_rounds)] < poly_score * (1 - SIMPLER_TOL)
     if family is not None:
         use_booster = family != "poly"
         if use_booster:
             space = family[len("poly+trees["):-1]
     if use_booster:
-        oof_log = boost_oof[space]
+        oof_log = boost_oof[(space, n_rounds)]
     spaces = tuple(space.split("+")) if use_booster else ()
 
     # --- stage 3: per-layer noise level -> RMSPE-optimal shrinkage (CV-chosen strength)
@@ -669,7 +697,7 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
     boosters, var_model = [], None
     resid_range = (float(np.min(logy - zb)), float(np.max(logy - zb)))
     for sp in spaces:
-        boosters.append(_boost_fit(np.column_stack([T0, zb]), logy - zb, sp, seed)[0])
+        boosters.append(_boost_fit(np.column_stack([T0, zb]), logy - zb, sp, seed, n_rounds)[0])
     if shrink > 0:
         var_model = _booster(seed, **VAR_PARAMS).fit(np.column_stack([T0, zb]), r2)
     est = LogLinkRegressor(backbone=backbone, tree_features=tfeat, boosters=boosters,
@@ -684,14 +712,17 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
         "alpha": alpha,
         "alpha_rel": float(ALPHA_GRID[j]),
         "n_terms": int(np.count_nonzero(lasso.coef_)),
-        "booster": dict(BOOSTER_PARAMS) if use_booster else None,
+        "booster": {**BOOSTER_PARAMS, "max_iter": int(n_rounds)} if use_booster else None,
         "noise_shrink": float(shrink),
         "scale": float(math.exp(log_scale)),
         "rmspe_pct": float(cv_rmspe),
         "mape_pct": mape(y, p_oof),
         "median_ape_pct": median_ape(y, p_oof),
         "cv": {"poly_rmspe_pct": float(poly_score),
-               **{f"poly+trees[{k}]_rmspe_pct": float(v) for k, v in boost_scores.items()},
+               **{f"poly+trees[{k}]_rmspe_pct": float(boost_scores[(k, n_rounds)])
+                  for k in (*BOOSTER_SPACES, "+".join(BOOSTER_SPACES))},
+               "booster_rounds": {int(r): float(min(v for (_, rr), v in boost_scores.items()
+                                                    if rr == r)) for r in rounds},
                "by_degree": {int(d): float(min(v for (dd, _), v in scores.items() if dd == d))
                              for d in sorted({d for d, _ in scores})}},
         "n_rows": int(n),

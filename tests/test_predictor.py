@@ -291,6 +291,40 @@ def test_forests_give_sklearns_numbers_bit_for_bit(cpu_predictor, cpu_split):
     assert Forest.of(None) is None   # what is not a booster comes back as it is
 
 
+def test_boosting_rounds_are_chosen_by_cross_validation(cpu_predictor, cpu_split):
+    """The number of boosting rounds is read from the staged predictions of one long fit per
+    fold: round k of it must be what a k-round fit predicts, and the card says which count
+    cross-validation chose, with the error of every count tried."""
+    from neuralpower.features import features
+    from neuralpower.regression import BOOSTER_ROUNDS, _boost_fit, _boost_stages
+
+    model = cpu_predictor.models[("conv2d", "runtime_ms")]
+    X = features(cpu_split[0][cpu_split[0].kind == "conv2d"], "conv2d")
+    T = np.column_stack([model.tree_features.transform(X), model._backbone_log(X)])
+    resid = np.random.default_rng(0).normal(0.0, 0.1, len(T))
+    for space in ("log", "rel"):
+        long, rng = _boost_fit(T, resid, space, 0, max(BOOSTER_ROUNDS))
+        stages = _boost_stages(long, T, space, rng, BOOSTER_ROUNDS)
+        short, _ = _boost_fit(T, resid, space, 0, BOOSTER_ROUNDS[0])
+        assert set(stages) == set(BOOSTER_ROUNDS)
+        short_stage = _boost_stages(short, T, space, rng, BOOSTER_ROUNDS[:1])[BOOSTER_ROUNDS[0]]
+        assert np.array_equal(stages[BOOSTER_ROUNDS[0]], short_stage)
+    infos = [info for entry in cpu_predictor.card["kinds"].values()
+             for info in entry["targets"].values()]
+    boosted = [i for i in infos if i.get("booster")]
+    assert boosted, "no fitted model uses trees"
+    for info in boosted:
+        tried = info["cv"]["booster_rounds"]
+        assert sorted(int(r) for r in tried) == sorted(BOOSTER_ROUNDS)
+        chosen = info["booster"]["max_iter"]
+        assert chosen in BOOSTER_ROUNDS
+        # the chosen count is the fewest within tolerance of the best count
+        best = min(tried.values())
+        tried = {int(r): v for r, v in tried.items()}   # (JSON keys are strings)
+        assert tried[chosen] <= best * 1.01 + 1e-9
+        assert all(tried[r] > best * 1.01 for r in BOOSTER_ROUNDS if r < chosen)
+
+
 def test_a_format_1_file_of_sklearns_boosters_loads_with_the_same_predictions(
         cpu_predictor, cpu_split, tmp_path):
     """Files written before format 2 hold sklearn's boosters (one array per tree, slow to
