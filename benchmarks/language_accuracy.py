@@ -57,7 +57,8 @@ def main(argv=None) -> int:
                    "measured_ms": m["runtime_ms"], "iqr_pct": 100 * m["runtime_iqr_ms"]
                    / m["runtime_ms"], "reference_ops_ms": m["reference_ops_ms"]}
             for label, predictor in predictors.items():
-                p = predict(nets.build(name), shape, predictor, network=name)
+                p = predict(nets.build(name), shape, predictor, network=name,
+                            ops_probe_ms=m.get("reference_ops_ms"))
                 speed = predictor.speed(m["reference_ms"])
                 row[f"{label} ms"] = p.at_speed(speed)["runtime_ms"]
                 row[f"{label} err %"] = 100 * (row[f"{label} ms"] / m["runtime_ms"] - 1)

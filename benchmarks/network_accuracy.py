@@ -463,10 +463,6 @@ def one_network(entry, meta_model, shape, predictor, baselines, measured, thread
     except Exception as e:  # a net that takes one input size only (ViT at 160x160)
         result["failed"].append({**entry, "stage": "trace", "error": one_line(e)})
         return
-    p = predict(table, shape, predictor, network=name)
-    layers[(entry["setting"], name)] = (p.modeled.kind.to_numpy(), p.modeled.runtime_ms.to_numpy())
-    predicted = {"neuralpower": float(p.totals["runtime_ms"]),
-                 **{n: network_runtime(b, table) for n, b in baselines.items()}}
     reused = measured is not None
     if not reused:
         try:
@@ -480,6 +476,13 @@ def one_network(entry, meta_model, shape, predictor, baselines, measured, thread
                                       "power_source")
                     if k in m}
         measured["target_s"] = target_s
+    # neuralpower predicts for the phase the device was in (its small-ops probe; the
+    # baselines take the layers' shapes only)
+    p = predict(table, shape, predictor, network=name,
+                ops_probe_ms=measured.get("reference_ops_ms"))
+    layers[(entry["setting"], name)] = (p.modeled.kind.to_numpy(), p.modeled.runtime_ms.to_numpy())
+    predicted = {"neuralpower": float(p.totals["runtime_ms"]),
+                 **{n: network_runtime(b, table) for n, b in baselines.items()}}
     # every method predicts at the reference speed of the data it was fitted on; take it to
     # the device's speed during the measurement (timing.Reference)
     speed = predictor.speed(measured.get("reference_ms"))

@@ -20,7 +20,7 @@ def _fit(args) -> None:
     rows = data.load(args.data)
     print(f"fitting on {len(rows)} rows from {', '.join(args.data)}", file=sys.stderr)
     predictor = Predictor.fit(rows, log=lambda m: print(m, file=sys.stderr),
-                              calibrate=args.calibrate)
+                              calibrate=args.calibrate, without=args.without or ())
     if args.card:  # the card first: a card that cannot be written leaves no predictor either
         from pathlib import Path
 
@@ -312,6 +312,8 @@ def _check_numbers(args) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .features import CONTEXT_INPUTS
+
     ap = _Parser(prog="neuralpower", description="Predict the runtime, power "
                                  "and energy of a neural network, layer by layer.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -373,6 +375,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("data", nargs="+", help="measurement CSV files (DESIGN.md schema)")
     p.add_argument("-o", "--output", required=True, help="predictor file to write")
     p.add_argument("--card", help="also write the model card as Markdown to this file")
+    p.add_argument("--without", nargs="+", metavar="FEATURE", choices=list(CONTEXT_INPUTS),
+                   help="context features to fit as unmeasured, so the models ignore them "
+                        f"({', '.join(CONTEXT_INPUTS)})")
     p.add_argument("--calibrate", action="store_true", help="also calibrate on the whole "
                    "times of the real networks in the data (profile --zoo), as `calibrate` "
                    "does on networks it measures")

@@ -42,7 +42,7 @@ CONTEXT_COLUMNS = ["prev_elements", "net_elements", "kind_gap"]
 # feature it let models fitted on synthetic networks, which put small layers in small networks,
 # extrapolate badly to small layers in large real networks (27 torchvision networks: median
 # error 75 % with both columns, 48 % without, same measurements).
-CONTEXT_FEATURES = ["prev_permille", "kind_gap", "shape_seen"]
+CONTEXT_FEATURES = ["prev_permille", "kind_gap", "shape_seen", "ops_ms"]
 NEUTRAL_PERMILLE = 1000.0
 # The second: ``kind_gap``, the ops run since the last op of the same kind (trace.kind_gaps): a
 # kind not run for a while runs slower (the head's global pool of a network without SE blocks
@@ -56,6 +56,18 @@ NEUTRAL_GAP = 1.0
 # ``data.load`` derives it from a campaign's own rows of each network, in their order. A row
 # without it gets 1, a layer that has just run (an isolated layer timed in a loop).
 NEUTRAL_SEEN = 1.0
+# The fourth, ``ops_ms``: the small-ops speed probe timed beside the row's measurement
+# (``reference_ops_ms``, profiling.timing.Reference). A shared host's slow phases raise the
+# cost of each op far more than the conv probe that scales every row shows, and by how much
+# depends on the layer (small ops twice, large convolutions a tenth; benchmarks/results/
+# probe_drift.md): as a feature each model learns its own. A predictor fills rows without it
+# with its reference probe (card ``reference_ops_ms``, the median of its data's), so it
+# predicts the reference phase unless told the probe (``predict(..., ops_probe_ms=)``);
+# elsewhere a row without it gets 0, and data without any probe gives a constant, dropped.
+OPS_PROBE_COLUMN = "reference_ops_ms"
+# The column each context feature is made of (``fit --without FEATURE`` leaves it out).
+CONTEXT_INPUTS = {"prev_permille": "prev_elements", "kind_gap": "kind_gap",
+                  "shape_seen": "shape_seen", "ops_ms": OPS_PROBE_COLUMN}
 # Columns the tracer adds and ``data.load`` derives for a campaign's rows, never written.
 DERIVED_CONTEXT_COLUMNS = ["shape_seen"]
 # Optional column saying what the values of a layer's data do to its time (the tracer and the
@@ -69,7 +81,7 @@ VALUE_COLUMNS = ["subnormal_share"]
 # measured cost per MiB.
 MEMORY_COLUMNS = ["fresh_mib"]
 # Every schema column features() reads: the layer's own, then the context it uses.
-FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements", "kind_gap", "shape_seen"]
+FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements", "kind_gap", "shape_seen", "reference_ops_ms"]
 # Every column a prediction reads: the features' inputs, the value and memory columns.
 PREDICT_INPUTS = [*FEATURE_INPUTS, *VALUE_COLUMNS, *MEMORY_COLUMNS]
 
@@ -279,6 +291,8 @@ def features(rows: pd.DataFrame, kind: str, context: bool = True) -> pd.DataFram
         f["kind_gap"] = np.where(np.isnan(gap), NEUTRAL_GAP, gap)
         seen = _numbers(rows, "shape_seen")
         f["shape_seen"] = np.where(np.isnan(seen), NEUTRAL_SEEN, seen)
+        ops = _numbers(rows, OPS_PROBE_COLUMN)
+        f["ops_ms"] = np.where(np.isnan(ops) | (ops <= 0), 0.0, ops)
     return pd.DataFrame(f, index=rows.index)
 
 

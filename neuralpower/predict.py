@@ -16,7 +16,7 @@ import pandas as pd
 from torch import nn
 
 from . import clocks
-from .features import PREDICT_INPUTS
+from .features import OPS_PROBE_COLUMN, PREDICT_INPUTS
 from .inputs import as_shapes
 from .predictor import Predictor
 from .trace import model_name, trace
@@ -194,11 +194,16 @@ def totals(table: pd.DataFrame) -> dict:
 
 
 def predict(model: nn.Module | pd.DataFrame, input_shape, predictor: Predictor | str,
-            network: str | None = None) -> Prediction:
-    """Trace ``model`` (or take an already traced layer table) and predict every layer."""
+            network: str | None = None, ops_probe_ms: float | None = None) -> Prediction:
+    """Trace ``model`` (or take an already traced layer table) and predict every layer.
+    ``ops_probe_ms``: the device's small-ops probe now (a measurement's
+    ``reference_ops_ms``), to predict the phase it is in rather than the predictor's
+    reference one (features.OPS_PROBE_COLUMN)."""
     if not isinstance(predictor, Predictor):
         predictor = Predictor.load(predictor)
     table = model if isinstance(model, pd.DataFrame) else trace(model, input_shape)
+    if ops_probe_ms:
+        table = table.assign(**{OPS_PROBE_COLUMN: float(ops_probe_ms)})
     table = predict_table(table, predictor)
     name = network or (model_name(model) if isinstance(model, nn.Module) else "network")
     return Prediction(network=name, device=predictor.device, input_shape=as_shapes(input_shape),

@@ -24,6 +24,7 @@ from . import __version__, fresh_memory, subnormal
 from .clocks import GLUE_KEYS
 from .errors import NeuralPowerError
 from .features import (CLOCK_TARGETS, CONTEXT_FEATURES, DECOMPOSED, MODELED_KINDS, MODES,
+                       CONTEXT_INPUTS, OPS_PROBE_COLUMN,
                        STAND_INS, TARGETS, WORK_BOUND, features)
 
 FORMAT = "neuralpower-predictor"
@@ -63,6 +64,15 @@ class Predictor:
         nominal = self.card.get("reference_ms")
         return reference_ms / nominal if nominal and reference_ms else 1.0
 
+    def in_phase(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """``rows`` with the small-ops probe this predictor's reference where they have none
+        (features.OPS_PROBE_COLUMN): predictions for the reference phase unless a row says
+        which phase the device is in."""
+        reference = self.card.get("reference_ops_ms")
+        if not reference or (OPS_PROBE_COLUMN in rows and _probe(rows).notna().all()):
+            return rows
+        return rows.assign(**{OPS_PROBE_COLUMN: _probe(rows).fillna(reference)})
+
     def has(self, kind: str, target: str) -> bool:
         return (kind, target) in self.models
 
@@ -82,18 +92,29 @@ class Predictor:
     # ---------------------------------------------------------------- fitting
     @classmethod
     def fit(cls, data: pd.DataFrame, log=print, seed: int = 0,
-            calibrate: bool = False) -> "Predictor":
+            calibrate: bool = False, without=()) -> "Predictor":
         """Fit every (kind, target) that has data; say which are skipped and why. With
         ``calibrate``, also calibrate on the whole times of the real networks in the data
         (``profile --zoo``; ``calibrate.observed_in_data``), as ``neuralpower calibrate`` does
-        on networks it measures."""
+        on networks it measures. ``without``: context features (features.CONTEXT_FEATURES) to
+        fit as if the data had not measured them, so the models ignore them."""
         from .data import DISTURBED, at_reference_speed
         from .regression import fit_regressor
 
+        unknown = sorted(set(without) - set(CONTEXT_INPUTS))
+        if unknown:
+            raise NeuralPowerError(f"--without {', '.join(unknown)}: not a context feature "
+                                   f"(choose from {', '.join(CONTEXT_INPUTS)})")
+        data = data.drop(columns=[CONTEXT_INPUTS[f] for f in without], errors="ignore")
         raw, (data, reference_ms) = data, at_reference_speed(data)
         if len(data) < len(raw):
             log(f"left out {len(raw) - len(data)} rows measured while the device ran more than "
                 f"{DISTURBED:g}x off its median speed (a disturbed machine)")
+        # the small-ops probe (features.OPS_PROBE_COLUMN): rows measured without one are taken
+        # as measured in the data's reference phase, the median of the probes it has
+        reference_ops_ms = _median_probe(data)
+        if reference_ops_ms is not None:
+            data = data.assign(**{OPS_PROBE_COLUMN: _probe(data).fillna(reference_ops_ms)})
         devices = sorted(set(data.get("device", pd.Series(dtype=str)).dropna().astype(str)))
         if len(devices) > 1:
             raise NeuralPowerError(f"data from several devices ({'; '.join(devices)}): fit one "
@@ -153,6 +174,10 @@ class Predictor:
             # predictions hold at the device speed where the probe takes this long
             "reference_ms": reference_ms,
         }
+        if reference_ops_ms is not None:  # ... and in the phase where the small-ops one does
+            card["reference_ops_ms"] = reference_ops_ms
+        if without:
+            card["without"] = sorted(set(without))
         predictor = cls(models, card)
         # first, as it may refit a kind: the subnormal costs are fitted on the final models
         costs = fresh_memory.fit_costs(data[fresh], predictor._model_runtime)
@@ -353,7 +378,7 @@ class Predictor:
     def _model_arrays(self, rows: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
         """The models' figures. Rows with identical features (a network repeats its blocks)
         are predicted once."""
-        X = features(rows, kind)
+        X = features(self.in_phase(rows), kind)
         unique, inverse = np.unique(X.to_numpy(), axis=0, return_inverse=True)
         unique = pd.DataFrame(unique, columns=X.columns)
         out = {}
@@ -370,7 +395,7 @@ class Predictor:
         how many times beyond the range; None where the range ends at 0); None for a row
         inside every range."""
         ranges = self.card.get("kinds", {}).get(kind, {}).get("feature_ranges", {})
-        X = features(rows, kind)
+        X = features(self.in_phase(rows), kind)
         cols = [c for c in X.columns if c in ranges]
         if not cols:
             return [None] * len(rows)
@@ -590,6 +615,9 @@ def card_markdown(card: dict) -> str:
     for d in card["data"]:
         kinds = ", ".join(f"{k} {n}" for k, n in d["kinds"].items())
         lines.append(f"| {d['file']} | {d['rows']} | {kinds} |")
+    if card.get("without"):
+        lines += ["", f"Fitted without the context features {', '.join(card['without'])} "
+                      "(`fit --without`): the models ignore them."]
     lines += ["", "## Cross-validated errors (on the fitting data, K-fold)", "",
               "| kind | target | rows | RMSPE % | MAPE % | median APE % | model |",
               "|---|---|---|---|---|---|---|"]
@@ -651,3 +679,16 @@ def card_markdown(card: dict) -> str:
         ranges = ", ".join(f"{c} {lo:g}–{hi:g}" for c, (lo, hi) in entry["feature_ranges"].items())
         lines.append(f"- **{kind}** ({entry['rows']} rows): {ranges}")
     return "\n".join(lines) + "\n"
+
+
+def _probe(rows: pd.DataFrame) -> pd.Series:
+    """The rows' small-ops probe in ms (NaN where absent or not positive)."""
+    if OPS_PROBE_COLUMN not in rows:
+        return pd.Series(np.nan, index=rows.index)
+    v = pd.to_numeric(rows[OPS_PROBE_COLUMN], errors="coerce")
+    return v.where(v > 0)
+
+
+def _median_probe(rows: pd.DataFrame) -> float | None:
+    v = _probe(rows).dropna()
+    return float(v.median()) if len(v) else None

@@ -19,11 +19,13 @@ def validate(predictor, names, input_shape=(1, 3, 224, 224), device="cpu", *,
     "summary": {...}}``; each network has ``predicted``, ``measured`` and ``error_pct`` totals
     (error = predicted / measured - 1, in percent; None where either side is missing). The
     prediction is taken to the device's speed during the measurement (``speed``: the speed
-    probe's time then over the predictor's reference; 1.0 without one)."""
+    probe's time then over the predictor's reference; 1.0 without one) and made for the phase
+    its small-ops probe says (``predict``'s ``ops_probe_ms``)."""
     rows = []
     for name in names if progress is None else progress(names):
-        p = predict(nets.build(name), input_shape, predictor, network=name)
         m = measure_fresh(name, input_shape, device, threads=threads, target_s=target_s)
+        p = predict(nets.build(name), input_shape, predictor, network=name,
+                    ops_probe_ms=m.get("reference_ops_ms"))
         # the prediction at the speed the device ran at meanwhile (a shared host varies)
         speed = predictor.speed(m.get("reference_ms"))
         predicted = {k: _number(v) for k, v in p.at_speed(speed).items()}

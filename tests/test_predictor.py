@@ -511,3 +511,45 @@ def test_beyond_the_largest_layers_measured_a_convolution_gets_no_faster_per_mac
     assert (np.diff(free[1:] / rows.batch.to_numpy()[1:]) < 0).any()   # what it was before
     assert floor[0] == pytest.approx(free[0])
     assert (floor[1:] >= free[1:]).all()
+
+
+def test_the_small_ops_probe_is_a_feature_and_rows_without_it_are_in_the_reference_phase():
+    """A campaign through a shared host's two phases (the AMD VM's zoo campaign of seed 6, its
+    small-ops probe 0.48-1.58 ms): the fitted model takes the probe, and predicts rows without
+    one as in the card's reference phase, the median probe of the data. A predictor whose card
+    has no reference (fitted before the feature, or on data without a probe) leaves rows as
+    they are."""
+    from neuralpower.features import features
+
+    rows = load(ROOT / "profiling" / "dev_cpu" / "amd_epyc_2t_zoo_s6.csv.gz").query(
+        "kind == 'sigmoid'")
+    p = Predictor.fit(rows, log=lambda m: None)
+    ref = p.card["reference_ops_ms"]
+    assert ref == pytest.approx(rows.reference_ops_ms.median())   # every row has one here
+    assert "ops_ms" in p.card["kinds"]["sigmoid"]["feature_ranges"]
+    some = rows.head(60)
+    bare = p.predict_rows(some.drop(columns="reference_ops_ms"), "sigmoid").runtime_ms
+    at_ref = p.predict_rows(some.assign(reference_ops_ms=ref), "sigmoid").runtime_ms
+    assert np.array_equal(bare.to_numpy(), at_ref.to_numpy())
+    fast = p.predict_rows(some.assign(reference_ops_ms=0.5), "sigmoid").runtime_ms
+    slow = p.predict_rows(some.assign(reference_ops_ms=1.0), "sigmoid").runtime_ms
+    assert not np.allclose(fast, slow, rtol=0.01)   # the model uses it
+    assert (features(some.drop(columns="reference_ops_ms"), "sigmoid").ops_ms == 0).all()
+    old = Predictor(p.models, {k: v for k, v in p.card.items() if k != "reference_ops_ms"})
+    assert old.in_phase(some.drop(columns="reference_ops_ms")).equals(
+        some.drop(columns="reference_ops_ms"))
+
+
+def test_a_context_feature_can_be_left_out_of_a_fit():
+    """``fit --without FEATURE`` fits as if the data had not measured that context feature: no
+    model uses it, the card says so, and a name that is no context feature is refused."""
+    rows = load(ROOT / "profiling" / "dev_cpu" / "amd_epyc_2t_zoo_s6.csv.gz").query(
+        "kind == 'sigmoid'")
+    p = Predictor.fit(rows, log=lambda m: None, without=["shape_seen", "ops_ms"])
+    assert p.card["without"] == ["ops_ms", "shape_seen"] and "reference_ops_ms" not in p.card
+    kept = set(p.models[("sigmoid", "runtime_ms")].backbone.named_steps["features"]
+               .feature_names_out_)   # (a constant column is dropped at fit)
+    assert "log:kind_gap" in kept and not kept & {"log:shape_seen", "log:ops_ms"}
+    assert not {"shape_seen", "ops_ms"} & set(p.card["kinds"]["sigmoid"]["feature_ranges"])
+    with pytest.raises(NeuralPowerError, match="not a context feature"):
+        Predictor.fit(rows, log=lambda m: None, without=["macs"])
