@@ -21,11 +21,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from scipy.optimize import minimize
 
 from .errors import NeuralPowerError
-from .features import OPS_PROBE_COLUMN
+from .features import ops_probe
 
 REF_MS = 0.1
 LAMBDAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
@@ -169,14 +168,12 @@ def observed_in_data(data, predictor) -> list[Observed]:
     whole = data[data.network_runtime_ms.notna()]
     inputs = zoo.network_inputs(whole)
     measured = whole.groupby("network").network_runtime_ms.median() if inputs else None
-    probe = (pd.to_numeric(whole.get(OPS_PROBE_COLUMN, pd.Series(np.nan, index=whole.index)),
-                           errors="coerce").groupby(whole.network).median())
+    probe = ops_probe(whole).groupby(whole.network).median().dropna()
     observed = []
     for net_id, shape in inputs.items():
         name = zoo.net_of(net_id)
-        ops = probe.get(net_id)
         p = predict(nets.build(name), shape, base, network=name,
-                    ops_probe_ms=ops if ops == ops else None)   # (NaN: none)
+                    ops_probe_ms=probe.get(net_id))   # in the phase it was measured in
         layers = p.modeled
         observed.append(Observed(name, layers.kind.to_numpy(), layers.runtime_ms.to_numpy(),
                                  float(measured[net_id]), 1.0, "x".join(map(str, shape))))

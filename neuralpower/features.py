@@ -81,7 +81,7 @@ VALUE_COLUMNS = ["subnormal_share"]
 # measured cost per MiB.
 MEMORY_COLUMNS = ["fresh_mib"]
 # Every schema column features() reads: the layer's own, then the context it uses.
-FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements", "kind_gap", "shape_seen", "reference_ops_ms"]
+FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements", "kind_gap", "shape_seen", OPS_PROBE_COLUMN]
 # Every column a prediction reads: the features' inputs, the value and memory columns.
 PREDICT_INPUTS = [*FEATURE_INPUTS, *VALUE_COLUMNS, *MEMORY_COLUMNS]
 
@@ -267,6 +267,13 @@ def _numbers(rows: pd.DataFrame, c: str) -> np.ndarray:
     return col.to_numpy(dtype=float, na_value=np.nan)
 
 
+def ops_probe(rows: pd.DataFrame) -> pd.Series:
+    """The rows' small-ops probe (:data:`OPS_PROBE_COLUMN`) in ms: NaN where absent or not
+    positive."""
+    v = pd.Series(_numbers(rows, OPS_PROBE_COLUMN), index=rows.index)
+    return v.where(v > 0)
+
+
 def shapes_seen(keys) -> list[int]:
     """``shape_seen`` of each op of a run, given in order by a key of its kind and shape (the
     tracer's ``trace.shape_key``; ``data.load`` adds the network to it): 1 where an op with the
@@ -291,8 +298,7 @@ def features(rows: pd.DataFrame, kind: str, context: bool = True) -> pd.DataFram
         f["kind_gap"] = np.where(np.isnan(gap), NEUTRAL_GAP, gap)
         seen = _numbers(rows, "shape_seen")
         f["shape_seen"] = np.where(np.isnan(seen), NEUTRAL_SEEN, seen)
-        ops = _numbers(rows, OPS_PROBE_COLUMN)
-        f["ops_ms"] = np.where(np.isnan(ops) | (ops <= 0), 0.0, ops)
+        f["ops_ms"] = ops_probe(rows).fillna(0.0).to_numpy()
     return pd.DataFrame(f, index=rows.index)
 
 

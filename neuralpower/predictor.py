@@ -24,7 +24,7 @@ from . import __version__, fresh_memory, subnormal
 from .clocks import GLUE_KEYS
 from .errors import NeuralPowerError
 from .features import (CLOCK_TARGETS, CONTEXT_FEATURES, DECOMPOSED, MODELED_KINDS, MODES,
-                       CONTEXT_INPUTS, OPS_PROBE_COLUMN,
+                       CONTEXT_INPUTS, OPS_PROBE_COLUMN, ops_probe,
                        STAND_INS, TARGETS, WORK_BOUND, features)
 
 FORMAT = "neuralpower-predictor"
@@ -69,9 +69,11 @@ class Predictor:
         (features.OPS_PROBE_COLUMN): predictions for the reference phase unless a row says
         which phase the device is in."""
         reference = self.card.get("reference_ops_ms")
-        if not reference or (OPS_PROBE_COLUMN in rows and _probe(rows).notna().all()):
+        if not reference:
             return rows
-        return rows.assign(**{OPS_PROBE_COLUMN: _probe(rows).fillna(reference)})
+        probe = ops_probe(rows)
+        return rows if probe.notna().all() else rows.assign(
+            **{OPS_PROBE_COLUMN: probe.fillna(reference)})
 
     def has(self, kind: str, target: str) -> bool:
         return (kind, target) in self.models
@@ -112,9 +114,10 @@ class Predictor:
                 f"{DISTURBED:g}x off its median speed (a disturbed machine)")
         # the small-ops probe (features.OPS_PROBE_COLUMN): rows measured without one are taken
         # as measured in the data's reference phase, the median of the probes it has
-        reference_ops_ms = _median_probe(data)
+        probe = ops_probe(data)
+        reference_ops_ms = float(probe.median()) if probe.notna().any() else None
         if reference_ops_ms is not None:
-            data = data.assign(**{OPS_PROBE_COLUMN: _probe(data).fillna(reference_ops_ms)})
+            data = data.assign(**{OPS_PROBE_COLUMN: probe.fillna(reference_ops_ms)})
         devices = sorted(set(data.get("device", pd.Series(dtype=str)).dropna().astype(str)))
         if len(devices) > 1:
             raise NeuralPowerError(f"data from several devices ({'; '.join(devices)}): fit one "
@@ -680,15 +683,3 @@ def card_markdown(card: dict) -> str:
         lines.append(f"- **{kind}** ({entry['rows']} rows): {ranges}")
     return "\n".join(lines) + "\n"
 
-
-def _probe(rows: pd.DataFrame) -> pd.Series:
-    """The rows' small-ops probe in ms (NaN where absent or not positive)."""
-    if OPS_PROBE_COLUMN not in rows:
-        return pd.Series(np.nan, index=rows.index)
-    v = pd.to_numeric(rows[OPS_PROBE_COLUMN], errors="coerce")
-    return v.where(v > 0)
-
-
-def _median_probe(rows: pd.DataFrame) -> float | None:
-    v = _probe(rows).dropna()
-    return float(v.median()) if len(v) else None

@@ -640,7 +640,7 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
     tfeat = LayerFeatures("tree").fit(X)
     T0 = tfeat.transform(X)
     rounds = BOOSTER_ROUNDS if family is None else (BOOSTER_PARAMS["max_iter"],)
-    stages = {(space, r): np.zeros(n) for space in BOOSTER_SPACES for r in rounds}
+    boost_oof = {(space, r): np.zeros(n) for space in BOOSTER_SPACES for r in rounds}
     for (tr, va), (p, coefs, ym) in zip(folds, fold_models[degree]):
         zb_tr = p.transform(X.iloc[tr]) @ coefs[:, j] + ym
         for space in BOOSTER_SPACES:
@@ -648,13 +648,10 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
                                 max(rounds))
             corr = _boost_stages(b, np.column_stack([T0[va], oof_log[va]]), space, rng, rounds)
             for r in rounds:
-                stages[(space, r)][va] = oof_log[va] + corr[r]
-    boost_oof = {}
+                boost_oof[(space, r)][va] = oof_log[va] + corr[r]
     for r in rounds:
-        for space in BOOSTER_SPACES:
-            boost_oof[(space, r)] = stages[(space, r)]
         boost_oof[("+".join(BOOSTER_SPACES), r)] = np.mean(
-            [stages[(sp, r)] for sp in BOOSTER_SPACES], axis=0)
+            [boost_oof[(sp, r)] for sp in BOOSTER_SPACES], axis=0)
     boost_scores = {key: _score(lp, logy)[0] for key, lp in boost_oof.items()}
     best_boost = min(boost_scores.values())
     # fewest rounds within tolerance of the best, then the best space at that count
