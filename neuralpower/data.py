@@ -30,8 +30,8 @@ def load(paths) -> pd.DataFrame:
         if key in seen:
             raise NeuralPowerError(f"measurement file {str(p)!r} is given twice")
         seen.add(key)
-    frames = [with_shapes_seen(with_traced(with_allocator(with_idle_power(_read_one(Path(p)), p),
-                                                           p), p))
+    frames = [with_source(with_shapes_seen(with_traced(with_allocator(with_idle_power(_read_one(Path(p)), p),
+                                                           p), p)))
               for p in paths]
     return pd.concat(frames, ignore_index=True)
 
@@ -111,6 +111,17 @@ def with_traced(d: pd.DataFrame, path=None) -> pd.DataFrame:
         for c in wanted:
             filled.loc[part.index, c] = layer.map(work[c]).where(same)
     return d.assign(**{c: filled[c] for c in wanted})
+
+
+def with_source(d: pd.DataFrame) -> pd.DataFrame:
+    """``d`` with ``synthetic`` (features.py): 1 for a row of a synthetic network (id
+    ``s<seed>-<index>``), 0 for one of a real network (a zoo campaign's), empty for a row of
+    no network."""
+    if "network" not in d or "synthetic" in d:
+        return d
+    net = d["network"].astype("string")
+    flag = net.str.fullmatch(r"s\d+-\d+").astype(float)
+    return d.assign(synthetic=flag.where(d["network"].notna()))
 
 
 def with_shapes_seen(d: pd.DataFrame) -> pd.DataFrame:

@@ -42,7 +42,7 @@ CONTEXT_COLUMNS = ["prev_elements", "net_elements", "kind_gap"]
 # feature it let models fitted on synthetic networks, which put small layers in small networks,
 # extrapolate badly to small layers in large real networks (27 torchvision networks: median
 # error 75 % with both columns, 48 % without, same measurements).
-CONTEXT_FEATURES = ["prev_permille", "kind_gap", "shape_seen", "ops_ms"]
+CONTEXT_FEATURES = ["prev_permille", "kind_gap", "shape_seen", "ops_ms", "synthetic"]
 NEUTRAL_PERMILLE = 1000.0
 # The second: ``kind_gap``, the ops run since the last op of the same kind (trace.kind_gaps): a
 # kind not run for a while runs slower (the head's global pool of a network without SE blocks
@@ -65,11 +65,19 @@ NEUTRAL_SEEN = 1.0
 # predicts the reference phase unless told the probe (``predict(..., ops_probe_ms=)``);
 # elsewhere a row without it gets 0, and data without any probe gives a constant, dropped.
 OPS_PROBE_COLUMN = "reference_ops_ms"
+# The fifth, ``synthetic``: 1 for a row of a synthetic network, 0 for one of a real network (a
+# zoo campaign's). Synthetic networks, which mix small and large layers freely, run many
+# layers at other speeds than real networks do (on the AMD VM small ops up to twice as slow,
+# large GEMMs a tenth faster: ViT-B/16's MLP layers at batch 8 ran at 84 GMAC/s, the synthetic
+# campaigns' GEMMs of their size at 100-110). With the mark, a fit on both learns the shapes
+# from both and the offset between them, and a prediction, whose rows carry no mark, is for a
+# real network. Not a CSV column: ``data.load`` derives it from the network id.
 # The column each context feature is made of (``fit --without FEATURE`` leaves it out).
 CONTEXT_INPUTS = {"prev_permille": "prev_elements", "kind_gap": "kind_gap",
-                  "shape_seen": "shape_seen", "ops_ms": OPS_PROBE_COLUMN}
+                  "shape_seen": "shape_seen", "ops_ms": OPS_PROBE_COLUMN,
+                  "synthetic": "synthetic"}
 # Columns the tracer adds and ``data.load`` derives for a campaign's rows, never written.
-DERIVED_CONTEXT_COLUMNS = ["shape_seen"]
+DERIVED_CONTEXT_COLUMNS = ["shape_seen", "synthetic"]
 # Optional column saying what the values of a layer's data do to its time (the tracer and the
 # profiler fill it; empty is none): the share of its work that meets subnormal numbers, which
 # a CPU handles many times slower (subnormal.py). Not a feature: a predictor adds a measured
@@ -81,7 +89,8 @@ VALUE_COLUMNS = ["subnormal_share"]
 # measured cost per MiB.
 MEMORY_COLUMNS = ["fresh_mib"]
 # Every schema column features() reads: the layer's own, then the context it uses.
-FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements", "kind_gap", "shape_seen", OPS_PROBE_COLUMN]
+FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements", "kind_gap", "shape_seen", OPS_PROBE_COLUMN,
+                  "synthetic"]
 # Every column a prediction reads: the features' inputs, the value and memory columns.
 PREDICT_INPUTS = [*FEATURE_INPUTS, *VALUE_COLUMNS, *MEMORY_COLUMNS]
 
@@ -299,6 +308,8 @@ def features(rows: pd.DataFrame, kind: str, context: bool = True) -> pd.DataFram
         seen = _numbers(rows, "shape_seen")
         f["shape_seen"] = np.where(np.isnan(seen), NEUTRAL_SEEN, seen)
         f["ops_ms"] = ops_probe(rows).fillna(0.0).to_numpy()
+        synthetic = _numbers(rows, "synthetic")
+        f["synthetic"] = np.where(np.isnan(synthetic), 0.0, synthetic)
     return pd.DataFrame(f, index=rows.index)
 
 

@@ -540,6 +540,31 @@ def test_the_small_ops_probe_is_a_feature_and_rows_without_it_are_in_the_referen
         some.drop(columns="reference_ops_ms"))
 
 
+def test_rows_of_synthetic_networks_are_marked_and_predictions_are_for_real_networks():
+    """Synthetic networks run many layers at other speeds than real networks do (small ones
+    slower, some GEMMs faster): ``load`` marks their rows (``synthetic``), a fit on both kinds
+    of campaign takes the mark as a feature, and a traced network's rows, which carry none, are
+    predicted as rows of a real network, bit for bit."""
+    from neuralpower.features import features
+
+    dev = ROOT / "profiling" / "dev_cpu"
+    rows = load([dev / "amd_epyc_2t_fresh.csv", dev / "amd_epyc_2t_zoo_s6.csv.gz"])
+    assert set(rows.groupby("source_file").synthetic.unique().map(tuple)) == {(1.0,), (0.0,)}
+    assert "synthetic" not in load(ROOT / "profiling" / "public" / "neusight_t4_linear.csv")
+    sigmoid = rows.query("kind == 'sigmoid'")
+    p = Predictor.fit(sigmoid, log=lambda m: None)
+    assert p.card["kinds"]["sigmoid"]["feature_ranges"]["synthetic"] == [0.0, 1.0]
+    some = sigmoid[sigmoid.synthetic == 0].head(60)
+    traced = p.predict_rows(some.drop(columns="synthetic"), "sigmoid").runtime_ms
+    assert (features(some.drop(columns="synthetic"), "sigmoid").synthetic == 0).all()
+    assert np.array_equal(traced.to_numpy(),
+                          p.predict_rows(some, "sigmoid").runtime_ms.to_numpy())
+    as_synthetic = p.predict_rows(some.assign(synthetic=1.0), "sigmoid").runtime_ms
+    assert not np.allclose(traced, as_synthetic, rtol=0.01)   # the model uses it
+    alone = Predictor.fit(sigmoid[sigmoid.synthetic == 0], log=lambda m: None)
+    assert "synthetic" not in alone.card["kinds"]["sigmoid"]["feature_ranges"]  # a constant
+
+
 def test_a_context_feature_can_be_left_out_of_a_fit():
     """``fit --without FEATURE`` fits as if the data had not measured that context feature: no
     model uses it, the card says so, and a name that is no context feature is refused."""
