@@ -382,6 +382,9 @@ class Predictor:
         """The models' figures. Rows with identical features (a network repeats its blocks)
         are predicted once."""
         X = features(self.in_phase(rows), kind)
+        if X.empty:   # no rows: nothing to ask the models (scikit-learn refuses 0 samples)
+            return {t: np.empty(0) for t in TARGETS + CLOCK_TARGETS
+                    if t in TARGETS or (kind, t) in self.models}
         unique, inverse = np.unique(X.to_numpy(), axis=0, return_inverse=True)
         unique = pd.DataFrame(unique, columns=X.columns)
         out = {}

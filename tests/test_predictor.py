@@ -404,6 +404,8 @@ def test_repeated_layers_get_the_numbers_they_get_alone(cpu_predictor, cpu_split
                        for i in range(len(rows))])
     assert together.index.equals(rows.index)
     assert np.allclose(together.to_numpy(), alone.to_numpy(), rtol=1e-12, atol=0)
+    none = cpu_predictor.predict_rows(rows.iloc[:0], "conv2d")   # no rows: an empty table
+    assert none.empty and list(none.columns) == list(together.columns)
 
 
 def test_context_feature_is_the_previous_ops_data_per_own_and_neutral_without_it(cpu_split):
