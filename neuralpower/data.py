@@ -30,9 +30,9 @@ def load(paths) -> pd.DataFrame:
         if key in seen:
             raise NeuralPowerError(f"measurement file {str(p)!r} is given twice")
         seen.add(key)
-    frames = [with_source(with_shapes_seen(with_traced(with_allocator(with_idle_power(_read_one(Path(p)), p),
-                                                           p), p)))
-              for p in paths]
+    frames = [with_source(with_shapes_seen(with_traced(
+        with_allocator(with_idle_power(_read_one(Path(p)), p), p), p)))
+        for p in paths]
     return pd.concat(frames, ignore_index=True)
 
 

@@ -76,8 +76,9 @@ OPS_PROBE_COLUMN = "reference_ops_ms"
 CONTEXT_INPUTS = {"prev_permille": "prev_elements", "kind_gap": "kind_gap",
                   "shape_seen": "shape_seen", "ops_ms": OPS_PROBE_COLUMN,
                   "synthetic": "synthetic"}
-# Columns the tracer adds and ``data.load`` derives for a campaign's rows, never written.
-DERIVED_CONTEXT_COLUMNS = ["shape_seen", "synthetic"]
+# Columns the tracer adds and ``data.load`` derives for a campaign's rows, never written
+# (``synthetic`` is neither: ``data.load`` alone derives it, and a traced network has none).
+DERIVED_CONTEXT_COLUMNS = ["shape_seen"]
 # Optional column saying what the values of a layer's data do to its time (the tracer and the
 # profiler fill it; empty is none): the share of its work that meets subnormal numbers, which
 # a CPU handles many times slower (subnormal.py). Not a feature: a predictor adds a measured
