@@ -119,8 +119,8 @@ def with_source(d: pd.DataFrame) -> pd.DataFrame:
     no network."""
     if "network" not in d or "synthetic" in d:
         return d
-    net = d["network"].astype("string")
-    flag = net.str.fullmatch(r"s\d+-\d+").astype(float)
+    from .profiling.synthetic import NETWORK_ID
+    flag = d["network"].astype("string").str.fullmatch(NETWORK_ID.pattern).astype(float)
     return d.assign(synthetic=flag.where(d["network"].notna()))
 
 

@@ -137,14 +137,14 @@ def sample(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits(
     return fit_batch(spec, batch, limits)
 
 
-_NETWORK_ID = re.compile(r"s(\d+)-(\d+)")
+NETWORK_ID = re.compile(r"s(\d+)-(\d+)")   # a synthetic network's id: s<seed>-<index>
 
 
 def campaign_spec(network_id: str, settings: dict) -> dict | None:
     """The spec of a campaign's synthetic network ``network_id`` (``s<seed>-<index>``, as
     ``Campaign`` names them), from the settings its sidecar keeps (kinds and limits); None for
     another id or settings without them."""
-    m = _NETWORK_ID.fullmatch(str(network_id))
+    m = NETWORK_ID.fullmatch(str(network_id))
     if m is None or not {"kinds", "limits"} <= set(settings):
         return None
     return sample(int(m[1]), int(m[2]), tuple(settings["kinds"]), Limits(**settings["limits"]))
