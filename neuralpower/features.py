@@ -42,7 +42,7 @@ CONTEXT_COLUMNS = ["prev_elements", "net_elements", "kind_gap"]
 # feature it let models fitted on synthetic networks, which put small layers in small networks,
 # extrapolate badly to small layers in large real networks (27 torchvision networks: median
 # error 75 % with both columns, 48 % without, same measurements).
-CONTEXT_FEATURES = ["prev_permille", "kind_gap", "shape_seen", "ops_ms", "synthetic"]
+# (CONTEXT_FEATURES, the names of all five, is defined below with the column each is made of.)
 NEUTRAL_PERMILLE = 1000.0
 # The second: ``kind_gap``, the ops run since the last op of the same kind (trace.kind_gaps): a
 # kind not run for a while runs slower (the head's global pool of a network without SE blocks
@@ -76,6 +76,7 @@ OPS_PROBE_COLUMN = "reference_ops_ms"
 CONTEXT_INPUTS = {"prev_permille": "prev_elements", "kind_gap": "kind_gap",
                   "shape_seen": "shape_seen", "ops_ms": OPS_PROBE_COLUMN,
                   "synthetic": "synthetic"}
+CONTEXT_FEATURES = list(CONTEXT_INPUTS)
 # Columns the tracer adds and ``data.load`` derives for a campaign's rows, never written
 # (``synthetic`` is neither: ``data.load`` alone derives it, and a traced network has none).
 DERIVED_CONTEXT_COLUMNS = ["shape_seen"]
@@ -90,8 +91,7 @@ VALUE_COLUMNS = ["subnormal_share"]
 # measured cost per MiB.
 MEMORY_COLUMNS = ["fresh_mib"]
 # Every schema column features() reads: the layer's own, then the context it uses.
-FEATURE_INPUTS = [*SHAPE_COLUMNS, "prev_elements", "kind_gap", "shape_seen", OPS_PROBE_COLUMN,
-                  "synthetic"]
+FEATURE_INPUTS = [*SHAPE_COLUMNS, *CONTEXT_INPUTS.values()]
 # Every column a prediction reads: the features' inputs, the value and memory columns.
 PREDICT_INPUTS = [*FEATURE_INPUTS, *VALUE_COLUMNS, *MEMORY_COLUMNS]
 

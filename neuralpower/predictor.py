@@ -23,9 +23,9 @@ import pandas as pd
 from . import __version__, fresh_memory, subnormal
 from .clocks import GLUE_KEYS
 from .errors import NeuralPowerError
-from .features import (CLOCK_TARGETS, CONTEXT_FEATURES, DECOMPOSED, MODELED_KINDS, MODES,
-                       CONTEXT_INPUTS, OPS_PROBE_COLUMN, ops_probe,
-                       STAND_INS, TARGETS, WORK_BOUND, features)
+from .features import (CLOCK_TARGETS, CONTEXT_FEATURES, CONTEXT_INPUTS, DECOMPOSED,
+                       MODELED_KINDS, MODES, OPS_PROBE_COLUMN, STAND_INS, TARGETS, WORK_BOUND,
+                       features, ops_probe)
 
 FORMAT = "neuralpower-predictor"
 FORMAT_VERSION = 2      # 2: tree models stored as regression.Forest (fewer arrays, fast to load)
@@ -685,4 +685,3 @@ def card_markdown(card: dict) -> str:
         ranges = ", ".join(f"{c} {lo:g}–{hi:g}" for c, (lo, hi) in entry["feature_ranges"].items())
         lines.append(f"- **{kind}** ({entry['rows']} rows): {ranges}")
     return "\n".join(lines) + "\n"
-
