@@ -179,6 +179,10 @@ class Predictor:
         }
         if reference_ops_ms is not None:  # ... and in the phase where the small-ops one does
             card["reference_ops_ms"] = reference_ops_ms
+        power = pd.to_numeric(data.get("power_w", pd.Series(dtype=float)), errors="coerce")
+        power = power[power > 0]
+        if len(power):  # predicted power stays within what the device was measured drawing
+            card["power_range_w"] = [float(power.min()), float(power.max())]
         if without:
             card["without"] = sorted(set(without))
         predictor = cls(models, card)
@@ -393,6 +397,11 @@ class Predictor:
             if model is not None or target in TARGETS:
                 out[target] = (np.full(len(X), np.nan) if model is None
                                else model.predict(unique)[inverse.reshape(-1)])
+        # Power is bounded by the device, not by a model's reach: a kind fitted on a few rows
+        # (an H100 demo's 3-minute campaign: 2 max-pool rows) continued a power law to 2,350 W
+        # for ResNet-18's max pool, on a 700 W GPU. (Predictors fitted before this have no range.)
+        if "power_range_w" in self.card:
+            out["power_w"] = np.clip(out["power_w"], *self.card["power_range_w"])
         return out
 
     def extrapolation(self, rows: pd.DataFrame, kind: str) -> list:
@@ -572,6 +581,9 @@ def _check_card(card: dict, path: Path) -> None:
                                  and all(math.isfinite(glue[k]) and glue[k] >= 0
                                          for k in GLUE_KEYS)):
         raise NeuralPowerError(f"{path}: card has no valid clocks (edited?)")
+    span = card.get("power_range_w")
+    if span is not None and not (numbers(span, 2) and 0 < span[0] <= span[1] < math.inf):
+        raise NeuralPowerError(f"{path}: card has no valid power_range_w (edited?)")
     idle = card.get("idle_power_w")
     if idle is not None and not (numbers([idle]) and math.isfinite(idle) and idle > 0):
         raise NeuralPowerError(f"{path}: card has no valid idle_power_w (edited?)")
@@ -670,6 +682,10 @@ def card_markdown(card: dict) -> str:
         if card.get("idle_power_w"):
             lines += ["", f"Network power in the network's rhythm (clocks.layer_energy): idle "
                           f"power {card['idle_power_w']:.1f} W, from the campaigns' sidecars."]
+    if card.get("power_range_w"):
+        lo, hi = card["power_range_w"]
+        lines += ["", f"Layer power is predicted within the power measured on the device, "
+                      f"{lo:.1f}–{hi:.1f} W."]
     cal = card.get("calibration")
     if cal:
         lines += ["", "## Calibration on measured real networks", "",
