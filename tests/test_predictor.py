@@ -580,3 +580,32 @@ def test_a_context_feature_can_be_left_out_of_a_fit():
     assert not {"shape_seen", "ops_ms"} & set(p.card["kinds"]["sigmoid"]["feature_ranges"])
     with pytest.raises(NeuralPowerError, match="not a context feature"):
         Predictor.fit(rows, log=lambda m: None, without=["macs"])
+
+
+def test_predicted_power_stays_within_what_the_device_was_measured_drawing(tmp_path):
+    """The demo's first run on an H100 (2026-12-06) fitted max pooling's power on its 2 rows
+    and predicted ResNet-18's max pool at 2,580 W on a 700 W GPU: a power law continued far
+    from two points. Layer power is now kept within the power the data measured."""
+    from .conftest import edit_card
+
+    rows = load(ROOT / "profiling" / "dev_gpu" / "nvidia_h100_demo1.csv")
+    rows = rows[rows.kind.isin(["conv2d", "max_pool2d"])]
+    measured = rows.power_w[rows.power_w > 0]
+    predictor = Predictor.fit(rows, log=lambda m: None)
+    assert predictor.card["power_range_w"] == [measured.min(), measured.max()]
+    layers = predict(build("torchvision:resnet18"), (1, 3, 224, 224), predictor).layers
+    modeled = layers[layers.kind.isin(["conv2d", "max_pool2d"])]
+    assert modeled.power_w.between(measured.min(), measured.max()).all()
+    # the same models without the range: the max pool far beyond anything measured
+    del predictor.card["power_range_w"]
+    layers = predict(build("torchvision:resnet18"), (1, 3, 224, 224), predictor).layers
+    assert layers[layers.kind == "max_pool2d"].power_w.max() > 2 * measured.max()
+    # a range that is not two positive, ordered numbers is refused on loading, in one line
+    path = tmp_path / "p.predictor"
+    Predictor.fit(rows, log=lambda m: None).save(path)
+    for span in ([500.0, 100.0], [0.0, 800.0], [100.0], "100-800", [100.0, float("inf")]):
+        bad = edit_card(path, tmp_path / "bad.predictor",
+                        lambda card: card.update(power_range_w=span))
+        with pytest.raises(NeuralPowerError, match="power_range_w") as e:
+            Predictor.load(bad)
+        assert "\n" not in str(e.value)
