@@ -180,4 +180,7 @@ def main() -> None:
             __import__(module)
         except ImportError:
             pass
-    _serve(sys.stdin.buffer, answers)
+    try:
+        _serve(sys.stdin.buffer, answers)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the caller says it
+        os._exit(130)
