@@ -86,6 +86,12 @@ def test_demo_end_to_end_under_a_small_budget(tmp_path):
         assert (out / name).stat().st_size > 0, name
     html = (out / "index.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and html.count("<table") >= 4
+    # power windows on at most half the synthetic networks' time, none on the real networks
+    # (an H100 spent the demo's budget on them: 239 rows, no real network; 2026-12-06)
+    synthetic = json.loads((out / "profile_cpu.json").read_text())
+    real = json.loads((out / "profile_cpu_zoo.json").read_text())
+    assert synthetic["runs"][-1]["power_share"] == 0.5
+    assert "runtime only" in real["power"]["reason"] and real["runs"][-1]["rows"] > 0
     # a stated power ranks with this device's own runtimes, and says so
     r = run("demo", "-o", out, "--budget", "5", "--input", "1x3x64x64", "--quiet", "--power",
             "40", "--nets", "torchvision:resnet18", "torchvision:squeezenet1_1", timeout=600)

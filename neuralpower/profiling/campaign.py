@@ -116,8 +116,8 @@ class Campaign:
                  threads: int | None = None, power_window_s: float | None = None, meter=None,
                  command: str | None = None, log=None, mode: str = "inference",
                  adaptive: bool = False, target_error_pct: float | None = None,
-                 zoo: bool | str = False, fresh_process: bool | None = None, power: bool = True,
-                 power_share: float | None = None):
+                 zoo: bool | str = False, fresh_process: bool | None = None,
+                 power: bool | str = True, power_share: float | None = None):
         self.path = Path(output)
         if self.path.suffix in (".gz", ".bz2", ".xz", ".zip", ".zst"):
             raise NeuralPowerError(f"{self.path}: a campaign writes plain CSV (it appends and "
@@ -151,9 +151,10 @@ class Campaign:
             raise NeuralPowerError("--threads must be at least 1")
         self.threads = int(threads or torch.get_num_threads())
         # power=False: runtime only, when the sensor's window per layer costs more than the
-        # rows are worth (a real network's hundreds of layers on a fast GPU: --no-power)
-        self.meter = (meter if meter is not None else open_meter(str(self.device)) if power
-                      else NoneMeter("not asked for (--no-power)"))
+        # rows are worth (a real network's hundreds of layers on a fast GPU: --no-power); a
+        # string instead of False says why
+        self.meter = (meter if meter is not None else open_meter(str(self.device))
+                      if power is True else NoneMeter(power or "not asked for (--no-power)"))
         # Each network in a fresh process (isolated.py) on a CPU, where a long-lived process
         # slows down; not on a GPU (a CUDA context per network costs seconds), nor with a meter
         # passed in (a test's stand-in keeps its counts in this process).
@@ -212,6 +213,14 @@ class Campaign:
                     power = self._power_due(elapsed)
                     estimate_s = self._estimate(table, power=power)
                     if elapsed + estimate_s * self._scale > budget_s:
+                        if not summary["networks"]:  # else the run ends with nothing said
+                            left = max(0.0, budget_s - elapsed)
+                            self.log(f"{net_id}: about {estimate_s * self._scale:.0f} s to "
+                                     f"measure{' with power' if power else ''}, more than the "
+                                     f"{left:.0f} s of budget left: nothing measured in this "
+                                     "run (a larger --budget"
+                                     + (", --power-share or --no-power" if power else "")
+                                     + " makes room)")
                         break
                     t0 = time.perf_counter()
                     rows = self._measure(net_id, spec, table, skip=done.get(net_id, set()),
