@@ -13,7 +13,8 @@
 # default 0.5), KINDS (the synthetic campaign's kinds; default all), SEED (both campaigns' seed;
 # default 0: another seed gives other networks than an earlier lease's), PREDICTOR (the one the
 # `validate` and network benchmark stages score when `fit` is not a stage), NA_DATA (the files
-# the network benchmark fits its baselines on; default this lease's campaigns).
+# the network benchmark fits its baselines on; default this lease's campaigns), DEMO_BUDGET
+# (the demo stage's profiling seconds; default 180, the demo's own).
 #
 # The device machine's image lacks skops (the predictor format): carry its wheels, downloaded
 # here into .whl/ (listed in .git/info/exclude) with
@@ -35,6 +36,7 @@ PY=${PY:-python3}
 DEV=${DEV:-cuda}   # DEV=cpu rehearses the script on a machine without a GPU
 
 STAGES=${STAGES:-nvml_probe gpu_tests hook_check kernel_count profile profile_zoo fit predict validate network_accuracy}
+# (demo, the README's first command on this device, runs only when STAGES names it)
 PREDICTOR=${PREDICTOR:-$D/$NAME.predictor}
 
 left() { echo $((START + TOTAL - $(date +%s))); }
@@ -86,6 +88,9 @@ stage predict 30 $PY -m neuralpower predict "$PREDICTOR" torchvision:resnet50 \
 # the command a user runs: two networks predicted and measured, with its table and plot
 stage validate 90 $PY -m neuralpower validate "$PREDICTOR" torchvision:resnet18 \
   torchvision:vit_b_16 --device $DEV --json --plot "$D/validate.png"
+# the README's first command on this device: profile, fit, validate, report, rank
+stage demo $(( ${DEMO_BUDGET:-180} + 150 )) $PY -m neuralpower demo --device $DEV \
+  -o "$D/demo" --budget ${DEMO_BUDGET:-180} --quiet
 stage network_accuracy $(( $(left) - 25 )) $PY benchmarks/network_accuracy.py \
   --predictor "$PREDICTOR" --data ${NA_DATA:-"$D/$NAME.csv" "$D/${NAME}_zoo.csv"} \
   --device $DEV --target-s 0.5 --calibrate --json "$D/network_accuracy_$NAME.json"
