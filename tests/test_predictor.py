@@ -428,21 +428,24 @@ def test_context_feature_is_the_previous_ops_data_per_own_and_neutral_without_it
 
 
 def test_predictors_fitted_before_the_context_feature_ignore_it(cpu_split):
-    """The Xeon training predictor was fitted before the context features, the H100's before
-    ``kind_gap`` and ``shape_seen``: same predictions with or without them, and no range of
-    them in their cards (so they are never reported as extrapolation)."""
+    """The Xeon training predictor was fitted before the context features, the Xeon inference
+    one before ``shape_seen``, the small-ops probe and the synthetic mark: same predictions
+    with or without them, and no range of them in their cards (so they are never reported as
+    extrapolation)."""
     from neuralpower.features import CONTEXT_COLUMNS, CONTEXT_FEATURES, MODELED_KINDS
 
     rows = cpu_split[1][cpu_split[1].kind == "conv2d"].head(20)
-    for name, unknown in (("intel_xeon_2t_cpu_train", {*CONTEXT_COLUMNS, *CONTEXT_FEATURES}),
-                          ("nvidia_h100", {"kind_gap", "shape_seen"})):
+    for name, unknown, columns in (
+            ("intel_xeon_2t_cpu_train", {*CONTEXT_COLUMNS, *CONTEXT_FEATURES},
+             ("prev_elements", "kind_gap", "shape_seen")),
+            ("intel_xeon_2t_cpu", {"shape_seen", "ops_ms", "synthetic"},
+             ("shape_seen", "reference_ops_ms", "synthetic"))):
         shipped = Predictor.load(ROOT / "models" / f"{name}.predictor")
         for (kind, _), model in shipped.models.items():
             used = set(model.backbone.named_steps["features"].columns_)
             assert used and not used & unknown and kind in MODELED_KINDS
-        for column in ("prev_elements" if "prev_elements" in unknown else "kind_gap",
-                       "shape_seen"):
-            a = shipped.predict_rows(rows.assign(**{column: 0.0}), "conv2d")
+        for column in columns:
+            a = shipped.predict_rows(rows.assign(**{column: 1.0}), "conv2d")
             b = shipped.predict_rows(rows.drop(columns=column, errors="ignore"), "conv2d")
             assert np.array_equal(a.to_numpy(), b.to_numpy(), equal_nan=True)
             assert shipped.extrapolation(rows.assign(**{column: 1e12}), "conv2d") == \
