@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import re
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from . import __version__, fresh_memory, subnormal
 from .clocks import GLUE_KEYS
@@ -130,25 +132,31 @@ class Predictor:
                 + ", ".join(f"{k} ({counts[k]} rows)" for k in unknown))
         models, kinds_card, unmeasured = {}, {}, {}
 
-        def fit_kind(kind: str, rows: pd.DataFrame) -> None:
-            X = features(rows, kind)
-            # a context feature the rows do not vary (no context measured) is no feature
-            entry = {"rows": len(rows), "feature_ranges": {
-                c: [float(X[c].min()), float(X[c].max())] for c in X.columns
-                if c not in CONTEXT_FEATURES or X[c].nunique() > 1}, "targets": {}}
-            for target in TARGETS + [t for t in CLOCK_TARGETS if t in rows]:
-                has = (pd.to_numeric(rows[target], errors="coerce") > 0).to_numpy()
-                if not has.any():
-                    if target in TARGETS:
+        def fit_kinds(kind_rows) -> None:
+            """Fit every target of each ``(kind, rows)``, the (kind, target) pairs side by side
+            on the machine's cores (each fit is one thread: regression.fit_regressor)."""
+            jobs = []
+            for kind, rows in kind_rows:
+                X = features(rows, kind)
+                # a context feature the rows do not vary (no context measured) is no feature
+                kinds_card[kind] = {"rows": len(rows), "feature_ranges": {
+                    c: [float(X[c].min()), float(X[c].max())] for c in X.columns
+                    if c not in CONTEXT_FEATURES or X[c].nunique() > 1}, "targets": {}}
+                for target in TARGETS + [t for t in CLOCK_TARGETS if t in rows]:
+                    has = (pd.to_numeric(rows[target], errors="coerce") > 0).to_numpy()
+                    if has.any():
+                        jobs.append((kind, target, X[has],
+                                     rows[target].to_numpy(dtype=float)[has]))
+                    elif target in TARGETS:
                         unmeasured.setdefault(target, []).append(kind)
-                    continue
-                model, info = fit_regressor(X[has], rows[target].to_numpy(dtype=float)[has],
-                                            seed=seed)
+            fits = Parallel(n_jobs=min(len(jobs), os.cpu_count() or 1) or 1,
+                            return_as="generator")(
+                delayed(fit_regressor)(X, y, seed=seed) for _, _, X, y in jobs)
+            for (kind, target, _, _), (model, info) in zip(jobs, fits):  # in order, as fitted
                 models[(kind, target)] = model
-                entry["targets"][target] = info
+                kinds_card[kind]["targets"][target] = info
                 log(f"{kind:>11} {target:<10} n={info['n_rows']:<5} cv RMSPE "
                     f"{info['rmspe_pct']:6.1f} %  ({info['fit_seconds']:.1f} s)")
-            kinds_card[kind] = entry
 
         # rows slowed by subnormal numbers or by tensors mapped fresh on every run: their
         # extra time is fitted apart (subnormal.py, fresh_memory.py), for kinds with enough
@@ -156,10 +164,8 @@ class Predictor:
         fresh = fresh_memory.meets(data) & ~slowed
         counts = data.kind[fresh].value_counts()
         fresh &= data.kind.isin(counts.index[counts >= fresh_memory.MIN_ROWS])
-        for kind in MODELED_KINDS:
-            rows = data[(data.kind == kind) & ~slowed & ~fresh]
-            if not rows.empty:
-                fit_kind(kind, rows)
+        fit_kinds([(kind, rows) for kind in MODELED_KINDS
+                   if not (rows := data[(data.kind == kind) & ~slowed & ~fresh]).empty])
         for target, kinds in unmeasured.items():
             log(f"no {target} measured for {', '.join(kinds)}: no {target} model for "
                 f"{'them' if len(kinds) > 1 else 'it'}")
@@ -188,9 +194,10 @@ class Predictor:
         predictor = cls(models, card)
         # first, as it may refit a kind: the subnormal costs are fitted on the final models
         costs = fresh_memory.fit_costs(data[fresh], predictor._model_runtime)
-        for kind in sorted(set(data.kind[fresh]) - set(costs)):   # no cost helps: rows back in
+        back = sorted(set(data.kind[fresh]) - set(costs))   # no cost helps: rows back in
+        for kind in back:
             log(f"{kind:>11} fresh memory: no cost per MiB helps its rows; fitted with them")
-            fit_kind(kind, data[(data.kind == kind) & ~slowed])
+        fit_kinds([(kind, data[(data.kind == kind) & ~slowed]) for kind in back])
         if costs:
             above = float(pd.to_numeric(data[fresh_memory.COLUMN], errors="coerce").median())
             card["fresh_memory"] = {"threshold_bytes": above, "kinds": costs}
