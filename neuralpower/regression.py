@@ -561,6 +561,14 @@ def fit_regressor(X: pd.DataFrame, y: np.ndarray, *, seed: int = 0, family: str 
     return est, info
 
 
+WORK_COLUMNS = ("macs", "in_elems", "out_elems")  # a layer's work, the first one it has
+
+
+def _work_column(X: pd.DataFrame) -> str | None:
+    """The first of ``WORK_COLUMNS`` that ``X`` has and varies; None if none."""
+    return next((c for c in WORK_COLUMNS if c in X and X[c].nunique() > 1), None)
+
+
 def _best_column(X: pd.DataFrame, logy: np.ndarray) -> str:
     """The column whose log follows ``logy`` most closely (largest |correlation|); the first
     column when none varies."""
@@ -581,11 +589,15 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
     log_range = (float(logy.min() - math.log(1e6)), float(logy.max() + math.log(1e6)))
     feat = LayerFeatures("poly").fit(X)
     Z0 = feat.transform(X)
-    if n < 8:  # too few rows to cross-validate: a power law in the one feature that follows
-        # the target best (with 5 rows and 5 correlated features a fit is exact inside the
-        # data and arbitrary outside: an H100 concat fitted so was predicted at 29 s)
-        alpha = 1e-3
-        X = X[[_best_column(X, logy)]]
+    if n < 8:  # too few rows to cross-validate: a power law in one feature (with 5 rows and
+        # 5 correlated features a fit is exact inside the data and arbitrary outside: an H100
+        # concat fitted so was predicted at 29 s), the layer's work where it has one: with 2 or
+        # 3 rows every column "follows" the target and the best-correlated one was arbitrary
+        # (2,350 W for an H100 max pool from 2 rows, 2026-12-06; docs/results.md, "The fit")
+        alpha, work = 1e-3, _work_column(X)
+        X = X[[work or _best_column(X, logy)]]
+        if work and np.corrcoef(np.log1p(X[work].to_numpy(dtype=float)), logy)[0, 1] < 0:
+            alpha = 1e6  # less for more work is noise: no slope, the rows' geometric mean
         bb = _poly_pipeline(1, alpha).fit(X, logy)
         U = bb[:2].transform(X)
         est = LogLinkRegressor(backbone=bb, input_range=[U.min(0).tolist(), U.max(0).tolist()],

@@ -587,8 +587,9 @@ def test_a_context_feature_can_be_left_out_of_a_fit():
 
 def test_predicted_power_stays_within_what_the_device_was_measured_drawing(tmp_path):
     """The demo's first run on an H100 (2026-12-06) fitted max pooling's power on its 2 rows
-    and predicted ResNet-18's max pool at 2,580 W on a 700 W GPU: a power law continued far
-    from two points. Layer power is now kept within the power the data measured."""
+    and predicted ResNet-18's max pool at 2,350 W on a 700 W GPU: a power law continued far
+    from two points. Layer power is now kept within the power the data measured (here shown
+    at batch 256, as a few-row model is a power law in the layer's MACs since)."""
     from .conftest import edit_card
 
     rows = load(ROOT / "profiling" / "dev_gpu" / "nvidia_h100_demo1.csv")
@@ -596,12 +597,14 @@ def test_predicted_power_stays_within_what_the_device_was_measured_drawing(tmp_p
     measured = rows.power_w[rows.power_w > 0]
     predictor = Predictor.fit(rows, log=lambda m: None)
     assert predictor.card["power_range_w"] == [measured.min(), measured.max()]
-    layers = predict(build("torchvision:resnet18"), (1, 3, 224, 224), predictor).layers
+    shape = (256, 3, 224, 224)
+    layers = predict(build("torchvision:resnet18"), shape, predictor).layers
     modeled = layers[layers.kind.isin(["conv2d", "max_pool2d"])]
-    assert modeled.power_w.between(measured.min(), measured.max()).all()
+    # (a layer's power in the network's rhythm mixes it with idle power: at most its own)
+    assert modeled.power_w.between(measured.min(), measured.max() * (1 + 1e-12)).all()
     # the same models without the range: the max pool far beyond anything measured
     del predictor.card["power_range_w"]
-    layers = predict(build("torchvision:resnet18"), (1, 3, 224, 224), predictor).layers
+    layers = predict(build("torchvision:resnet18"), shape, predictor).layers
     assert layers[layers.kind == "max_pool2d"].power_w.max() > 2 * measured.max()
     # a range that is not two positive, ordered numbers is refused on loading, in one line
     path = tmp_path / "p.predictor"
@@ -612,3 +615,29 @@ def test_predicted_power_stays_within_what_the_device_was_measured_drawing(tmp_p
         with pytest.raises(NeuralPowerError, match="power_range_w") as e:
             Predictor.load(bad)
         assert "\n" not in str(e.value)
+
+
+def test_a_model_of_a_few_rows_is_a_power_law_in_the_layers_work():
+    """Below 8 rows a model is a power law in one feature. It was the column that followed the
+    target best, which with 2 or 3 rows is any column: the H100 demo's 2 max-pool rows, one at
+    batch 8 and 672 channels, the other at batch 13 and 80, made batch or channels the cause
+    and ResNet-18's max pool took 0.21 ms (the two pool rows took 0.043 and 0.048). Now it is
+    the MACs (else the elements read or written): 0.014 ms."""
+    from neuralpower.data import at_reference_speed
+    from neuralpower.features import features
+
+    rows, _ = at_reference_speed(load(ROOT / "profiling" / "dev_gpu" / "nvidia_h100_demo1.csv"))
+    pool = rows[rows.kind == "max_pool2d"]
+    assert len(pool) == 2
+    for target in ("runtime_ms", "power_w"):
+        model, info = fit_regressor(features(pool, "max_pool2d"), pool[target].to_numpy(float))
+        assert model.backbone.named_steps["features"].columns_ == ["macs"]
+    rows = rows[rows.kind.isin(["conv2d", "max_pool2d"])]
+    layers = predict(build("torchvision:resnet18"), (1, 3, 224, 224),
+                     Predictor.fit(rows, log=lambda m: None)).layers
+    assert layers[layers.kind == "max_pool2d"].runtime_ms.iloc[0] < pool.runtime_ms.max()
+    # elementwise kinds have no MACs: the elements they read
+    h100 = load(ROOT / "profiling" / "dev_gpu" / "nvidia_h100.csv")
+    add = h100[(h100.kind == "add") & (h100.runtime_ms > 0)].head(3)
+    model, _ = fit_regressor(features(add, "add"), add.runtime_ms.to_numpy(float))
+    assert model.backbone.named_steps["features"].columns_ == ["in_elems"]
