@@ -1,4 +1,5 @@
-"""Faults for profiling campaigns: kills at random points, a full disk, a failing power sensor.
+"""Faults for profiling campaigns: kills at random points, Ctrl-C, a full disk, a failing power
+sensor.
 
 Shared by tests/test_faults.py (which asserts) and a reliability benchmark (which counts). Every
 injector runs a real campaign on this machine's CPU; only the power sensor is a stand-in, for
@@ -24,6 +25,7 @@ import csv
 import errno
 import json
 import math
+import os
 import random
 import resource
 import signal
@@ -156,6 +158,40 @@ def kill_and_resume(out, kills: int = 4, seed: int = 0, tears: int = 1, max_new_
                   final_rc=last.returncode, final_stderr=last.stderr.strip(),
                   torn_cut=sum("partial last line" in e for e in stderr),
                   seconds=round(time.perf_counter() - started, 1))
+    return report
+
+
+def interrupt_and_resume(out, interrupts: int = 2, seed: int = 0, max_new_rows: int = 12,
+                         run_budget_s: float = 30.0, final_budget_s: float = 5.0,
+                         timeout_s: float = 90) -> dict:
+    """Ctrl-C a campaign ``interrupts`` times, as a terminal does: SIGINT to its whole process
+    group (the measuring server too), once the file has 1 to ``max_new_rows`` more rows; resume
+    after each, then let a last run end by itself, and ``audit`` the result. Each interrupted
+    run must end with exit 130, one line and no traceback.
+
+    Returns the audit, plus ``interrupts``, ``clean_interrupts`` (runs that ended so),
+    ``tracebacks``, ``final_rc`` and ``final_stderr``."""
+    rng = random.Random(seed)
+    finished, clean, tracebacks = [], 0, 0
+    for _ in range(interrupts):
+        target = len(complete_rows(out)) + rng.randint(1, max_new_rows)
+        proc = subprocess.Popen(profile_command(out, run_budget_s), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                start_new_session=True)
+        deadline = time.time() + timeout_s
+        while len(complete_rows(out)) < target and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=timeout_s)
+        lines = err.strip().splitlines()
+        tracebacks += "Traceback" in err
+        clean += (proc.returncode == 130 and "Traceback" not in err
+                  and lines[-1:] == ["neuralpower profile: interrupted"])
+        finished += complete_rows(out)
+    last = resume(out, final_budget_s, timeout_s)
+    report = audit(out, finished)
+    report.update(interrupts=interrupts, clean_interrupts=clean, tracebacks=tracebacks,
+                  final_rc=last.returncode, final_stderr=last.stderr.strip())
     return report
 
 

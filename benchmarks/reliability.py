@@ -9,7 +9,7 @@ Runs, on this machine, what the tests assert cell by cell, and counts it:
   script runs them, against the shipped Raptor Lake predictor;
 - every hostile predictor file (benchmarks/hostile.py), each first proven live;
 - faults in real CPU profiling campaigns (benchmarks/faults.py): SIGKILL at seeded-random points
-  with a resume after each, a full disk (ENOSPC, and a real file-size limit) then a resume, and a
+  with a resume after each, Ctrl-C (SIGINT to the process group) twice with a resume after each, a full disk (ENOSPC, and a real file-size limit) then a resume, and a
   power sensor failing on some reads.
 
 Writes ``reliability.json`` and ``reliability.md`` under ``--out``. Exits non-zero if any count
@@ -95,6 +95,14 @@ def kill_counts(folder: Path, kills: int, seed: int) -> dict:
             "networks_left_incomplete": len(r["incomplete"]), "kill_resume_exit": r["final_rc"]}
 
 
+def interrupt_counts(folder: Path, seed: int) -> dict:
+    r = faults.interrupt_and_resume(folder / "interrupted.csv", interrupts=2, seed=seed)
+    return {"interrupts": r["interrupts"], "interrupts_in_one_line": r["clean_interrupts"],
+            "interrupt_tracebacks": r["tracebacks"], "rows_lost_to_interrupts": r["lost"],
+            "rows_duplicated_by_interrupts": r["duplicated"],
+            "interrupt_resume_exit": r["final_rc"]}
+
+
 def disk_counts(folder: Path) -> dict:
     out = {"full_disks": 0, "full_disk_one_line_errors": 0, "rows_lost_to_full_disk": 0,
            "rows_duplicated_after_full_disk": 0, "invalid_files_after_full_disk": 0}
@@ -132,6 +140,7 @@ def sensor_counts(folder: Path) -> dict:
 
 MUST_BE_ZERO = ("tracebacks", "internal_errors", "partial_outputs_left", "hostile_executed",
                 "rows_lost_to_kills", "rows_duplicated_by_kills", "networks_left_incomplete",
+                "interrupt_tracebacks", "rows_lost_to_interrupts", "rows_duplicated_by_interrupts",
                 "rows_lost_to_full_disk", "rows_duplicated_after_full_disk",
                 "invalid_files_after_full_disk", "rows_lost_to_sensor")
 
@@ -149,14 +158,15 @@ def main() -> int:
         for name, step in [("bad inputs", lambda: bad_input_counts(tmp / "bad")),
                            ("hostile files", lambda: hostile_counts(tmp)),
                            ("kills", lambda: kill_counts(tmp, args.kills, args.seed)),
+                           ("Ctrl-C", lambda: interrupt_counts(tmp, args.seed)),
                            ("full disk", lambda: disk_counts(tmp)),
                            ("failing sensor", lambda: sensor_counts(tmp))]:
             t0 = time.time()
             print(f"{name} ...", file=sys.stderr, flush=True)
             counts.update(step())
             print(f"  {time.time() - t0:.0f} s", file=sys.stderr)
-    counts["faults_injected"] = (counts["kills"] + counts["torn_writes"] + counts["full_disks"]
-                                 + counts["sensor_reads_failed"])
+    counts["faults_injected"] = (counts["kills"] + counts["torn_writes"] + counts["interrupts"]
+                                 + counts["full_disks"] + counts["sensor_reads_failed"])
     counts["seconds"] = round(time.time() - started)
     problems = counts.pop("problems")
     rows = list(counts.items())

@@ -74,6 +74,16 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(tmp_path)
     assert json.loads(sidecar_path(out).read_text())["runs"][-1]["ended"] == "budget"
 
 
+def test_ctrl_c_ends_a_campaign_in_one_line_and_it_resumes_losing_nothing(tmp_path):
+    """Ctrl-C reaches the whole process group, the measuring server too (isolated.py), which
+    printed a traceback of its own beside the campaign's one line (seen 2026-12-06)."""
+    r = faults.interrupt_and_resume(tmp_path / "interrupted.csv", interrupts=2, seed=1)
+    assert r["clean_interrupts"] == 2 and r["tracebacks"] == 0, r
+    assert r["final_rc"] == 0, r["final_stderr"]
+    assert r["lost"] == 0 and r["duplicated"] == 0 and r["incomplete"] == [], r
+    assert r["rows"] > 0
+
+
 @pytest.mark.parametrize("how, problem", [("enospc", "disk full"),
                                           ("rlimit", "file too large")])
 def test_a_full_disk_ends_with_one_line_and_leaves_a_valid_file(tmp_path, how, problem):
