@@ -170,9 +170,10 @@ def interrupt_and_resume(out, interrupts: int = 2, seed: int = 0, max_new_rows: 
     run must end with exit 130, one line and no traceback.
 
     Returns the audit, plus ``interrupts``, ``clean_interrupts`` (runs that ended so),
-    ``tracebacks``, ``final_rc`` and ``final_stderr``."""
+    ``tracebacks``, ``unclean`` (the exit and stderr of the others), ``final_rc`` and
+    ``final_stderr``."""
     rng = random.Random(seed)
-    finished, clean, tracebacks = [], 0, 0
+    finished, clean, tracebacks, unclean = [], 0, 0, []
     for _ in range(interrupts):
         target = len(complete_rows(out)) + rng.randint(1, max_new_rows)
         proc = subprocess.Popen(profile_command(out, run_budget_s), stdout=subprocess.DEVNULL,
@@ -185,13 +186,16 @@ def interrupt_and_resume(out, interrupts: int = 2, seed: int = 0, max_new_rows: 
         _, err = proc.communicate(timeout=timeout_s)
         lines = err.strip().splitlines()
         tracebacks += "Traceback" in err
-        clean += (proc.returncode == 130 and "Traceback" not in err
-                  and lines[-1:] == ["neuralpower profile: interrupted"])
+        ok = (proc.returncode == 130 and "Traceback" not in err
+              and lines[-1:] == ["neuralpower profile: interrupted"])
+        clean += ok
+        if not ok:
+            unclean.append({"exit": proc.returncode, "stderr": err[-2000:]})
         finished += complete_rows(out)
     last = resume(out, final_budget_s, timeout_s)
     report = audit(out, finished)
     report.update(interrupts=interrupts, clean_interrupts=clean, tracebacks=tracebacks,
-                  final_rc=last.returncode, final_stderr=last.stderr.strip())
+                  unclean=unclean, final_rc=last.returncode, final_stderr=last.stderr.strip())
     return report
 
 

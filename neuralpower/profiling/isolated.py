@@ -71,8 +71,12 @@ def _start() -> subprocess.Popen:
     global _server
     if _server is None or _server.poll() is not None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        # A session of its own: Ctrl-C goes to the terminal's process group, and the caller
+        # alone handles it; a SIGINT here, in a fork's handlers, printed a traceback beside the
+        # caller's one line. The server and its children die with the caller (_die_with_parent).
         _server = subprocess.Popen([sys.executable, "-c", f"import {__name__} as m; m.main()"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                   start_new_session=True)
         atexit.register(_stop, _server)
     return _server
 
@@ -180,7 +184,4 @@ def main() -> None:
             __import__(module)
         except ImportError:
             pass
-    try:
-        _serve(sys.stdin.buffer, answers)
-    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the caller says it
-        os._exit(130)
+    _serve(sys.stdin.buffer, answers)
