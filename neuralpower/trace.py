@@ -82,16 +82,28 @@ def _spatial(x: torch.Tensor):
     return (1, *s) if len(s) == 3 else s
 
 
+def _line(x: torch.Tensor):
+    """(batch, channels, 1, length) of a 3-D (or unbatched 2-D) sequence tensor."""
+    s = tuple(x.shape)
+    return (1, s[0], 1, s[1]) if len(s) == 2 else (s[0], s[1], 1, s[2])
+
+
 def _conv(args, out):
     x, w = args[0], args[1]
     stride, padding, dilation, transposed, _, groups = args[3:9]
-    if x.dim() not in (3, 4) or transposed:
-        kind = "conv_transpose" if transposed else f"conv{x.dim() - 2}d"
-        return {"kind": kind}
-    b, c, h, wd = _spatial(x)
-    _, oc, oh, ow = _spatial(out)
-    (kh, kw), (sh, sw) = tuple(w.shape[2:]), _pair(stride)
-    (ph, pw), (dh, dw) = _pair(padding), _pair(dilation)
+    if w.dim() == 3 and not transposed:
+        # A 1-D convolution runs as a 2-D one of height 1 (ATen's view1d_as_2d, on CPUs and
+        # GPUs alike), so it is that conv2d.
+        (b, c, h, wd), (_, oc, oh, ow) = _line(x), _line(out)
+        (kh, kw), (sh, sw) = (1, w.shape[2]), (1, _pair(stride)[0])
+        (ph, pw), (dh, dw) = (0, _pair(padding)[0]), (1, _pair(dilation)[0])
+    elif w.dim() != 4 or x.dim() not in (3, 4) or transposed:
+        return {"kind": "conv_transpose" if transposed else f"conv{w.dim() - 2}d"}
+    else:
+        b, c, h, wd = _spatial(x)
+        _, oc, oh, ow = _spatial(out)
+        (kh, kw), (sh, sw) = tuple(w.shape[2:]), _pair(stride)
+        (ph, pw), (dh, dw) = _pair(padding), _pair(dilation)
     depthwise = groups > 1 and groups == c
     return dict(kind="depthwise_conv2d" if depthwise else "conv2d", batch=b, in_channels=c,
                 in_h=h, in_w=wd, out_channels=oc,

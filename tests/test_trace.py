@@ -39,6 +39,30 @@ def test_conv_shapes_and_macs_by_hand():
     assert list(t[t.module == "2"].name) == ["2.reflection_pad2d", "2.convolution"]
 
 
+def test_a_1d_convolution_is_the_conv2d_of_height_1_it_runs_as():
+    # ATen runs conv1d as a conv2d of height 1; timm's ECA blocks and CoaT use it (tracing
+    # them failed before: a 3-D weight has one kernel size)
+    m = nn.Sequential(nn.Conv1d(16, 32, 5, stride=2, padding=2),
+                      nn.Conv1d(32, 32, 3, padding=2, dilation=2, groups=32),
+                      nn.Conv3d(32, 4, 1))
+    x = (4, 16, 100)
+    with FlopCounterMode(display=False) as counter:
+        m[:2](torch.empty(x, device="meta"))
+    t = real_ops(trace(m[:2], x))
+    a, b = t.iloc[0], t.iloc[1]
+    assert (a.kind, a.batch, a.in_channels, a.in_h, a.in_w, a.out_channels, a.out_h, a.out_w) \
+        == ("conv2d", 4, 16, 1, 100, 32, 1, 50)
+    assert (a.kernel_h, a.kernel_w, a.stride_h, a.stride_w, a.pad_h, a.pad_w) == (1, 5, 1, 2, 0, 2)
+    assert a.macs == 4 * 32 * 50 * 16 * 5
+    assert (b.kind, b.groups, b.kernel_w, b.dilation_h, b.dilation_w, b.out_w) \
+        == ("depthwise_conv2d", 32, 3, 1, 2, 50)
+    assert t.macs.sum() == counter.get_total_flops() // 2
+    assert list(real_ops(trace(m[2], (1, 32, 2, 5, 10))).kind) == ["conv3d"]  # unmodeled, listed
+    t = real_ops(trace(build("timm:ecaresnet26t"), (1, 3, 224, 224)))
+    eca = t[t.module.str.endswith("se.conv")]
+    assert len(eca) == 8 and (eca.kind == "conv2d").all() and (eca.in_h == 1).all()
+
+
 def test_functional_calls_are_seen_and_named_by_module():
     class Block(nn.Module):
         def __init__(self):
