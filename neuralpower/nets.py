@@ -123,8 +123,15 @@ def _timm(name: str) -> nn.Module:
         raise NeuralPowerError("timm is not installed: pip install timm") from None
     try:
         return timm.create_model(name, pretrained=False)
-    except RuntimeError as e:
-        raise NeuralPowerError(f"timm cannot build {name!r}: {str(e).splitlines()[0]}") from None
+    except NotImplementedError:  # build() retries with parameters on meta
+        raise
+    except Exception as e:  # an unknown name, or timm's own failure: the library's, one line
+        raise NeuralPowerError(f"timm cannot build {name!r}: {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).splitlines()[0] if str(e).strip() else ""
+    return text if isinstance(e, RuntimeError) else f"{type(e).__name__}: {text}"
 
 
 def _transformers_type(name: str):
@@ -153,15 +160,20 @@ def _transformers(name: str) -> nn.Module:
     vocabulary is often its largest layer. Its outputs are the model's first tensor."""
     transformers, kind, head = _transformers_type(name)
     transformers.logging.set_verbosity_error()
-    config = transformers.AutoConfig.for_model(kind)
     autos = ([transformers.AutoModelForCausalLM, transformers.AutoModelForMaskedLM] if head
              else [transformers.AutoModel])
-    for auto in autos:
-        try:
-            return FirstTensor(auto.from_config(config))
-        except ValueError:   # no such head for this type
-            continue
-    raise NeuralPowerError(f"transformers:{name}: {kind} has no language-model head")
+    try:
+        config = transformers.AutoConfig.for_model(kind)
+        for auto in autos:
+            if type(config) in auto._model_mapping:
+                return FirstTensor(auto.from_config(config))
+    except NotImplementedError:  # build() retries with parameters on meta
+        raise
+    except Exception as e:  # some types do not build at their default configuration
+        raise NeuralPowerError(f"transformers cannot build {kind} at its default "
+                               f"configuration: {_first_line(e)}") from None
+    raise NeuralPowerError(f"transformers:{name}: {kind} has no "
+                           f"{'language-model head' if head else 'bare model'}")
 
 
 class FirstTensor(nn.Module):

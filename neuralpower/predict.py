@@ -91,7 +91,7 @@ class Prediction:
         total_macs = max(int(self.layers.macs.sum()), 1)
         g = rest.groupby("kind").agg(count=("name", "size"), macs=("macs", "sum"))
         g["macs_share_pct"] = 100.0 * g.macs / total_macs
-        return g.sort_values(["count", "macs"], ascending=False).reset_index()
+        return g.sort_values(["macs", "count"], ascending=False).reset_index()  # work first
 
     def top(self, k: int = 5, by: str | None = None) -> pd.DataFrame:
         """The k modeled layers costing most ``by`` energy (runtime when power is unknown)."""

@@ -22,6 +22,7 @@ import itertools
 import math
 from collections import Counter
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -231,6 +232,7 @@ OP_HANDLERS = {
     aten.addmm: _addmm,
     aten.bmm: _mm,
     aten.baddbmm: _addmm,
+    aten._grouped_mm: lambda args, out: {"kind": "grouped_mm"},   # experts: unmodeled, listed
     aten.max_pool2d_with_indices: _max_pool,
     aten.max_pool2d: _max_pool,
     aten.avg_pool2d: _avg_pool,
@@ -366,10 +368,28 @@ def _strip_inplace(op: str) -> str:
 
 
 def _macs(func, args, kwargs, out) -> int:
+    if func.overloadpacket is aten._grouped_mm:
+        return _grouped_mm_macs(*args)
     counter = flop_registry.get(func.overloadpacket)
     if counter is None:
         return 0
     return int(counter(*args, **kwargs, out_val=out)) // 2
+
+
+def _grouped_mm_meta(a, b, offs=None, bias=None, out_dtype=None):
+    """Output of a grouped matmul (mixture-of-experts layers: each token's rows through its
+    expert's weight), whose meta kernel accepts bfloat16 alone although CPUs run float32 too:
+    rows (M, K) over experts (G, K, N) give (M, N); (G, M, K) with (G, K, N) give (G, M, N).
+    None for any other case, left to torch."""
+    if not (a.is_meta and b.is_meta and b.dim() == 3 and a.shape[-1] == b.shape[1]
+            and a.dim() in (2, 3) and (a.dim() == 2 or a.shape[0] == b.shape[0])):
+        return None
+    return a.new_empty((*a.shape[:-1], b.shape[-1]), dtype=out_dtype or a.dtype)
+
+
+def _grouped_mm_macs(a, b, *rest) -> int:
+    """A grouped matmul's MACs: each row of ``a`` meets one expert's (K, N) weight."""
+    return int(a.numel() * b.shape[-1]) if b.dim() == 3 else 0
 
 
 def _shape(t) -> str:
@@ -409,6 +429,8 @@ class _Recorder(TorchDispatchMode):
         packet = func.overloadpacket
         fast = _FAST_META.get(packet)
         out = fast(*args) if fast is not None and not kwargs else None
+        if packet is aten._grouped_mm:
+            out = _grouped_mm_meta(*args, **kwargs)
         if out is None:
             out = func(*args, **kwargs)
         if packet in _ATTENTION_STEPS or self.sdpa:
@@ -616,6 +638,14 @@ def kind_gaps(kinds: list) -> list[int]:
     return gaps
 
 
+def _raised_here(e: Exception) -> bool:
+    """Whether ``e`` was raised in neuralpower's own code (its last frame is ours)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(tb.tb_frame.f_code.co_filename).parent == Path(__file__).parent
+
+
 def model_name(model: nn.Module) -> str:
     """The class name of ``model``, or of the model inside a wrapper (``nets.FirstTensor``)."""
     return type(getattr(model, "wrapped", model)).__name__
@@ -650,12 +680,14 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
                 hooks.callback(delattr, p, _WEIGHT)
             run = lambda: model(*inputs)  # noqa: E731
         else:  # real weights: meta stand-ins of the same shapes, the model's own untouched
-            state = {}
+            state, twins = {}, {}   # tied weights (an LM head's) share one stand-in
             for name, p in model.named_parameters(remove_duplicate=False):
-                state[name] = _meta_like(p)
-                setattr(state[name], _WEIGHT, True)
+                if id(p) not in twins:
+                    twins[id(p)] = _meta_like(p)
+                    setattr(twins[id(p)], _WEIGHT, True)
+                state[name] = twins[id(p)]
             for name, b in model.named_buffers(remove_duplicate=False):
-                state[name] = _meta_like(b)
+                state[name] = twins.setdefault(id(b), _meta_like(b))
             run = lambda: torch.func.functional_call(model, state, inputs, strict=False)  # noqa: E731
         _module_hooks(model, stack, types, hooks)
         recorder = _Recorder(stack)
@@ -665,8 +697,15 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
         except NotImplementedError as e:
             raise NeuralPowerError(f"cannot trace {model_name(model)}: its forward needs real "
                                    f"values, not only shapes ({str(e).splitlines()[0]})") from None
-        except (RuntimeError, TypeError, ValueError, IndexError) as e:
-            first = str(e).splitlines()[0]
+        except Exception as e:
+            plain = isinstance(e, (RuntimeError, TypeError, ValueError, IndexError))
+            if not plain and _raised_here(e):
+                raise   # a bug of ours, not the model's: the CLI calls it an internal error
+            first = str(e).splitlines()[0] if str(e).strip() else ""
+            first = first if plain else f"{type(e).__name__}: {first}"  # KeyError, ...
+            if "on meta tensors" in first:  # Tensor.item() and the like: a value, not a shape
+                raise NeuralPowerError(f"cannot trace {model_name(model)}: its forward needs "
+                                       f"real values, not only shapes ({first})") from None
             raise NeuralPowerError(f"cannot trace {model_name(model)} with input "
                                    f"{inputs_text(shapes)}: {first}"
                                    f"{inputs_hint(first, shapes)}") from None
