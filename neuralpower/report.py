@@ -95,6 +95,8 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
     clocks_note = p.host_bound_note()
     if clocks_note:
         out.append(f"       {clocks_note}")
+    if "traced" in p.layers.attrs:   # trace._trace's retry of a forward that reads values
+        out.append(f"       traced {p.layers.attrs['traced']}")
     far = p.extrapolated
     if len(far):
         out.append(f"       {len(far)} layers lie outside the ranges the predictor was fitted on "

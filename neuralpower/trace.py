@@ -23,6 +23,7 @@ import math
 from collections import Counter
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import torch
@@ -638,6 +639,34 @@ def kind_gaps(kinds: list) -> list[int]:
     return gaps
 
 
+class _NeedsValues(NeuralPowerError):
+    """A forward that reads values a meta tensor does not have."""
+
+
+def _record(model: nn.Module, run, stack, shapes) -> "_Recorder":
+    """The recorder of one run of ``model`` (``run``), or the model's failure in one line."""
+    recorder = _Recorder(stack)
+    try:
+        with torch.no_grad(), paused_gc(), recorder:
+            run()
+    except NotImplementedError as e:
+        raise _NeedsValues(f"cannot trace {model_name(model)}: its forward needs real values, "
+                           f"not only shapes ({str(e).splitlines()[0]})") from None
+    except Exception as e:
+        plain = isinstance(e, (RuntimeError, TypeError, ValueError, IndexError))
+        if not plain and _raised_here(e):
+            raise   # a bug of ours, not the model's: the CLI calls it an internal error
+        first = str(e).splitlines()[0] if str(e).strip() else ""
+        first = first if plain else f"{type(e).__name__}: {first}"  # KeyError, ...
+        if "on meta tensors" in first:  # Tensor.item() and the like: a value, not a shape
+            raise _NeedsValues(f"cannot trace {model_name(model)}: its forward needs real "
+                               f"values, not only shapes ({first})") from None
+        raise NeuralPowerError(f"cannot trace {model_name(model)} with input "
+                               f"{inputs_text(shapes)}: {first}"
+                               f"{inputs_hint(first, shapes)}") from None
+    return recorder
+
+
 def _raised_here(e: Exception) -> bool:
     """Whether ``e`` was raised in neuralpower's own code (its last frame is ours)."""
     tb = e.__traceback__
@@ -690,25 +719,19 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
                 state[name] = twins.setdefault(id(b), _meta_like(b))
             run = lambda: torch.func.functional_call(model, state, inputs, strict=False)  # noqa: E731
         _module_hooks(model, stack, types, hooks)
-        recorder = _Recorder(stack)
         try:
-            with torch.no_grad(), paused_gc(), recorder:
-                run()
-        except NotImplementedError as e:
-            raise NeuralPowerError(f"cannot trace {model_name(model)}: its forward needs real "
-                                   f"values, not only shapes ({str(e).splitlines()[0]})") from None
-        except Exception as e:
-            plain = isinstance(e, (RuntimeError, TypeError, ValueError, IndexError))
-            if not plain and _raised_here(e):
-                raise   # a bug of ours, not the model's: the CLI calls it an internal error
-            first = str(e).splitlines()[0] if str(e).strip() else ""
-            first = first if plain else f"{type(e).__name__}: {first}"  # KeyError, ...
-            if "on meta tensors" in first:  # Tensor.item() and the like: a value, not a shape
-                raise NeuralPowerError(f"cannot trace {model_name(model)}: its forward needs "
-                                       f"real values, not only shapes ({first})") from None
-            raise NeuralPowerError(f"cannot trace {model_name(model)} with input "
-                                   f"{inputs_text(shapes)}: {first}"
-                                   f"{inputs_hint(first, shapes)}") from None
+            recorder = _record(model, run, stack, shapes)
+            compiled = False
+        except _NeedsValues as eager:
+            # transformers skips the checks that read values (a padding warning, shortcuts of
+            # the attention mask) while torch.compile traces a model: so does this retry
+            stack[:] = [("", 0)]
+            try:
+                with mock.patch.object(torch.compiler, "is_compiling", return_value=True):
+                    recorder = _record(model, run, stack, shapes)
+            except NeuralPowerError:
+                raise eager from None
+            compiled = True
     for i, r in enumerate(recorder.rows):
         r["_op"] = i
     rows = _fuse_attention(recorder.rows)
@@ -726,4 +749,6 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
     _context(rows)
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     table["macs"] = table["macs"].astype("int64")
+    if compiled:
+        table.attrs["traced"] = "as torch.compile traces it (its forward reads values otherwise)"
     return table

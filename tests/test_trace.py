@@ -194,6 +194,25 @@ def test_untraceable_forward_is_a_clear_error():
         trace(NeedsValues(), (1, 3))
 
 
+def test_a_forward_that_reads_values_only_outside_torch_compile_traces_as_compiled():
+    # transformers checks for padding and shortcuts its attention masks by reading values,
+    # except while torch.compile traces the model: BART, BioGPT, DeBERTa, Pegasus, ...
+    class ChecksPadding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 4)
+
+        def forward(self, x):
+            if not torch.compiler.is_compiling() and (x == 0).any().item():
+                x = x + 1
+            return self.lin(x)
+
+    t = trace(ChecksPadding(), (2, 8))
+    assert list(real_ops(t).kind) == ["linear"] and "torch.compile" in t.attrs["traced"]
+    assert "traced" not in trace(nn.Linear(8, 4), (2, 8)).attrs
+    assert not torch.compiler.is_compiling()   # restored
+
+
 def test_a_forward_that_fails_in_its_own_code_is_a_clear_error():
     # transformers' BLT at its default configuration: AttributeError in its forward
     class Fails(nn.Module):

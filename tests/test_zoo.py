@@ -141,6 +141,12 @@ def test_transformers_models_build_from_their_default_configuration_alone():
             nets.build(bad)
 
 
+def test_bart_reads_values_in_eager_mode_and_traces_as_torch_compile_runs_it():
+    table = trace(nets.build("transformers:bart/lm"), "1x16:int64")
+    assert "torch.compile" in table.attrs["traced"]
+    assert (table.kind == "linear").sum() == 73 and (table.kind == "attention").sum() == 12
+
+
 def test_a_library_that_cannot_build_its_own_model_is_one_line(monkeypatch):
     # benchmarks/coverage.py found 13 of transformers 5.25's language models that fail at their
     # default configuration (AttributeError, TypeError, KeyError, AssertionError in the
