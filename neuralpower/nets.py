@@ -6,6 +6,7 @@ function returns an ``nn.Module``. Weights are never downloaded: structure is en
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -110,7 +111,11 @@ def _torchvision(name: str) -> nn.Module:
     import torchvision
 
     try:
-        return torchvision.models.get_model(name, weights=None)
+        builder = torchvision.models.get_model_builder(name)
+        # detection and segmentation builders default to downloading their backbone's weights
+        none = {k: None for k in ("weights", "weights_backbone")
+                if k in inspect.signature(builder).parameters}
+        return builder(**none)
     except ValueError:
         raise NeuralPowerError(f"torchvision has no model {name!r} (see "
                                "torchvision.models.list_models())") from None

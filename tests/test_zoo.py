@@ -147,6 +147,16 @@ def test_bart_reads_values_in_eager_mode_and_traces_as_torch_compile_runs_it():
     assert (table.kind == "linear").sum() == 73 and (table.kind == "attention").sum() == 12
 
 
+def test_torchvision_segmentation_models_build_without_downloading_their_backbone(monkeypatch):
+    # their builders default to the backbone's ImageNet weights: a download at run time
+    def download(*args, **kwargs):
+        raise AssertionError("tried to download weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", download)
+    table = trace(nets.build("torchvision:fcn_resnet50"), (1, 3, 64, 64))
+    assert (table.kind == "conv2d").sum() == 55 and "upsample_bilinear2d" in set(table.kind)
+
+
 def test_a_library_that_cannot_build_its_own_model_is_one_line(monkeypatch):
     # benchmarks/coverage.py found 13 of transformers 5.25's language models that fail at their
     # default configuration (AttributeError, TypeError, KeyError, AssertionError in the
