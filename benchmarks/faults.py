@@ -162,12 +162,14 @@ def kill_and_resume(out, kills: int = 4, seed: int = 0, tears: int = 1, max_new_
 
 
 def interrupt_and_resume(out, interrupts: int = 2, seed: int = 0, max_new_rows: int = 12,
-                         run_budget_s: float = 30.0, final_budget_s: float = 5.0,
+                         run_budget_s: float = 150.0, final_budget_s: float = 5.0,
                          timeout_s: float = 90) -> dict:
     """Ctrl-C a campaign ``interrupts`` times, as a terminal does: SIGINT to its whole process
     group (the measuring server too), once the file has 1 to ``max_new_rows`` more rows; resume
     after each, then let a last run end by itself, and ``audit`` the result. Each interrupted
-    run must end with exit 130, one line and no traceback.
+    run must end with exit 130, one line and no traceback. Its budget outlasts the wait for
+    rows (``timeout_s``), so that the run is still going when interrupted: a slow start must not
+    end it by its budget first.
 
     Returns the audit, plus ``interrupts``, ``clean_interrupts`` (runs that ended so),
     ``tracebacks``, ``unclean`` (the exit and stderr of the others), ``final_rc`` and
@@ -182,8 +184,9 @@ def interrupt_and_resume(out, interrupts: int = 2, seed: int = 0, max_new_rows: 
         deadline = time.time() + timeout_s
         while len(complete_rows(out)) < target and time.time() < deadline and proc.poll() is None:
             time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=timeout_s)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=timeout_s)   # (ended first: unclean, exit and all)
         lines = err.strip().splitlines()
         tracebacks += "Traceback" in err
         ok = (proc.returncode == 130 and "Traceback" not in err

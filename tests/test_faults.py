@@ -78,7 +78,7 @@ def test_ctrl_c_ends_a_campaign_in_one_line_and_it_resumes_losing_nothing(tmp_pa
     """Ctrl-C reaches the whole process group, the measuring server too (isolated.py), which
     printed a traceback of its own beside the campaign's one line (seen 2026-12-06)."""
     r = faults.interrupt_and_resume(tmp_path / "interrupted.csv", interrupts=2, seed=1)
-    assert r["clean_interrupts"] == 2 and r["tracebacks"] == 0, r
+    assert r["clean_interrupts"] == 2 and r["tracebacks"] == 0, r["unclean"]
     assert r["final_rc"] == 0, r["final_stderr"]
     assert r["lost"] == 0 and r["duplicated"] == 0 and r["incomplete"] == [], r
     assert r["rows"] > 0
