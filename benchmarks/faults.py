@@ -180,7 +180,7 @@ def interrupt_and_resume(out, interrupts: int = 2, seed: int = 0, max_new_rows: 
         target = len(complete_rows(out)) + rng.randint(1, max_new_rows)
         proc = subprocess.Popen(profile_command(out, run_budget_s), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_foreground_job)
         deadline = time.time() + timeout_s
         while len(complete_rows(out)) < target and time.time() < deadline and proc.poll() is None:
             time.sleep(0.02)
@@ -200,6 +200,13 @@ def interrupt_and_resume(out, interrupts: int = 2, seed: int = 0, max_new_rows: 
     report.update(interrupts=interrupts, clean_interrupts=clean, tracebacks=tracebacks,
                   unclean=unclean, final_rc=last.returncode, final_stderr=last.stderr.strip())
     return report
+
+
+def _foreground_job() -> None:
+    """In the child before exec: SIGINT as a terminal's foreground job has it. A shell's
+    background job inherits it ignored (``sh -c '... &'``: this benchmark's CI run, launched so,
+    saw its campaigns ignore every Ctrl-C), and an ignored signal stays ignored across exec."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _tear_last_line(out, rng: random.Random) -> None:
