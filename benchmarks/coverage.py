@@ -44,6 +44,7 @@ def _init(path: str) -> None:
 
 def _one(net: str) -> dict:
     from neuralpower import NeuralPowerError, predict
+    from neuralpower.errors import first_line
     from neuralpower.nets import build
 
     out = {"name": net.split(":", 1)[1]}
@@ -64,7 +65,7 @@ def _one(net: str) -> dict:
     except MemoryError:
         out["error"] = "MemoryError: over the 8 GiB this benchmark gives a model"
     except Exception as e:  # noqa: BLE001 -- what the tool let through is the finding
-        out["error"] = f"UNCAUGHT {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        out["error"] = f"UNCAUGHT {first_line(e)}"
     out["s"] = time.perf_counter() - start
     return out
 

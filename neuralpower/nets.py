@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import inputs
-from .errors import NeuralPowerError
+from .errors import NeuralPowerError, first_line
 from .trace import paused_gc
 
 
@@ -131,12 +131,8 @@ def _timm(name: str) -> nn.Module:
     except NotImplementedError:  # build() retries with parameters on meta
         raise
     except Exception as e:  # an unknown name, or timm's own failure: the library's, one line
-        raise NeuralPowerError(f"timm cannot build {name!r}: {_first_line(e)}") from None
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).splitlines()[0] if str(e).strip() else ""
-    return text if isinstance(e, RuntimeError) else f"{type(e).__name__}: {text}"
+        raise NeuralPowerError(f"timm cannot build {name!r}: "
+                               f"{first_line(e, plain=(RuntimeError,))}") from None
 
 
 def _transformers_type(name: str):
@@ -176,7 +172,7 @@ def _transformers(name: str) -> nn.Module:
         raise
     except Exception as e:  # some types do not build at their default configuration
         raise NeuralPowerError(f"transformers cannot build {kind} at its default "
-                               f"configuration: {_first_line(e)}") from None
+                               f"configuration: {first_line(e, plain=(RuntimeError,))}") from None
     raise NeuralPowerError(f"transformers:{name}: {kind} has no "
                            f"{'language-model head' if head else 'bare model'}")
 
@@ -225,8 +221,7 @@ def _call(fn, net: str) -> nn.Module:
     except NotImplementedError:  # build() retries with parameters on meta
         raise
     except Exception as e:
-        raise NeuralPowerError(f"network '{net}' failed: {type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        raise NeuralPowerError(f"network '{net}' failed: {first_line(e)}") from None
 
 
 def check(net: str, shapes) -> None:

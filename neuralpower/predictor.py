@@ -24,7 +24,7 @@ from joblib import Parallel, delayed
 
 from . import __version__, fresh_memory, subnormal
 from .clocks import GLUE_KEYS
-from .errors import NeuralPowerError
+from .errors import NeuralPowerError, first_line
 from .features import (CLOCK_TARGETS, CONTEXT_FEATURES, CONTEXT_INPUTS, DECOMPOSED,
                        MODELED_KINDS, MODES, OPS_PROBE_COLUMN, STAND_INS, TARGETS, WORK_BOUND,
                        features, ops_probe)
@@ -536,8 +536,7 @@ class Predictor:
             raise
         except Exception as e:  # an untrusted file can fail to parse in any way: say so, once
             raise NeuralPowerError(f"{path}: not a valid neuralpower predictor "
-                                   f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                                   ) from None
+                                   f"({first_line(e)})") from None
         if not models:
             raise NeuralPowerError(f"{path}: predictor holds no models")
         return cls(models, card)

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from .errors import NeuralPowerError
+from .errors import NeuralPowerError, first_line
 from . import fresh_memory
 from .inputs import as_shapes
 from .inputs import hint as inputs_hint
@@ -653,11 +653,10 @@ def _record(model: nn.Module, run, stack, shapes) -> "_Recorder":
         raise _NeedsValues(f"cannot trace {model_name(model)}: its forward needs real values, "
                            f"not only shapes ({str(e).splitlines()[0]})") from None
     except Exception as e:
-        plain = isinstance(e, (RuntimeError, TypeError, ValueError, IndexError))
-        if not plain and _raised_here(e):
+        plain = (RuntimeError, TypeError, ValueError, IndexError)   # others: KeyError: ...
+        if not isinstance(e, plain) and _raised_here(e):
             raise   # a bug of ours, not the model's: the CLI calls it an internal error
-        first = str(e).splitlines()[0] if str(e).strip() else ""
-        first = first if plain else f"{type(e).__name__}: {first}"  # KeyError, ...
+        first = first_line(e, plain)
         if "on meta tensors" in first:  # Tensor.item() and the like: a value, not a shape
             raise _NeedsValues(f"cannot trace {model_name(model)}: its forward needs real "
                                f"values, not only shapes ({first})") from None
@@ -716,7 +715,9 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
                     setattr(twins[id(p)], _WEIGHT, True)
                 state[name] = twins[id(p)]
             for name, b in model.named_buffers(remove_duplicate=False):
-                state[name] = twins.setdefault(id(b), _meta_like(b))
+                if id(b) not in twins:
+                    twins[id(b)] = _meta_like(b)
+                state[name] = twins[id(b)]
             run = lambda: torch.func.functional_call(model, state, inputs, strict=False)  # noqa: E731
         _module_hooks(model, stack, types, hooks)
         try:
