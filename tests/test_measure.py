@@ -34,11 +34,15 @@ def test_measure_json_of_a_real_torchvision_network():
 
 def test_larger_inputs_take_longer():
     model = build("torchvision:resnet18", device="cpu")
-    small = measure(model, (1, 3, 64, 64), target_s=0.3)
+    # the small input measured before and after the large one: another process that slows one
+    # measurement on this shared 2-core VM (a CI run once saw 22.5 ms for what takes 3) cannot
+    # make a small input look as slow as a large one
+    small = [measure(model, (1, 3, 64, 64), target_s=0.3)["runtime_ms"]]
     large = measure(model, (1, 3, 192, 192), target_s=0.3)
+    small.append(measure(model, (1, 3, 64, 64), target_s=0.3)["runtime_ms"])
     # 9x the pixels: 2-3x the time on the development VM (about 2x in its slow phase, when the
     # cost of each op rises: benchmarks/results/probe_drift.md)
-    assert large["runtime_ms"] > 1.5 * small["runtime_ms"]
+    assert large["runtime_ms"] > 1.5 * min(small), (small, large["runtime_ms"])
 
 
 class _SteadyMeter(Meter):
