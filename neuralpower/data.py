@@ -74,8 +74,7 @@ def with_allocator(d: pd.DataFrame, path) -> pd.DataFrame:
 
 def with_traced(d: pd.DataFrame, path=None) -> pd.DataFrame:
     """``d`` with the columns the tracer gives a row and older campaigns lack, filled in: the
-    context columns ``kind_gap`` and ``gap_elements`` (``trace.kind_gaps``,
-    ``trace.gap_elements``) and, in a CPU campaign's rows (those
+    context column ``kind_gap`` (``trace.kind_gaps``) and, in a CPU campaign's rows (those
     with ``fresh_memory.COLUMN``), the memory column ``fresh_mib`` (``fresh_memory.Events``).
     Each network is traced again (a zoo network at its input; a synthetic one from its seed,
     index, kinds and limits, which the campaign's sidecar beside ``path`` keeps), and a row
@@ -84,8 +83,8 @@ def with_traced(d: pd.DataFrame, path=None) -> pd.DataFrame:
     ``fresh_mib``, the sizes alone: ``fresh_memory.units``). A file with a column is taken as
     it is (an empty value there is one that could not be derived)."""
     from .fresh_memory import COLUMN
-    wanted = [c for c in ("kind_gap", "gap_elements", "fresh_mib") if c not in d
-              and (c != "fresh_mib" or COLUMN in d)]
+    wanted = [c for c in ("kind_gap", "fresh_mib") if c not in d
+              and (c == "kind_gap" or COLUMN in d)]
     if not wanted or not {"network", "layer"} <= set(d.columns):
         return d
     filled = pd.DataFrame(np.nan, index=d.index, columns=wanted)
@@ -99,9 +98,7 @@ def with_traced(d: pd.DataFrame, path=None) -> pd.DataFrame:
         net = zoo.net_of(net_id)
         try:
             if net is not None and net_id in inputs:
-                shape = inputs[net_id]   # a text network's takes token ids
-                table = zoo.trace_spec({"zoo": net, "input": list(shape),
-                                        "dtype": getattr(shape, "dtype", "float32")})
+                table = zoo.trace_spec({"zoo": net, "input": list(inputs[net_id])})
             elif (spec := synthetic.campaign_spec(net_id, settings)) is not None:
                 table = synthetic.trace_spec(spec)
             else:

@@ -31,8 +31,8 @@ CLOCK_TARGETS = ["host_ms", "gpu_ms"]
 MODES = ("inference", "train")
 # Optional columns saying what ran around a layer inside its network (the tracer and the
 # profiler fill them): elements read and written by the op just before it, and by the whole
-# network per run; ops run since the last op of the same kind, and the elements they moved.
-CONTEXT_COLUMNS = ["prev_elements", "net_elements", "kind_gap", "gap_elements"]
+# network per run; ops run since the last op of the same kind.
+CONTEXT_COLUMNS = ["prev_elements", "net_elements", "kind_gap"]
 # The first context feature: how much data the op before moved per element this op moves, per
 # mille (so that the regression's log1p is a log from ratios of about 1/100 up). The same
 # layer runs slower after an op that swept the caches than after one that left its input hot
@@ -42,22 +42,12 @@ CONTEXT_COLUMNS = ["prev_elements", "net_elements", "kind_gap", "gap_elements"]
 # feature it let models fitted on synthetic networks, which put small layers in small networks,
 # extrapolate badly to small layers in large real networks (27 torchvision networks: median
 # error 75 % with both columns, 48 % without, same measurements).
-# (CONTEXT_FEATURES, the names of all six, is defined below with the column each is made of.)
+# (CONTEXT_FEATURES, the names of all five, is defined below with the column each is made of.)
 NEUTRAL_PERMILLE = 1000.0
 # The second: ``kind_gap``, the ops run since the last op of the same kind (trace.kind_gaps): a
 # kind not run for a while runs slower (the head's global pool of a network without SE blocks
 # costs several times an SE block's pool of the same shape). A row without it gets 1.
 NEUTRAL_GAP = 1.0
-# The sixth, ``gap_elements``: the elements read and written by the ops since the last op of the
-# same kind (trace.gap_elements), what swept that kernel's code and data out of the caches; the
-# op count alone does not say it (many small ops leave a pool as fast as one just run). A row
-# without it gets 0, a layer that has just run. Pools alone take it, where the effect was found
-# (benchmarks/kind_gap_effect.py): on the ten 10-minute zoo campaigns it lowered held-out
-# pooling error in 6, raised it in 2 (summed 125.2 -> 118.8 %), and given to every kind it cost
-# linear layers 0.2-1.1 points on each AMD campaign (docs/results.md, "Data moved since the
-# last pool").
-NEUTRAL_GAP_ELEMENTS = 0.0
-GAP_ELEMENTS_KINDS = ("max_pool2d", "avg_pool2d")
 # The third, ``shape_seen``: 1 where an op of the same kind and shape (every
 # :data:`SHAPE_COLUMNS` value) ran earlier in the same run, else 0 (:func:`shapes_seen`). The
 # first op of a shape runs slower than its repeats (a stage's first block: its tensors are
@@ -85,7 +75,7 @@ OPS_PROBE_COLUMN = "reference_ops_ms"
 # The column each context feature is made of (``fit --without FEATURE`` leaves it out).
 CONTEXT_INPUTS = {"prev_permille": "prev_elements", "kind_gap": "kind_gap",
                   "shape_seen": "shape_seen", "ops_ms": OPS_PROBE_COLUMN,
-                  "synthetic": "synthetic", "gap_elements": "gap_elements"}
+                  "synthetic": "synthetic"}
 CONTEXT_FEATURES = list(CONTEXT_INPUTS)
 # Columns the tracer adds and ``data.load`` derives for a campaign's rows, never written
 # (``synthetic`` is neither: ``data.load`` alone derives it, and a traced network has none).
@@ -321,9 +311,6 @@ def features(rows: pd.DataFrame, kind: str, context: bool = True) -> pd.DataFram
         f["ops_ms"] = ops_probe(rows).fillna(0.0).to_numpy()
         synthetic = _numbers(rows, "synthetic")
         f["synthetic"] = np.where(np.isnan(synthetic), 0.0, synthetic)
-        moved = _numbers(rows, "gap_elements")
-        f["gap_elements"] = np.where(np.isnan(moved) | (kind not in GAP_ELEMENTS_KINDS),
-                                     NEUTRAL_GAP_ELEMENTS, moved)
     return pd.DataFrame(f, index=rows.index)
 
 

@@ -611,13 +611,10 @@ def _context(rows: list[dict]) -> None:
     move no data and are left out."""
     work = [r for r in rows if r["kind"] != "free"]
     total = sum(r["moved"] for r in work)
-    kinds = [r["kind"] for r in work]
-    moved = gap_elements(kinds, [r["moved"] for r in work])
-    for i, (r, gap) in enumerate(zip(work, kind_gaps(kinds))):
+    for i, (r, gap) in enumerate(zip(work, kind_gaps([r["kind"] for r in work]))):
         r["prev_elements"] = work[i - 1]["moved"]
         r["net_elements"] = total
         r["kind_gap"] = gap
-        r["gap_elements"] = moved[i]
     for r, seen in zip(work, shapes_seen([shape_key(r) for r in work])):
         r["shape_seen"] = seen
 
@@ -638,24 +635,6 @@ def kind_gaps(kinds: list) -> list[int]:
     gaps = []
     for i, k in enumerate(kinds):
         gaps.append(i - last[k])
-        last[k] = i
-    return gaps
-
-
-def gap_elements(kinds: list, moved: list) -> list[float]:
-    """For each op of a network run over and over (its kinds in order, and the elements each
-    reads and writes), the elements the ops since the last op of the same kind moved, counting
-    back into the run before (the only op of its kind: every other op of the run). What swept
-    a kernel's data out of the caches is the data moved in between, not the number of ops: 50
-    small ops after MobileNetV3's last SE pool leave the next one as fast as a pool that had
-    just run, 65 large ones do not."""
-    n, total = len(kinds), float(sum(moved))
-    ends = [0.0, *itertools.accumulate(float(m) for m in moved)]   # by ops 0..i-1
-    last, gaps = {k: i - n for i, k in enumerate(kinds)}, []
-    for i, k in enumerate(kinds):
-        j = last[k]   # the last op of the kind, in this run (j >= 0) or the one before
-        between = ends[i] - ends[j + 1] if j >= 0 else ends[i] + total - ends[j + n + 1]
-        gaps.append(float(between))
         last[k] = i
     return gaps
 

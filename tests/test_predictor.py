@@ -427,20 +427,6 @@ def test_context_feature_is_the_previous_ops_data_per_own_and_neutral_without_it
     assert features(rows, "linear", context=False).equals(bare.drop(columns=CONTEXT_FEATURES))
 
 
-def test_the_data_moved_since_the_last_pool_is_a_feature_of_pools_alone():
-    from neuralpower.features import NEUTRAL_GAP_ELEMENTS, features
-
-    t = trace(torchvision.models.resnet18(), (1, 3, 64, 64))
-    pools = t[t.kind == "avg_pool2d"]
-    moved = features(pools, "avg_pool2d").gap_elements
-    assert (moved == pools.gap_elements).all() and (moved > 0).all()
-    assert (features(pools.drop(columns="gap_elements"), "avg_pool2d").gap_elements
-            == NEUTRAL_GAP_ELEMENTS).all()   # a row without it: as if the pool had just run
-    convs = t[t.kind == "conv2d"]
-    assert convs.gap_elements.gt(0).all()
-    assert (features(convs, "conv2d").gap_elements == NEUTRAL_GAP_ELEMENTS).all()
-
-
 def test_predictors_fitted_before_the_context_feature_ignore_it(cpu_split):
     """The Xeon training predictor was fitted before the context features, the Xeon inference
     one before ``shape_seen``, the small-ops probe and the synthetic mark: same predictions

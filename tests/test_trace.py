@@ -428,29 +428,6 @@ def test_kind_gap_counts_the_ops_since_the_last_of_the_same_kind_around_the_run(
     assert kind_gaps(["a", "b", "a"]) == [1, 3, 2] and kind_gaps([]) == []
 
 
-def test_gap_elements_adds_what_the_ops_since_the_last_of_the_same_kind_moved():
-    from neuralpower.trace import gap_elements
-
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
-    t = trace(model, (1, 3, 16, 16))
-    work = t[t.kind != "free"]
-    # what each op reads and writes, by hand: 3x16x16 in, 8x14x14 out, and so on
-    moved = [3 * 256 + 8 * 196, 2 * 8 * 196, 8 * 196 + 8 * 144, 2 * 8 * 144, 8 * 144 + 8,
-             8 + 10]
-    assert list(work.prev_elements) == moved[-1:] + moved[:-1]
-    total = sum(moved)
-    # the first conv and ReLU count back into the run before (the second ReLU, then the pool
-    # and linear); the second conv and ReLU: the op between them and their first; the only
-    # pool and linear: every other op of the run
-    assert list(work.gap_elements) == [moved[3] + moved[4] + moved[5],
-                                       moved[4] + moved[5] + moved[0], moved[1], moved[2],
-                                       total - moved[4], total - moved[5]]
-    assert t[t.kind == "free"].gap_elements.isna().all()
-    assert gap_elements(["a", "b", "a"], [1, 10, 100]) == [0, 101, 10]
-    assert gap_elements([], []) == []
-
-
 def test_shape_seen_marks_an_op_whose_kind_and_shape_ran_before_in_the_run():
     from neuralpower.features import shapes_seen
 

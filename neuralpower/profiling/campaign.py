@@ -56,13 +56,11 @@ CSV_COLUMNS = [
     "reference_ops_ms",
 ]
 _HEADER = ",".join(CSV_COLUMNS) + "\n"
-# Files begun before ``gap_elements``, before ``fresh_mib``, before the small-ops probe
-# (``reference_ops_ms``), before ``kind_gap``, before the host and GPU clocks were columns, or
-# before ``subnormal_share`` was, resume in their own columns (a file before subnormal_share
-# leaves out rows that meet them; ``data.load`` fills in ``kind_gap``, ``gap_elements`` and
-# ``fresh_mib`` for a file without them).
-_BEFORE_MOVED = [c for c in CSV_COLUMNS if c != "gap_elements"]
-_BEFORE_MEMORY = [c for c in _BEFORE_MOVED if c not in MEMORY_COLUMNS]
+# Files begun before ``fresh_mib``, before the small-ops probe (``reference_ops_ms``), before
+# ``kind_gap``, before the host and GPU clocks were columns, or before ``subnormal_share`` was,
+# resume in their own columns (a file before subnormal_share leaves out rows that meet them;
+# ``data.load`` fills in ``kind_gap`` and ``fresh_mib`` for a file without them).
+_BEFORE_MEMORY = [c for c in CSV_COLUMNS if c not in MEMORY_COLUMNS]
 _BEFORE_OPS = [c for c in _BEFORE_MEMORY if c != "reference_ops_ms"]
 _BEFORE_GAP = [c for c in _BEFORE_OPS if c != "kind_gap"]
 _BEFORE_CLOCKS = [c for c in _BEFORE_GAP if c not in CLOCK_COLUMNS]
@@ -338,7 +336,7 @@ class Campaign:
         if not text:
             _write_whole(f, _HEADER)
             return {}, set(), 0.0, CSV_COLUMNS
-        known = [c for c in (CSV_COLUMNS, _BEFORE_MOVED, _BEFORE_MEMORY, _BEFORE_OPS, _BEFORE_GAP,
+        known = [c for c in (CSV_COLUMNS, _BEFORE_MEMORY, _BEFORE_OPS, _BEFORE_GAP,
                              _BEFORE_CLOCKS, _EARLIER_COLUMNS)
                  if text.startswith(",".join(c) + "\n")]
         if known:
