@@ -131,3 +131,17 @@ def test_a_cpu_campaign_measured_before_fresh_mib_gets_it_traced_again(tmp_path)
     # without the sidecar no allocator is known: nothing to fill
     (tmp_path / "old.json").unlink()
     assert "fresh_mib" not in load(old)
+
+
+def test_load_traces_a_text_zoo_network_again_with_token_ids():
+    # a language model's rows without kind_gap: its network rebuilt at its input of int64 ids
+    # (once traced with float ids, which its embedding refuses: every row was left empty)
+    from neuralpower.data import with_traced
+
+    src = PUBLIC.parent / "dev_cpu" / "amd_epyc_2t_text_s0.csv.gz"
+    d = pd.read_csv(src, low_memory=False)
+    d = d[d.network == d.network.iloc[0]]
+    assert d.network.iloc[0].startswith("t0-") and d.kind_gap.notna().all()
+    filled = with_traced(d.drop(columns="kind_gap"), src)
+    agree = filled.kind_gap.eq(d.kind_gap)
+    assert filled.kind_gap.notna().all() and agree.mean() > 0.9
