@@ -32,9 +32,6 @@ from .features import (CLOCK_TARGETS, CONTEXT_FEATURES, CONTEXT_INPUTS, DECOMPOS
 FORMAT = "neuralpower-predictor"
 FORMAT_VERSION = 2      # 2: tree models stored as regression.Forest (fewer arrays, fast to load)
 READS_VERSIONS = (1, 2)  # 1: as sklearn's boosters, turned into Forests on loading
-# The share of a kind's rows measured with the small-ops probe from which its model is taken to
-# have learned the VM's phase, and is not bounded by the probe (Predictor._model_arrays).
-PROBE_LEARNED = 0.5
 
 
 @dataclass
@@ -120,8 +117,7 @@ class Predictor:
         # the small-ops probe (features.OPS_PROBE_COLUMN): rows measured without one are taken
         # as measured in the data's reference phase, the median of the probes it has
         probe = ops_probe(data)
-        probed = probe.notna()
-        reference_ops_ms = float(probe.median()) if probed.any() else None
+        reference_ops_ms = float(probe.median()) if probe.notna().any() else None
         if reference_ops_ms is not None:
             data = data.assign(**{OPS_PROBE_COLUMN: probe.fillna(reference_ops_ms)})
         devices = sorted(set(data.get("device", pd.Series(dtype=str)).dropna().astype(str)))
@@ -145,9 +141,7 @@ class Predictor:
                 # a context feature the rows do not vary (no context measured) is no feature
                 kinds_card[kind] = {"rows": len(rows), "feature_ranges": {
                     c: [float(X[c].min()), float(X[c].max())] for c in X.columns
-                    if c not in CONTEXT_FEATURES or X[c].nunique() > 1}, "targets": {},
-                    # rows measured with the small-ops probe (the rest took the reference's)
-                    "probe_share": round(float(probed.reindex(rows.index).mean()), 4)}
+                    if c not in CONTEXT_FEATURES or X[c].nunique() > 1}, "targets": {}}
                 for target in TARGETS + [t for t in CLOCK_TARGETS if t in rows]:
                     has = (pd.to_numeric(rows[target], errors="coerce") > 0).to_numpy()
                     if has.any():
@@ -407,15 +401,8 @@ class Predictor:
         # layer unlike theirs (dilated convolutions are synthetic campaigns' alone) its
         # polynomial's terms in the phase are free: FCN-ResNet50's dilated 3x3 convolution
         # took 36 ms at the reference probe and 663 ms at a probe 20 % faster.
-        # A model that saw the probe on most of its rows (every campaign since 2026-11-27) has
-        # learned the phase: on AMD zoo seed 6, whose rows all have it, bounding it raised
-        # held-out conv2d error from 14.4 to 18.1 % (networks held out). A card without the
-        # share (fitted before it) keeps the bound: the shipped AMD predictor's kinds saw the
-        # probe on at most a third of their rows.
         reference = self.card.get("reference_ops_ms")
-        share = self.card.get("kinds", {}).get(kind, {}).get("probe_share", 0.0)
-        if (reference and share < PROBE_LEARNED and "ops_ms" in X
-                and (X["ops_ms"] != reference).any()):
+        if reference and "ops_ms" in X and (X["ops_ms"] != reference).any():
             ratio = X["ops_ms"].to_numpy(dtype=float) / reference
             at_reference = self._predict_features(X.assign(ops_ms=reference), kind)
             for t in ("runtime_ms", *CLOCK_TARGETS):
