@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from .errors import NeuralPowerError
+from .errors import NeuralPowerError, first_line
 from .training import DEFAULT_CARBON_G_PER_KWH, DEFAULT_PUE
 
 INPUT_HELP = "input shape (default 1x3x224x224; token ids: 1x128:int64)"
@@ -491,8 +491,7 @@ def main(argv=None) -> int:
     except Exception as e:  # a bug of ours: still one line, the traceback on request
         if os.environ.get("NEURALPOWER_DEBUG"):
             raise
-        msg = str(e).splitlines()[0] if str(e) else ""
-        print(f"neuralpower {args.command}: internal error: {type(e).__name__}: {msg} "
+        print(f"neuralpower {args.command}: internal error: {first_line(e)} "
               "(set NEURALPOWER_DEBUG=1 for the traceback)", file=sys.stderr)
         return 3
     return 0

@@ -194,6 +194,17 @@ def test_untraceable_forward_is_a_clear_error():
         trace(NeedsValues(), (1, 3))
 
 
+def test_a_bare_not_implemented_error_in_a_forward_is_a_clear_error():
+    # its empty message once made the error's own formatting raise IndexError
+    class Unfinished(nn.Module):
+        def forward(self, x):
+            raise NotImplementedError
+
+    with pytest.raises(NeuralPowerError, match=r"cannot trace Unfinished: .* not only shapes "
+                       r"\(NotImplementedError\)"):
+        trace(Unfinished(), (1, 3))
+
+
 def test_a_forward_that_reads_values_only_outside_torch_compile_traces_as_compiled():
     # transformers checks for padding and shortcuts its attention masks by reading values,
     # except while torch.compile traces the model: BART, BioGPT, DeBERTa, Pegasus, ...
