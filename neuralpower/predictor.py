@@ -404,8 +404,9 @@ class Predictor:
         reference = self.card.get("reference_ops_ms")
         if reference and "ops_ms" in X and (X["ops_ms"] != reference).any():
             ratio = X["ops_ms"].to_numpy(dtype=float) / reference
-            at_reference = self._predict_features(X.assign(ops_ms=reference), kind)
-            for t in ("runtime_ms", *CLOCK_TARGETS):
+            times = ("runtime_ms", *CLOCK_TARGETS)
+            at_reference = self._predict_features(X.assign(ops_ms=reference), kind, times)
+            for t in times:
                 if t in out:
                     base = at_reference[t]
                     out[t] = np.clip(out[t], base * np.minimum(ratio, 1.0),
@@ -417,13 +418,15 @@ class Predictor:
             out["power_w"] = np.clip(out["power_w"], *self.card["power_range_w"])
         return out
 
-    def _predict_features(self, X: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
-        """Each model's figures for featured rows (NaN for a target with no model); rows with
-        identical features (a network repeats its blocks) are predicted once."""
+    def _predict_features(self, X: pd.DataFrame, kind: str,
+                          targets=(*TARGETS, *CLOCK_TARGETS)) -> dict[str, np.ndarray]:
+        """Each model's figures for featured rows (NaN for one of ``targets`` in TARGETS with
+        no model); rows with identical features (a network repeats its blocks) are predicted
+        once."""
         unique, inverse = np.unique(X.to_numpy(), axis=0, return_inverse=True)
         unique = pd.DataFrame(unique, columns=X.columns)
         out = {}
-        for target in TARGETS + CLOCK_TARGETS:
+        for target in targets:
             model = self.models.get((kind, target))
             if model is not None or target in TARGETS:
                 out[target] = (np.full(len(X), np.nan) if model is None
