@@ -98,9 +98,8 @@ def with_traced(d: pd.DataFrame, path=None) -> pd.DataFrame:
         net = zoo.net_of(net_id)
         try:
             if net is not None and net_id in inputs:
-                shape = inputs[net_id]   # a text network's takes token ids
-                table = zoo.trace_spec({"zoo": net, "input": list(shape),
-                                        "dtype": getattr(shape, "dtype", "float32")})
+                shape = inputs[net_id]   # with its dtype: a text network's takes token ids
+                table = zoo.trace_spec({"zoo": net, "input": list(shape), "dtype": shape.dtype})
             elif (spec := synthetic.campaign_spec(net_id, settings)) is not None:
                 table = synthetic.trace_spec(spec)
             else:

@@ -225,7 +225,7 @@ def network_inputs(rows) -> dict:
                           & ~rows.network.isin(list(out))].groupby("network", sort=False):
         first = g.sort_values("position").iloc[0]
         if first[cols].notna().all():
-            out[net_id] = tuple(int(first[c]) for c in cols)
+            out[net_id] = Shape(first[c] for c in cols)
     return out
 
 
