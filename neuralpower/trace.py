@@ -470,17 +470,19 @@ class _Recorder(TorchDispatchMode):
         kernel's: the query's (heads inner to tokens when the query is a transpose, as it
         usually is) where the math writes heads outer, so that the model's own transpose and
         reshape after it are the view they are on a real device, not a copy."""
-        if packet is aten.mul:
-            self.scaled = [*self.scaled[-1:], args[0]]   # the queries, then the keys, scaled
+        if packet is aten.mul:  # the queries, then the keys, scaled: their layouts only (a
+            # reference would keep the tensor alive in the trace, and the heap model with it)
+            x = args[0]
+            self.scaled = [*self.scaled[-1:],
+                           (x.dim(), x.stride()) if isinstance(x, torch.Tensor) else None]
         elif packet is aten._safe_softmax:
             self.sdpa = "softmax"
         elif packet in (aten.bmm, aten.mm) and self.sdpa == "softmax":
             self.sdpa = "mixed"
         elif packet is aten._unsafe_view and self.sdpa == "mixed":
             self.sdpa = None
-            q = self.scaled[0] if len(self.scaled) == 2 else None
-            if (isinstance(q, torch.Tensor) and q.dim() == out.dim() == 4
-                    and q.stride(1) < q.stride(2)):
+            q = self.scaled[0] if len(self.scaled) == 2 else None   # (dims, strides)
+            if q is not None and q[0] == out.dim() == 4 and q[1][1] < q[1][2]:
                 b, h, t, d = out.shape
                 out = torch.empty_strided(out.shape, (t * h * d, d, h * d, 1), dtype=out.dtype,
                                           device=out.device)
