@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import NeuralPowerError
+from .errors import NeuralPowerError, first_line
 from .features import INPUT_COLUMNS, SHAPE_COLUMNS, TARGETS, shapes_seen
 
 # Larger than any real layer size or runtime (2**31 elements; a layer running 10^7 ms = 2.8 h):
@@ -153,7 +153,8 @@ def _read_one(path: Path) -> pd.DataFrame:
         raise NeuralPowerError(f"{path}: file is empty") from None
     except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError, OSError,
             EOFError) as e:  # (a damaged .csv.gz: BadGzipFile is an OSError, a cut one EOF)
-        raise NeuralPowerError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+        raise NeuralPowerError(f"{path}: not a readable CSV "
+                               f"({first_line(e, (Exception,))})") from None
     if d.empty:
         raise NeuralPowerError(f"{path}: no data rows")
     missing = [c for c in ("kind", "runtime_ms") if c not in d.columns]

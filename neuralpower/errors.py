@@ -3,9 +3,12 @@
 
 def first_line(e: BaseException, plain: tuple = ()) -> str:
     """The first line of ``e``'s message, after its type's name unless ``e`` is one of
-    ``plain`` (types whose messages say what they are): one line for a user to read."""
+    ``plain`` (types whose messages say what they are; with no message, a bare ``raise
+    NotImplementedError``, the type's name alone): one line for a user to read."""
     text = str(e).splitlines()[0] if str(e).strip() else ""
-    return text if isinstance(e, plain) else f"{type(e).__name__}: {text}"
+    if isinstance(e, plain):
+        return text or type(e).__name__
+    return f"{type(e).__name__}: {text}"
 
 
 class NeuralPowerError(Exception):

@@ -652,9 +652,8 @@ def _record(model: nn.Module, run, stack, shapes) -> "_Recorder":
         with torch.no_grad(), paused_gc(), recorder:
             run()
     except NotImplementedError as e:
-        why = first_line(e, (NotImplementedError,)) or "NotImplementedError"   # bare raise
         raise _NeedsValues(f"cannot trace {model_name(model)}: its forward needs real values, "
-                           f"not only shapes ({why})") from None
+                           f"not only shapes ({first_line(e, (NotImplementedError,))})") from None
     except Exception as e:
         plain = (RuntimeError, TypeError, ValueError, IndexError)   # others: KeyError: ...
         if not isinstance(e, plain) and _raised_here(e):

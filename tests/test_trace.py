@@ -205,6 +205,14 @@ def test_a_bare_not_implemented_error_in_a_forward_is_a_clear_error():
         trace(Unfinished(), (1, 3))
 
 
+def test_first_line_of_an_error_without_a_message_is_its_type():
+    from neuralpower.errors import first_line
+
+    assert first_line(OSError(), (Exception,)) == "OSError"
+    assert first_line(OSError("no such file\nmore"), (Exception,)) == "no such file"
+    assert first_line(KeyError()) == "KeyError: "
+
+
 def test_a_forward_that_reads_values_only_outside_torch_compile_traces_as_compiled():
     # transformers checks for padding and shortcuts its attention masks by reading values,
     # except while torch.compile traces the model: BART, BioGPT, DeBERTa, Pegasus, ...
