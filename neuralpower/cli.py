@@ -160,6 +160,7 @@ def _validate(args) -> None:
     from tqdm.auto import tqdm
 
     from . import nets
+    from .devices import same_device
     from .predictor import Predictor
     from .profiling.campaign import parse_device
     from .validate import plot, validate
@@ -172,7 +173,7 @@ def _validate(args) -> None:
     result = validate(predictor, args.nets, shapes if len(shapes) > 1 else shapes[0], device,
                       threads=args.threads,
                       progress=lambda xs: tqdm(xs, desc="predict + measure", disable=args.json))
-    if result["measured_on"] != result["device"]:
+    if result["measured_on"] and not same_device(result["measured_on"], result["device"]):
         print(f"note: the predictor is for {result['device']!r}; measured on "
               f"{result['measured_on']!r}", file=sys.stderr)
     if args.plot:

@@ -14,12 +14,13 @@ import torch
 from torch import nn
 
 from . import nets
+from .devices import device_name
 from .errors import NeuralPowerError
 from .inputs import as_shapes, example, hint
 from .inputs import text as text_of
 from .trace import model_name
 from .profiling import isolated
-from .profiling.campaign import device_name, parse_device
+from .profiling.campaign import parse_device
 from .profiling.meters import MeterError, open_meter
 from .profiling.timing import Reference, layer_power, spread, steady_allocator, time_whole
 

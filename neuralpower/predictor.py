@@ -24,6 +24,7 @@ from joblib import Parallel, delayed
 
 from . import __version__, fresh_memory, subnormal
 from .clocks import GLUE_KEYS
+from .devices import one_device
 from .errors import NeuralPowerError, first_line
 from .features import (CLOCK_TARGETS, CONTEXT_FEATURES, CONTEXT_INPUTS, DECOMPOSED,
                        MODELED_KINDS, MODES, OPS_PROBE_COLUMN, STAND_INS, TARGETS, WORK_BOUND,
@@ -121,7 +122,8 @@ class Predictor:
         if reference_ops_ms is not None:
             data = data.assign(**{OPS_PROBE_COLUMN: probe.fillna(reference_ops_ms)})
         devices = sorted(set(data.get("device", pd.Series(dtype=str)).dropna().astype(str)))
-        if len(devices) > 1:
+        device = one_device(devices)
+        if device is None:
             raise NeuralPowerError(f"data from several devices ({'; '.join(devices)}): fit one "
                                    "predictor per device")
         mode = _mode(data)
@@ -174,7 +176,7 @@ class Predictor:
                                    f"to fit (modeled kinds: {', '.join(MODELED_KINDS)})")
         card = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
-            "device": devices[0] if devices else "unknown device",
+            "device": device,
             "mode": mode,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": _versions(),

@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
+from ..devices import device_name
 from ..errors import NeuralPowerError
 from ..features import (CLOCK_COLUMNS, CONTEXT_COLUMNS, MEMORY_COLUMNS, MODES, SHAPE_COLUMNS,
                         VALUE_COLUMNS)
@@ -74,19 +75,6 @@ REPEAT_S = 0.1
 def sidecar_path(csv_path) -> Path:
     p = Path(csv_path)
     return p.with_suffix(".json") if p.suffix.lower() == ".csv" else p.with_name(p.name + ".json")
-
-
-def device_name(device: torch.device, threads: int) -> str:
-    """A stable name for the ``device`` column (fit refuses to mix devices)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {threads} thread{'s' if threads > 1 else ''}"
 
 
 def parse_device(text: str) -> torch.device:
