@@ -341,6 +341,11 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
     ``work_column``: the log feature of the work (``"log:macs"``) where the target is bound by
     it; beyond the data the continuation then grows at least as fast as the work (``Predictor``
     sets it for the runtime of the kinds of ``features.WORK_BOUND``).
+    ``span``: the directions of the log inputs along which training hardly varied (``basis``,
+    one row each, in raw log units; ``scale``: the backbone's standardisation) and the range it
+    covered along each (``lo``, ``hi``): a layer
+    beyond that range along one of them is taken back to its edge before anything else (see
+    ``_backbone_log``). Files saved before it have none.
     ``log_scale``: global log calibration. ``log_range``: clip of the final log prediction, so
     the output is always finite and positive.
     """
@@ -348,7 +353,7 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
     def __init__(self, backbone=None, tree_features=None, boosters=(), booster_spaces=(),
                  var_model=None, input_range=None, log_scale=0.0, shrink=0.0,
                  resid_range=(-50.0, 50.0), var_max=0.0, log_range=(-50.0, 50.0), trend=None,
-                 work_column=None):
+                 work_column=None, span=None):
         self.backbone = backbone
         self.tree_features = tree_features
         self.boosters = boosters
@@ -362,6 +367,7 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
         self.log_range = log_range
         self.trend = trend
         self.work_column = work_column
+        self.span = span
 
     def fit(self, X, y):  # pragma: no cover - fitted by fit_regressor; kept for the API
         raise NotImplementedError("use neuralpower.regression.fit_regressor")
@@ -388,7 +394,8 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
         outside them at 10^5 times its runtime (91 linear rows, a Swin MLP layer)."""
         pre, post = self.backbone[:2], self.backbone[2:]
         U = np.asarray(pre.transform(X), dtype=float)
-        U = np.nan_to_num(U, nan=0.0, posinf=1e6, neginf=-1e6)
+        U = _into_span(np.nan_to_num(U, nan=0.0, posinf=1e6, neginf=-1e6),
+                       getattr(self, "span", None))
         if self.input_range is None:
             return np.asarray(post.predict(U), dtype=float)
         lo, hi = (np.asarray(a, dtype=float) for a in self.input_range)
@@ -450,6 +457,45 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         return np.exp(self.predict_log(X))
+
+
+# Along a direction of the log inputs (raw logs, not standardised) whose training variance is
+# below this, the data did not vary (by more than about 3 %): an exact relation of the features
+# (``macs`` is a product of others), a context the campaign happened to keep, or a relation it
+# did (every max pool it measured was 3x3 of stride 2, so input and output sizes moved
+# together). The polynomial's slope along such a direction is whatever the Lasso made of
+# collinear columns, and standardising blows the direction up: a stride-1 pool after a concat
+# was predicted up to 12.8 times its time (EMR seed-9 zoo campaign, GoogLeNet held out).
+SPAN_VAR = 1e-3
+
+
+def _span(U: np.ndarray, scale) -> dict | None:
+    """The directions of the log inputs along which the training layers (``U``: their
+    standardised log inputs, ``scale``: the standardisation's) hardly vary, and the range they
+    cover along each; None if they vary along every direction."""
+    if len(U) < 2 or scale is None:
+        return None
+    R = U * np.asarray(scale, dtype=float)
+    _, s, Vt = np.linalg.svd(R - R.mean(axis=0), full_matrices=False)
+    flat = Vt[s ** 2 / len(R) < SPAN_VAR]
+    if not len(flat):
+        return None
+    P = R @ flat.T
+    return {"basis": flat.tolist(), "lo": P.min(axis=0).tolist(), "hi": P.max(axis=0).tolist(),
+            "scale": np.asarray(scale, dtype=float).tolist()}
+
+
+def _into_span(U: np.ndarray, span: dict | None) -> np.ndarray:
+    """``U`` (standardised log inputs) moved, along each direction in which training did not
+    vary, back into the range training covered there: the data say nothing of the target along
+    it, so a layer off it is predicted as the nearest layer on it. (``outside_fit`` names such a
+    layer where a feature is beyond its range, as a stride the data never varied is.)"""
+    if not span:
+        return U
+    B, scale = np.asarray(span["basis"], dtype=float), np.asarray(span["scale"], dtype=float)
+    P = (U * scale) @ B.T
+    over = P - np.clip(P, np.asarray(span["lo"]), np.asarray(span["hi"]))
+    return U - (over @ B) / scale
 
 
 # ------------------------------------------------------------------------------------- fitting
@@ -601,7 +647,7 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
         bb = _poly_pipeline(1, alpha).fit(X, logy)
         U = bb[:2].transform(X)
         est = LogLinkRegressor(backbone=bb, input_range=[U.min(0).tolist(), U.max(0).tolist()],
-                               log_range=log_range)
+                               log_range=log_range, span=_span(U, bb[1].scale_))
         p = est.predict(X)
         return est, {"family": "poly", "degree": 1, "alpha": alpha, "alpha_rel": None,
                      "n_terms": int(np.count_nonzero(bb.named_steps["lasso"].coef_)),
@@ -713,7 +759,7 @@ def _fit(X: pd.DataFrame, y: np.ndarray, seed: int, family: str | None,
                            booster_spaces=list(spaces), input_range=input_range,
                            var_model=var_model, log_scale=log_scale, shrink=float(shrink),
                            resid_range=resid_range, var_max=v_max, log_range=log_range,
-                           trend=trend).flatten_trees()
+                           trend=trend, span=_span(U, backbone[1].scale_)).flatten_trees()
     lasso = backbone.named_steps["lasso"]
     info = {
         "family": f"poly+trees[{space}]" if use_booster else "poly",
