@@ -33,6 +33,9 @@ from .features import (CLOCK_TARGETS, CONTEXT_FEATURES, CONTEXT_INPUTS, DECOMPOS
 FORMAT = "neuralpower-predictor"
 FORMAT_VERSION = 2      # 2: tree models stored as regression.Forest (fewer arrays, fast to load)
 READS_VERSIONS = (1, 2)  # 1: as sklearn's boosters, turned into Forests on loading
+# A layer this many times off the data's span (regression: the directions the training rows
+# never varied in) is named as outside the fit, as a feature beyond its range is.
+OFF_SPAN = 1.1
 
 
 @dataclass
@@ -439,12 +442,17 @@ class Predictor:
         """Per row, the features of ``kind``'s model that lie outside the ranges it was fitted
         on, the farthest first, each as ``{feature, value, seen: [min, max], factor}`` (factor:
         how many times beyond the range; None where the range ends at 0); None for a row
-        inside every range."""
+        inside every range. A row whose features are each inside their range but whose
+        combination the data never had (a ratio every measured layer shared, ``regression``'s
+        span) gets ``{feature: "combination", value: factor, seen: [1, 1], factor}``, when
+        at least :data:`OFF_SPAN` times off."""
         ranges = self.card.get("kinds", {}).get(kind, {}).get("feature_ranges", {})
         X = features(self.in_phase(rows), kind)
         cols = [c for c in X.columns if c in ranges]
         if not cols:
             return [None] * len(rows)
+        model = self.models.get((kind, "runtime_ms"))
+        off = model.off_span(X) if hasattr(model, "off_span") and len(X) else np.ones(len(X))
         v = X[cols].to_numpy(dtype=float)
         lo, hi = (np.array([ranges[c][i] for c in cols], dtype=float) for i in (0, 1))
         above, below = v > hi * (1 + 1e-9), v < lo * (1 - 1e-9)
@@ -453,10 +461,15 @@ class Predictor:
         out = []
         for i in range(len(v)):
             at = np.flatnonzero(above[i] | below[i])
-            out.append(None if not len(at) else [
-                {"feature": cols[j], "value": float(v[i, j]), "seen": [float(lo[j]), float(hi[j])],
-                 "factor": float(factor[i, j]) if np.isfinite(factor[i, j]) else None}
-                for j in sorted(at, key=lambda j: -factor[i, j])])
+            found = [{"feature": cols[j], "value": float(v[i, j]),
+                      "seen": [float(lo[j]), float(hi[j])],
+                      "factor": float(factor[i, j]) if np.isfinite(factor[i, j]) else None}
+                     for j in at]
+            if off[i] >= OFF_SPAN:
+                found.append({"feature": "combination", "value": float(off[i]),
+                              "seen": [1.0, 1.0], "factor": float(off[i])})
+            found.sort(key=lambda e: -(e["factor"] if e["factor"] is not None else np.inf))
+            out.append(found or None)
         return out
 
     def score(self, data: pd.DataFrame) -> dict:

@@ -440,6 +440,19 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
         z[out] = z[out] + step
         return z
 
+    def off_span(self, X) -> np.ndarray:
+        """Per row, how far it lies beyond the data along the directions the data never varied
+        in (``span``), as a factor (``exp`` of the distance in log units): 1 on the span, and
+        for every row of a model without one."""
+        span = getattr(self, "span", None)
+        if not span:
+            return np.ones(len(X))
+        U = np.nan_to_num(np.asarray(self.backbone[:2].transform(X), dtype=float),
+                          nan=0.0, posinf=1e6, neginf=-1e6)
+        P = (U * np.asarray(span["scale"], dtype=float)) @ np.asarray(span["basis"]).T
+        over = P - np.clip(P, np.asarray(span["lo"]), np.asarray(span["hi"]))
+        return np.exp(np.sqrt((over ** 2).sum(axis=1)))
+
     def predict_log(self, X) -> np.ndarray:
         z = self._backbone_log(X)
         z = np.nan_to_num(z, nan=0.0, posinf=self.log_range[1], neginf=self.log_range[0])

@@ -34,7 +34,8 @@ def outside_text(extrapolation) -> str:
     if not isinstance(extrapolation, list) or not extrapolation:
         return ""
     e = extrapolation[0]
-    side = "max" if e["value"] > e["seen"][1] else "min"
+    side = ("off" if e["feature"] == "combination"  # (Predictor.extrapolation)
+            else "max" if e["value"] > e["seen"][1] else "min")
     how = f"{e['factor']:.3g}x" if e["factor"] is not None else f"{e['value']:g} vs"
     more = f" +{len(extrapolation) - 1}" if len(extrapolation) > 1 else ""
     return f"{e['feature']} {how} {side}{more}"

@@ -210,6 +210,29 @@ def test_layers_outside_the_fitted_ranges_say_which_feature_and_how_far(cpu_pred
     assert "outside_fit" in text and "1 layers lie outside the ranges" in text
 
 
+def test_a_layer_of_a_combination_the_data_never_had_is_named_outside_the_fit():
+    """Swin-T's attention adds a small broadcast bias to its scores: reads barely more than it
+    writes, with rows of 49, a combination no add of the third Xeon's campaigns had, though
+    each of its features lies inside its range. The shipped predictor takes such a layer
+    back onto its data's span (regression) and names it; ResNet-50 has no such layer."""
+    from neuralpower.report import outside_text
+
+    p = Predictor.load(ROOT / "models" / "intel_xeon_emr_2t_cpu.predictor")
+    swin = predict(torchvision.models.swin_t(), (1, 3, 224, 224), p).layers
+    named = swin[swin.extrapolation.map(
+        lambda e: isinstance(e, list) and any(x["feature"] == "combination" for x in e))]
+    assert len(named) >= 6 and set(named.kind) == {"add"}
+    assert named.name.str.contains(r"\.attn\.add").all()
+    for e in named.extrapolation:
+        off = next(x for x in e if x["feature"] == "combination")
+        assert 1.1 <= off["factor"] < 3 and off["value"] == off["factor"]
+    first = named.extrapolation.iloc[0]  # (its only entry: every feature inside its range)
+    assert outside_text(first) == f"combination {first[0]['factor']:.3g}x off"
+    resnet = predict(torchvision.models.resnet50(), (1, 3, 224, 224), p).layers
+    assert not any(x["feature"] == "combination" for e in resnet.extrapolation
+                   if isinstance(e, list) for x in e)
+
+
 def test_unknown_format_version_is_refused(cpu_predictor_file, tmp_path):
     edited = edit_card(cpu_predictor_file, tmp_path / "old.predictor",
                        lambda card: card.update(format_version=FORMAT_VERSION + 1))
