@@ -343,9 +343,9 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
     sets it for the runtime of the kinds of ``features.WORK_BOUND``).
     ``span``: the directions of the log inputs along which training hardly varied (``basis``,
     one row each, in raw log units; ``scale``: the backbone's standardisation) and the range it
-    covered along each (``lo``, ``hi``): a layer
-    beyond that range along one of them is taken back to its edge before anything else (see
-    ``_backbone_log``). Files saved before it have none.
+    covered along each (``lo``, ``hi``): a layer beyond that range along one of them is taken
+    back to its edge before anything else (see ``_backbone_log``). Files saved before it have
+    none.
     ``log_scale``: global log calibration. ``log_range``: clip of the final log prediction, so
     the output is always finite and positive.
     """
@@ -393,9 +393,7 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
         edge slope of a quadratic fitted on few rows can be steep enough to predict a layer
         outside them at 10^5 times its runtime (91 linear rows, a Swin MLP layer)."""
         pre, post = self.backbone[:2], self.backbone[2:]
-        U = np.asarray(pre.transform(X), dtype=float)
-        U = _into_span(np.nan_to_num(U, nan=0.0, posinf=1e6, neginf=-1e6),
-                       getattr(self, "span", None))
+        U = _into_span(self._inputs(X), getattr(self, "span", None))
         if self.input_range is None:
             return np.asarray(post.predict(U), dtype=float)
         lo, hi = (np.asarray(a, dtype=float) for a in self.input_range)
@@ -440,6 +438,11 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
         z[out] = z[out] + step
         return z
 
+    def _inputs(self, X) -> np.ndarray:
+        """The backbone's standardised log inputs of ``X``, finite."""
+        return np.nan_to_num(np.asarray(self.backbone[:2].transform(X), dtype=float),
+                             nan=0.0, posinf=1e6, neginf=-1e6)
+
     def off_span(self, X) -> np.ndarray:
         """Per row, how far it lies beyond the data along the directions the data never varied
         in (``span``), as a factor (``exp`` of the distance in log units): 1 on the span, and
@@ -447,11 +450,7 @@ class LogLinkRegressor(RegressorMixin, BaseEstimator):
         span = getattr(self, "span", None)
         if not span:
             return np.ones(len(X))
-        U = np.nan_to_num(np.asarray(self.backbone[:2].transform(X), dtype=float),
-                          nan=0.0, posinf=1e6, neginf=-1e6)
-        P = (U * np.asarray(span["scale"], dtype=float)) @ np.asarray(span["basis"]).T
-        over = P - np.clip(P, np.asarray(span["lo"]), np.asarray(span["hi"]))
-        return np.exp(np.sqrt((over ** 2).sum(axis=1)))
+        return np.exp(np.sqrt((_beyond_span(self._inputs(X), span) ** 2).sum(axis=1)))
 
     def predict_log(self, X) -> np.ndarray:
         z = self._backbone_log(X)
@@ -486,7 +485,7 @@ def _span(U: np.ndarray, scale) -> dict | None:
     """The directions of the log inputs along which the training layers (``U``: their
     standardised log inputs, ``scale``: the standardisation's) hardly vary, and the range they
     cover along each; None if they vary along every direction."""
-    if len(U) < 2 or scale is None:
+    if len(U) < 2:
         return None
     R = U * np.asarray(scale, dtype=float)
     _, s, Vt = np.linalg.svd(R - R.mean(axis=0), full_matrices=False)
@@ -505,10 +504,15 @@ def _into_span(U: np.ndarray, span: dict | None) -> np.ndarray:
     layer where a feature is beyond its range, as a stride the data never varied is.)"""
     if not span:
         return U
-    B, scale = np.asarray(span["basis"], dtype=float), np.asarray(span["scale"], dtype=float)
-    P = (U * scale) @ B.T
-    over = P - np.clip(P, np.asarray(span["lo"]), np.asarray(span["hi"]))
-    return U - (over @ B) / scale
+    back = _beyond_span(U, span) @ np.asarray(span["basis"], dtype=float)  # raw log units
+    return U - back / np.asarray(span["scale"], dtype=float)
+
+
+def _beyond_span(U: np.ndarray, span: dict) -> np.ndarray:
+    """How far each row of ``U`` (standardised log inputs) lies beyond the range training
+    covered along each direction of ``span`` (raw log units; 0 inside it)."""
+    P = (U * np.asarray(span["scale"], dtype=float)) @ np.asarray(span["basis"], dtype=float).T
+    return P - np.clip(P, np.asarray(span["lo"]), np.asarray(span["hi"]))
 
 
 # ------------------------------------------------------------------------------------- fitting
