@@ -53,9 +53,10 @@ def main(argv=None) -> int:
         for name in names:
             m = measure_fresh(name, shape, "cpu")
             row = {"input": text([shape]), "network": name,
-                   "group": "held out" if name in HELD_OUT else "in zoo",
+                   "group": "in zoo" if name in IN_ZOO else "held out",
                    "measured_ms": m["runtime_ms"], "iqr_pct": 100 * m["runtime_iqr_ms"]
-                   / m["runtime_ms"], "reference_ops_ms": m["reference_ops_ms"]}
+                   / m["runtime_ms"], "reference_ms": m["reference_ms"],
+                   "reference_ops_ms": m["reference_ops_ms"]}
             for label, predictor in predictors.items():
                 p = predict(nets.build(name), shape, predictor, network=name,
                             ops_probe_ms=m.get("reference_ops_ms"))

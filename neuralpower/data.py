@@ -114,6 +114,17 @@ def with_traced(d: pd.DataFrame, path=None) -> pd.DataFrame:
     return d.assign(**{c: filled[c] for c in wanted})
 
 
+def network_runs(d: pd.DataFrame) -> pd.Series:
+    """Which network run each row was measured in, told apart across files: campaigns of one
+    seed name their synthetic networks alike (``s0-000007`` of a campaign of every kind and of
+    one of norms alone are different networks), so a network's rows are those of its id in
+    its own file. Empty for rows of no network."""
+    if "source_file" not in d:
+        return d["network"]
+    return (d["source_file"].astype("string") + "/" + d["network"].astype("string")).where(
+        d["network"].notna())
+
+
 def with_source(d: pd.DataFrame) -> pd.DataFrame:
     """``d`` with ``synthetic`` (features.py): 1 for a row of a synthetic network (id
     ``s<seed>-<index>``), 0 for one of a real network (a zoo campaign's), empty for a row of

@@ -181,7 +181,14 @@ def _embedding(d: _Columns) -> dict:
 # (gelu's erf against relu's max), and each is profiled as a layer of its own.
 ACTIVATIONS = ("relu", "gelu", "silu", "hardswish", "sigmoid", "hardsigmoid", "tanh",
                "hardtanh")  # hardtanh: ReLU6 (MobileNetV2)
-ELEMENTWISE = ("add", "mul")
+ELEMENTWISE = ("add", "mul", "sub", "div")
+# Unary math that normalisations and rotary embeddings are written in (RMSNorm: pow, mean,
+# add, rsqrt, mul; a LayerNorm by hand: sqrt, div; rotate_half: neg, cat), op by op, as eager
+# PyTorch runs them.
+UNARY = ("pow", "sqrt", "rsqrt", "neg")
+# Reductions over some dimensions (not global average pooling, which is avg_pool2d): their
+# output is the smaller tensor, ``inner`` its last dimension (1 for a reduction over the last).
+REDUCTIONS = ("mean",)
 # kind -> feature builder. A kind with an entry here can be fitted and predicted.
 FEATURES = {
     "conv2d": _conv,
@@ -194,7 +201,7 @@ FEATURES = {
     "batch_norm": _batch_norm,
     "layer_norm": _tensor,       # inner: the normalised size
     "softmax": _tensor,          # inner: the size along the softmax dimension
-    **{k: _tensor for k in ACTIVATIONS + ELEMENTWISE},
+    **{k: _tensor for k in ACTIVATIONS + ELEMENTWISE + UNARY + REDUCTIONS},
     "copy": _tensor,             # a layout change that moves data (contiguous after a permute)
     "cat": _cat,
     "embedding": _embedding,
@@ -240,7 +247,7 @@ INPUT_COLUMNS["depthwise_conv2d"] = INPUT_COLUMNS["conv2d"]
 INPUT_COLUMNS["matmul"] = ["batch", "rows", "in_features", "out_features"]
 INPUT_COLUMNS["attention"] = ["batch", "rows", "inner", "in_features", "out_features"]
 INPUT_COLUMNS["embedding"] = ["batch", "in_features", "out_features"]
-for _k in ("layer_norm", "softmax", "copy", *ACTIVATIONS, *ELEMENTWISE):
+for _k in ("layer_norm", "softmax", "copy", *ACTIVATIONS, *ELEMENTWISE, *UNARY, *REDUCTIONS):
     INPUT_COLUMNS[_k] = ["elements", "in_elements", "inner"]
 INPUT_COLUMNS["batch_norm"] = ["elements", "in_elements", "inner", "in_channels"]
 INPUT_COLUMNS["cat"] = ["elements", "in_elements", "inner", "n_inputs"]

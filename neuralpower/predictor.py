@@ -304,6 +304,7 @@ class Predictor:
         and the whole network's time), for relative error. None when the data has no networks."""
         from scipy.optimize import nnls
 
+        from .data import network_runs
         from .profiling import zoo
 
         need = {"network", "network_runtime_ms"}
@@ -312,17 +313,18 @@ class Predictor:
         # every op of a synthetic network has its row; a zoo network's rows leave out ops
         rows = data[data.network_runtime_ms.notna() & data.kind.isin(
             [k for k, _ in self.models]) & data.network.map(zoo.net_of).isna()]
+        rows = rows.assign(run=network_runs(rows))
         # networks with tensors mapped fresh on every run pay for them where no layer is
         # timed too (unmapping them between layers), and some layers did not fault at all:
         # left out, as their relative errors would set the scale (fresh_memory.py)
         if self.card.get("fresh_memory"):
-            rows = rows[~rows.network.isin(rows.network[fresh_memory.meets(rows)])]
-        if rows.network.nunique() < 20:
+            rows = rows[~rows.run.isin(rows.run[fresh_memory.meets(rows)])]
+        if rows.run.nunique() < 20:
             return None
         pred = np.full(len(rows), np.nan)
         for kind, at in rows.groupby("kind").indices.items():
             pred[at] = self.predict_arrays(rows.iloc[at], kind)["runtime_ms"]
-        g = (rows.assign(pred=pred).groupby("network")
+        g = (rows.assign(pred=pred).groupby("run")
              .agg(whole=("network_runtime_ms", "first"), layers=("pred", "sum"),
                   ops=("pred", "size")))
         g = g[np.isfinite(g.layers) & (g.whole > 0)]

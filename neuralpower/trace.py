@@ -37,7 +37,7 @@ from .inputs import as_shapes
 from .inputs import hint as inputs_hint
 from .inputs import text as inputs_text
 from .features import (ACTIVATIONS, CONTEXT_COLUMNS, DERIVED_CONTEXT_COLUMNS, ELEMENTWISE,
-                       MAC_KINDS, MEMORY_COLUMNS, SHAPE_COLUMNS, VALUE_COLUMNS, macs,
+                       MAC_KINDS, MEMORY_COLUMNS, SHAPE_COLUMNS, UNARY, VALUE_COLUMNS, macs,
                        shapes_seen)
 from .subnormal import Values
 
@@ -175,7 +175,7 @@ def _mean(args, out):
     if dims is not None and x.dim() == 4 and {d % 4 for d in dims} == {2, 3}:
         return _pool("avg_pool2d", x, out.reshape(x.shape[0], x.shape[1], 1, 1),
                      tuple(x.shape[2:]), tuple(x.shape[2:]), 0)
-    return {"kind": "mean"}
+    return _mean_op(args, out)
 
 
 def _numel(t) -> int:
@@ -206,6 +206,7 @@ def _dim(args, out) -> int:
 _batch_norm_op = _tensor_op("batch_norm", inner=lambda a, o: o[0, 0].numel() if o.dim() > 2 else 1)
 _softmax = _tensor_op("softmax", inner=lambda a, o: o.shape[a[1]] if o.dim() else 1)
 _cat_op = _tensor_op("cat", inner=lambda a, o: math.prod(o.shape[_dim(a, o):]))
+_mean_op = _tensor_op("mean")
 
 
 def _batch_norm(args, out):
@@ -251,12 +252,12 @@ OP_HANDLERS = {
     aten.clone: _tensor_op("copy"),
     aten.copy: _tensor_op("copy", data=slice(1, 2)),   # (destination, source)
     aten.copy_: _tensor_op("copy", data=slice(1, 2)),
-    **{getattr(aten, k): _tensor_op(k) for k in ACTIVATIONS},
+    **{getattr(aten, k): _tensor_op(k) for k in ACTIVATIONS + UNARY},
     **{getattr(aten, k): _tensor_op(k, data=slice(0, 2)) for k in ELEMENTWISE},
 }
 # In-place variants (relu_, add_) cost what their functional ops do.
 OP_HANDLERS.update({getattr(aten, k + "_"): OP_HANDLERS[getattr(aten, k)]
-                    for k in ACTIVATIONS + ELEMENTWISE if hasattr(aten, k + "_")})
+                    for k in ACTIVATIONS + ELEMENTWISE + UNARY if hasattr(aten, k + "_")})
 
 
 def _meta_like(t: torch.Tensor) -> torch.Tensor:
@@ -347,7 +348,7 @@ def _addmm_meta(bias, a, b, *rest):
     return a.new_empty(out)
 
 
-_POINTWISE = ACTIVATIONS + ELEMENTWISE + ("sub", "div")
+_POINTWISE = ACTIVATIONS + ELEMENTWISE + UNARY
 # Ops whose output shapes are cheap to state here and slow for torch to derive on meta (its
 # meta kernels for them are Python decompositions, most of a zoo's tracing time). A function
 # returning None leaves the op to torch; tests/test_trace.py checks both ways agree.

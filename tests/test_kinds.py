@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGN = ROOT / "profiling" / "dev_cpu" / "intel_xeon_2t.csv"
 # fused attention became a kind after that campaign: profiled on its own (a later machine)
 ATTENTION = ROOT / "profiling" / "dev_cpu" / "amd_epyc_2t_fused_attention.csv"
+# and normalisations and rotary embeddings written op by op (pow, mean, rsqrt, sqrt, neg, sub, div)
+NORMS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_norms.csv.gz"
 SHIPPED = ROOT / "models" / "intel_xeon_2t_cpu.predictor"
 
 
@@ -24,7 +26,7 @@ def campaign():
 
 
 def test_the_campaigns_measured_every_kind(campaign):
-    rows = pd.concat([campaign, load(ATTENTION)])
+    rows = pd.concat([campaign, load(ATTENTION), load(NORMS)])
     assert set(MODELED_KINDS) <= set(rows.kind)
     for kind in MODELED_KINDS:
         f = features(rows[rows.kind == kind], kind)
@@ -74,3 +76,20 @@ def test_a_predictor_fitted_before_the_depthwise_split_still_predicts_depthwise_
                 Predictor.load(ROOT / "models" / "t4.predictor"))
     dw = p.layers[p.layers.kind == "depthwise_conv2d"]
     assert len(dw) == 17 and dw.modeled.all() and (dw.runtime_ms > 0).all()
+
+
+def test_the_network_scale_tells_apart_networks_of_one_id_in_two_campaigns():
+    # Both campaigns are seed 0: s0-000007 is a network of every kind in one and of the norms'
+    # kinds in the other. Grouped by id alone, each such pair's layers were summed against one
+    # whole time, and the scale fitted on them fell to 0.45.
+    from neuralpower.data import at_reference_speed
+
+    p = Predictor.load(ROOT / "models" / "intel_xeon_emr_2t_cpu.predictor")
+    fresh = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_fresh.csv"
+    rows, _ = at_reference_speed(load([fresh, NORMS]), p.card["reference_ms"])
+    rows = rows[rows.network.isin([f"s0-{i:06d}" for i in range(300)])]
+    ids = rows.groupby("network").source_file.nunique()
+    assert (ids == 2).sum() > 100
+    net = p._fit_network(rows)
+    assert net["networks"] > rows.network.nunique()       # each campaign's network counted
+    assert 0.8 < net["scale"] < 1.25 and net["rmspe_layers_pct"] < 40

@@ -129,6 +129,29 @@ def test_tensor_kinds_by_hand():
     assert (by["copy"].elements, by["copy"].in_elements) == (100, 100)
 
 
+def test_norms_and_rotary_written_op_by_op_are_kinds_with_their_sizes():
+    class LlamaBits(nn.Module):   # Hugging Face's LlamaRMSNorm and rotate_half, and a LayerNorm by hand
+        def forward(self, x):
+            r = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+            h = r.view(2, 5, 4, 8)
+            rot = torch.cat((-h[..., 4:], h[..., :4]), dim=-1).view(2, 5, 32)
+            c = x - x.mean(-1, keepdim=True)
+            return rot, c / torch.sqrt(c.pow(2).mean(-1, keepdim=True) + 1e-5), x.mean(1)
+
+    t = real_ops(trace(LlamaBits(), (2, 5, 32)))
+    assert list(t.kind) == ["pow", "mean", "add", "rsqrt", "mul", "neg", "cat",
+                            "mean", "sub", "pow", "mean", "add", "sqrt", "div", "mean"]
+    pow_, mean, add, rsqrt, mul, neg = (t.iloc[i] for i in range(6))
+    assert (pow_.elements, pow_.in_elements, pow_.inner) == (320, 320, 32)
+    assert (mean.elements, mean.in_elements, mean.inner) == (10, 320, 1)   # over the last dim
+    assert (add.elements, add.in_elements, rsqrt.elements) == (10, 10, 10)   # + eps reads nothing
+    assert (mul.elements, mul.in_elements) == (320, 330)                     # a broadcast
+    assert (neg.elements, neg.in_elements, neg.inner) == (160, 160, 4)       # half of each head
+    div, pooled = t.iloc[-2], t.iloc[-1]
+    assert (div.elements, div.in_elements) == (320, 330)
+    assert (pooled.elements, pooled.in_elements, pooled.inner) == (64, 320, 32)   # over tokens
+
+
 def test_linear_on_sequence_input_counts_all_leading_dims():
     t = real_ops(trace(nn.Linear(16, 32), (2, 7, 16)))
     lin = t[t.kind == "linear"].iloc[0]
@@ -316,6 +339,11 @@ M = "meta"
     ("mul", (torch.empty(1, 8, 4, 4, device=M).to(memory_format=torch.channels_last), 2.0)),
     ("relu", (torch.empty(2, 5, device=M),)),
     ("hardtanh", (torch.empty(2, 5, device=M), 0.0, 6.0)),
+    ("pow", (torch.empty(2, 3, device=M), 2)),                                  # RMSNorm's
+    ("pow", (torch.empty(2, 3, dtype=torch.int64, device=M), 0.5)),             # promotes
+    ("rsqrt", (torch.empty(4, 1, device=M),)),
+    ("sqrt", (torch.empty(3, dtype=torch.int64, device=M),)),                   # promotes
+    ("neg", (torch.empty(2, 5, device=M),)),
     ("add_", (torch.empty(2, 3, device=M), torch.empty(3, device=M))),
     ("add_", (torch.empty(3, device=M), torch.empty(2, 3, device=M))),          # torch's error
     ("mul", (torch.ones(3), torch.full((3,), 2.0))),                            # real values

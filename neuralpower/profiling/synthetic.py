@@ -36,11 +36,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import NeuralPowerError
-from ..features import ACTIVATIONS
+from ..features import ACTIVATIONS, REDUCTIONS, UNARY
 
 PROFILED_KINDS = ("conv2d", "depthwise_conv2d", "linear", "matmul", "attention", "max_pool2d",
                   "avg_pool2d", "batch_norm", "layer_norm", "softmax", *ACTIVATIONS, "add", "mul",
-                  "copy", "cat", "embedding")
+                  "sub", "div", *UNARY, *REDUCTIONS, "copy", "cat", "embedding")
 MAX_LAYERS = 10          # slots; a slot may hold a block of several layers
 MIN_SIZE = 7             # smallest feature map a conv or pooling layer (but the head) sees
 _NET_DIMS = 7            # type, batch, width, size, length, tokens, embedding
@@ -49,7 +49,7 @@ DIMS = _NET_DIMS + MAX_LAYERS * _LAYER_DIMS
 _POOLS = ("max_pool2d", "avg_pool2d")
 # What one layer reads and writes, not MACs, bounds these kinds (the tracer's element counts).
 STREAM_KINDS = (*_POOLS, "batch_norm", "layer_norm", "softmax", *ACTIVATIONS, "add", "mul",
-                "copy", "cat", "embedding")
+                "sub", "div", *UNARY, *REDUCTIONS, "copy", "cat", "embedding")
 
 
 @dataclass(frozen=True)
@@ -345,7 +345,12 @@ def _out(layer, c, h) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- tokens and MLP
 _TOKEN_KINDS = {"matmul", "attention", "layer_norm", "softmax", "embedding", "linear", "add",
-                "mul", "copy", *ACTIVATIONS}
+                "mul", "sub", "div", "copy", *ACTIVATIONS, *UNARY, *REDUCTIONS}
+# Normalisations and rotary embeddings written op by op, as Hugging Face's Llama family and
+# older LayerNorms are (each block is drawn only where all its kinds are allowed):
+_RMS_NORM = ("pow", "mean", "rsqrt", "mul")       # x * rsqrt(mean(x^2) + eps) * weight
+_BY_HAND_NORM = ("mean", "sub", "pow", "sqrt", "div")  # (x - m) / sqrt(mean((x - m)^2) + eps)
+_ROTARY = ("neg", "cat")                           # x * cos + cat(-x2, x1) * sin, per head
 _MLP_KINDS = {"linear", "layer_norm", "softmax", "add", *ACTIVATIONS}
 
 
@@ -363,10 +368,13 @@ def _linear(net: _Net, out: int, exact: bool = False) -> bool:
 def _tokens(net: _Net, layer_u) -> None:
     for v in layer_u:
         b, t, c = net.shape
+        blocks = {"norm": net.allows(*_RMS_NORM) or net.allows(*_BY_HAND_NORM),
+                  "rotary": net.allows(*_ROTARY)}
         kind = _pick(v[0], [(k, w) for k, w in (("linear", 3), ("layer_norm", 1),
                                                 ("activation", 1), ("add", 1), ("matmul", 1.5),
-                                                ("mul", .5), ("copy", .5), ("softmax", .3))
-                            if k == "activation" or k in net.kinds
+                                                ("mul", .5), ("copy", .5), ("softmax", .3),
+                                                ("norm", .8), ("rotary", .4))
+                            if k == "activation" or k in net.kinds or blocks.get(k)
                             or k == "matmul" and "attention" in net.kinds] or [("activation", 1)])
         if kind == "linear":
             _linear(net, _width(v[1], 16, 4096))
@@ -380,8 +388,9 @@ def _tokens(net: _Net, layer_u) -> None:
                 net.add({"kind": "add", "inputs": [len(net.shapes) - 1, start]}, net.shape)
         elif kind == "mul":   # a gate (SwiGLU) with an earlier tensor, or a scale by a constant
             other = net.earlier(v[9], net.shape.__eq__)
-            net.add({"kind": "mul", "inputs": [len(net.shapes) - 1] + ([other] if other is not None
-                                                                       and v[8] < 0.6 else [])},
+            gate = other is not None and v[8] < 0.6
+            scale = "div" if not gate and "div" in net.kinds and v[6] < 0.3 else "mul"
+            net.add({"kind": scale, "inputs": [len(net.shapes) - 1] + ([other] if gate else [])},
                     net.shape)
         elif kind == "copy":  # heads split or merged: x.view(b, t, h, d).transpose(1, 2)
             net.add({"kind": "copy", "heads": _heads(v[5], c)}, net.shape)
@@ -389,6 +398,52 @@ def _tokens(net: _Net, layer_u) -> None:
             _attention(net, v)
         elif kind == "softmax":
             net.add({"kind": "softmax"}, net.shape)
+        elif kind == "norm":
+            _norm(net, v)
+        elif kind == "rotary":
+            _rotary(net, v)
+    if "mean" in net.kinds and layer_u[0][5] < 0.2 and len(net.shape) == 3:
+        net.add({"kind": "mean", "dim": 1}, [net.shape[0], net.shape[2]])  # pooled tokens (ViT)
+
+
+def _norm(net: _Net, v) -> None:
+    """RMSNorm (Llama, T5) or a LayerNorm by hand, over the last dimension, op by op."""
+    b, t, c = net.shape
+    start = len(net.shapes) - 1
+    stats = [b, t, 1]
+    if net.allows(*_RMS_NORM) and (v[8] < 0.7 or not net.allows(*_BY_HAND_NORM)):
+        net.add({"kind": "pow"}, net.shape)
+        net.add({"kind": "mean", "dim": -1}, stats)
+        if "add" in net.kinds:   # + eps
+            net.add({"kind": "add"}, stats)
+        net.add({"kind": "rsqrt"}, stats)
+        net.add({"kind": "mul", "inputs": [start, len(net.shapes) - 1]}, [b, t, c])
+        net.add({"kind": "mul"}, [b, t, c])          # the weight
+        return
+    net.add({"kind": "mean", "dim": -1}, stats)
+    centred = net.add({"kind": "sub", "inputs": [start, len(net.shapes) - 1]}, [b, t, c])
+    net.add({"kind": "pow"}, [b, t, c])
+    net.add({"kind": "mean", "dim": -1}, stats)
+    if "add" in net.kinds:
+        net.add({"kind": "add"}, stats)
+    net.add({"kind": "sqrt"}, stats)
+    net.add({"kind": "div", "inputs": [centred, len(net.shapes) - 1]}, [b, t, c])
+
+
+def _rotary(net: _Net, v) -> None:
+    """Rotary position embedding over each head: the half-rotation (neg of the second half,
+    concatenated before the first), then, where allowed, the mix x * cos + rotated * sin."""
+    b, t, c = net.shape
+    heads = _heads(v[5], c)
+    start = len(net.shapes) - 1
+    d = c // heads
+    net.add({"kind": "neg", "heads": heads}, [b, t, heads, d - d // 2])
+    net.add({"kind": "cat", "heads": heads, "inputs": [len(net.shapes) - 1, start]}, [b, t, c])
+    if "mul" in net.kinds:
+        net.add({"kind": "mul"}, [b, t, c])          # * sin
+        if "add" in net.kinds:
+            cos = net.add({"kind": "mul", "inputs": [start]}, [b, t, c])
+            net.add({"kind": "add", "inputs": [cos - 1, cos]}, [b, t, c])
 
 
 def _heads(u: float, width: int) -> int:
@@ -529,8 +584,58 @@ class Graph(nn.Module):
 
 
 class _Add(nn.Module):
+    def forward(self, a, b=None):
+        return a + (b if b is not None else 1e-6)    # a residual, or a norm's eps
+
+
+class _Sub(nn.Module):
     def forward(self, a, b):
-        return a + b
+        return a - b
+
+
+class _Div(nn.Module):
+    def forward(self, a, b=None):
+        return a / (b if b is not None else 8.0)     # a norm, or attention's scaling
+
+
+class _Unary(nn.Module):
+    """A norm's square, square root or reciprocal square root (of a mean of squares: never
+    negative), or rotary's negation."""
+    OPS = {"pow": lambda x: x.pow(2), "sqrt": torch.sqrt, "rsqrt": torch.rsqrt, "neg": torch.neg}
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        return self.OPS[self.kind](x)
+
+
+class _Mean(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return x.mean(self.dim, keepdim=self.dim == -1)   # a norm's statistic, or token pooling
+
+
+class _RotateHalf(nn.Module):
+    """Rotary's rotate_half per head: ``-x2`` (kind neg) or ``cat(-x2, x1)`` (kind cat) of
+    each head's halves x1, x2, as Hugging Face's Llama writes it."""
+
+    def __init__(self, heads: int):
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, x, first=None):
+        if first is None:   # neg of the second halves
+            b, t, c = x.shape
+            d = c // self.heads
+            return -x.view(b, t, self.heads, d)[..., d // 2:]
+        b, t, c = first.shape
+        d = c // self.heads
+        return torch.cat((x, first.view(b, t, self.heads, d)[..., :d // 2]), -1).view(b, t, c)
 
 
 class _Mul(nn.Module):
@@ -638,13 +743,20 @@ def _module(layer: dict, shape: list) -> nn.Module:
         return cls(inplace=True) if layer.get("inplace") and kind in _INPLACE else cls()
     if kind == "embedding":
         return nn.Embedding(layer["num"], layer["out_features"])
+    if kind in ("neg", "cat") and "heads" in layer:
+        return _RotateHalf(layer["heads"])
+    if kind in _Unary.OPS:
+        return _Unary(kind)
+    if kind == "mean":
+        return _Mean(layer["dim"])
     if kind == "attention":
         return _Attention(layer["heads"])
     if kind == "matmul":
         return (_Scores if layer["op"] == "scores" else _Mix)(layer["heads"])
     if kind == "mask":
         return _Mask(layer["rows"], layer["keys"])
-    simple = {"add": _Add, "mul": _Mul, "cat": _Cat, "flatten": nn.Flatten}
+    simple = {"add": _Add, "mul": _Mul, "sub": _Sub, "div": _Div, "cat": _Cat,
+              "flatten": nn.Flatten}
     if kind == "copy":
         return _Copy(layer.get("heads", 0))
     if kind in simple:
