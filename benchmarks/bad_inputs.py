@@ -297,6 +297,8 @@ OPTION_CELLS = [(" ".join(argv), argv, fragment) for argv, fragment in [
      "at least 3 different networks"),
     (["measure", "torchvision:resnet18", "--device", "tpu"], "device"),
     (["measure", "torchvision:resnet18", "--threads", "0"], "--threads"),
+    (["fit", "good.csv", "-o", "x.predictor", "--new-kinds-from", "good.csv"],
+     "given as data and in --new-kinds-from"),
     (["profile", "-o", "out", "--budget", "-5"], "--budget"),
     (["profile", "-o", "out", "--target-error", "-5"], "--target-error"),
     (["profile", "-o", "out", "--kinds", "roll"], "--kinds: roll"),

@@ -21,7 +21,7 @@ import pandas as pd
 from scipy.optimize import nnls
 from sklearn.ensemble import RandomForestRegressor
 
-from .data import at_reference_speed
+from .data import at_reference_speed, fitted_speed_exponent
 from .errors import NeuralPowerError
 from .features import DECOMPOSED, MODELED_KINDS, features
 
@@ -49,7 +49,8 @@ def _training_sets(data: pd.DataFrame) -> list:
 
 
 def _kind_sets(data: pd.DataFrame):
-    data, _ = at_reference_speed(data)  # the same runtimes the predictor is fitted on
+    # the same runtimes the predictor is fitted on
+    data, _ = at_reference_speed(data, exponent=fitted_speed_exponent(data)[0])
     if "status" in data:  # the profiler's failed configurations carry no runtime
         data = data[data["status"].fillna("ok").eq("ok")]
     runtime = pd.to_numeric(data["runtime_ms"], errors="coerce").to_numpy(float)

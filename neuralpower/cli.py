@@ -18,7 +18,19 @@ def _fit(args) -> None:
     from .predictor import Predictor, card_markdown
 
     rows = data.load(args.data)
-    print(f"fitting on {len(rows)} rows from {', '.join(args.data)}", file=sys.stderr)
+    if args.new_kinds_from:
+        from pathlib import Path
+
+        given = {Path(p).resolve() for p in args.data}
+        twice = [p for p in args.new_kinds_from if Path(p).resolve() in given]
+        if twice:
+            raise NeuralPowerError(f"measurement file {twice[0]!r} is given as data and in "
+                                   "--new-kinds-from")
+        rows, new = data.with_new_kinds(rows, data.load(args.new_kinds_from))
+        print(f"from {', '.join(args.new_kinds_from)}: the rows of {', '.join(new) or 'no kind'} "
+              "(the kinds the other files lack)", file=sys.stderr)
+    print(f"fitting on {len(rows)} rows from {', '.join(args.data + (args.new_kinds_from or []))}",
+          file=sys.stderr)
     predictor = Predictor.fit(rows, log=lambda m: print(m, file=sys.stderr),
                               calibrate=args.calibrate, without=args.without or ())
     if args.card:  # the card first: a card that cannot be written leaves no predictor either
@@ -382,6 +394,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", action="store_true", help="also calibrate on the whole "
                    "times of the real networks in the data (profile --zoo), as `calibrate` "
                    "does on networks it measures")
+    p.add_argument("--new-kinds-from", nargs="+", metavar="CSV", help="measurement files whose "
+                   "rows are used only for the kinds the other files lack (a later campaign of "
+                   "new kinds: the models of the other kinds stay fitted on the other files)")
     p.set_defaults(run=_fit)
 
     p = sub.add_parser("score", help="errors of a predictor on measured rows")

@@ -114,6 +114,19 @@ def with_traced(d: pd.DataFrame, path=None) -> pd.DataFrame:
     return d.assign(**{c: filled[c] for c in wanted})
 
 
+def with_new_kinds(base: pd.DataFrame, extra: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``base`` with the rows of ``extra`` of the kinds ``base`` has none of, and those kinds: a
+    campaign of kinds added later (``fit --new-kinds-from``) teaches them, while the models of
+    the kinds ``base`` has stay fitted on ``base`` (the later campaign's linear layers ran in
+    other networks, on another day of the VM). The rows taken keep no whole-network time: their
+    networks' other layers are left out, so the layers kept no longer add up to it."""
+    new = sorted(set(extra["kind"].dropna()) - set(base["kind"].dropna()))
+    rows = extra[extra["kind"].isin(new)]
+    rows = rows.assign(**{c: np.nan for c in ("network_runtime_ms", "network_host_ms")
+                          if c in rows})
+    return pd.concat([base, rows], ignore_index=True), new
+
+
 def network_runs(d: pd.DataFrame) -> pd.Series:
     """Which network run each row was measured in, told apart across files: campaigns of one
     seed name their synthetic networks alike (``s0-000007`` of a campaign of every kind and of
@@ -265,7 +278,72 @@ def _line(mask: pd.Series) -> int:
     return int(mask[mask].index[0]) + 2
 
 
-def at_reference_speed(d: pd.DataFrame, nominal: float | None = None
+# The speed probe's exponent (speed_exponent) is used where its standard error is at most this,
+# from at least that many network runs (a clustered error from a few runs means nothing: two
+# runs of one shape give an error of 0); else a device's layers are taken to follow the probe
+# one to one, as they were before it.
+SPEED_EXPONENT_SE = 0.1
+SPEED_EXPONENT_RUNS = 30
+
+
+def speed_exponent(d: pd.DataFrame) -> dict | None:
+    """How a layer's time follows the speed probe on this device, ``runtime ~ reference_ms **
+    exponent``: log runtime on log probe within each layer shape (kind, every size, synthetic
+    or real network) timed in at least two network runs, each run with its own probe, rows more
+    than ``DISTURBED`` times off the median probe left out. The standard error is clustered by
+    network run (a run's layers share its probe). None without such rows.
+
+    Why: on a shared VM the probe (a fixed convolution) and the layers need not slow alike. On
+    the Xeon VM of family 6 model 207 its predictor's five files give 0.39 (standard error
+    0.05), and taking predictions to a measurement's speed one to one overshot: the probe swung
+    1.86 times from its fastest quarter to its slowest, the networks 1.34-1.41."""
+    need = {"reference_ms", "runtime_ms", "network", "kind"}
+    if not need <= set(d.columns):
+        return None
+    ref = pd.to_numeric(d["reference_ms"], errors="coerce")
+    t = pd.to_numeric(d["runtime_ms"], errors="coerce")
+    ok = (ref > 0) & (t > 0) & d["network"].notna()
+    if not ok.any():
+        return None
+    median = ref[ok].median()
+    ok &= ref.between(median / DISTURBED, median * DISTURBED)
+    rows = d[ok]
+    keys = ["kind", *[c for c in (*SHAPE_COLUMNS, "synthetic") if c in rows]]
+    g = pd.DataFrame({"shape": rows.groupby(keys, dropna=False, sort=False).ngroup().to_numpy(),
+                      "run": network_runs(rows).to_numpy(), "x": np.log(ref[ok].to_numpy()),
+                      "y": np.log(t[ok].to_numpy())})
+    g = g[g.groupby("shape").run.transform("nunique") >= 2]
+    if g.empty:
+        return None
+    by = g.groupby("shape")
+    x, y = g.x - by.x.transform("mean"), g.y - by.y.transform("mean")
+    sxx = float((x * x).sum())
+    if sxx <= 0:
+        return None
+    b = float((x * y).sum()) / sxx
+    score = (x * (y - b * x)).groupby(g.run).sum()   # per-run score, for the clustered error
+    return {"exponent": b, "se": float(np.sqrt((score ** 2).sum()) / sxx), "rows": int(len(g)),
+            "shapes": int(g["shape"].nunique()), "runs": int(g.run.nunique())}
+
+
+def trusted(found: dict | None) -> bool:
+    """Whether a :func:`speed_exponent` estimate is used."""
+    return (found is not None and found["se"] <= SPEED_EXPONENT_SE
+            and found["runs"] >= SPEED_EXPONENT_RUNS)
+
+
+def fitted_speed_exponent(d: pd.DataFrame) -> tuple[float, dict | None]:
+    """The exponent a fit on ``d`` brings its rows to one speed with, and the estimate
+    (:func:`speed_exponent`): the data's own, within [0, 1], where its standard error is at
+    most ``SPEED_EXPONENT_SE`` over at least ``SPEED_EXPONENT_RUNS`` network runs; else 1 (the
+    probe's ratio as it is)."""
+    found = speed_exponent(d)
+    if not trusted(found):
+        return 1.0, found
+    return float(np.clip(found["exponent"], 0.0, 1.0)), found
+
+
+def at_reference_speed(d: pd.DataFrame, nominal: float | None = None, exponent: float = 1.0
                        ) -> tuple[pd.DataFrame, float | None]:
     """Runtimes brought to one speed of the device: a campaign records, beside each network, the
     time of a fixed probe run between its repeats (``reference_ms``, see
@@ -276,7 +354,8 @@ def at_reference_speed(d: pd.DataFrame, nominal: float | None = None
     ran 100 times slower while the network beside it ran at its usual speed). Returns the scaled
     copy and that median (None, and ``d`` unchanged, for data with no probe: public data, older
     campaigns). With ``nominal``, the rows are brought to the speed where the probe takes that
-    long instead (another campaign's, a predictor's)."""
+    long instead (another campaign's, a predictor's). With ``exponent`` (a predictor's
+    ``speed_exponent``), by that power of the probes' ratio."""
     if "reference_ms" not in d.columns:
         return d, None
     ref = pd.to_numeric(d["reference_ms"], errors="coerce")
@@ -285,7 +364,7 @@ def at_reference_speed(d: pd.DataFrame, nominal: float | None = None
         return d, None
     nominal = float(ref.median()) if nominal is None else float(nominal)
     keep = ref.isna() | ref.between(nominal / DISTURBED, nominal * DISTURBED)
-    factor = (nominal / ref[keep]).fillna(1.0)  # a row without a probe stays as measured
+    factor = ((nominal / ref[keep]) ** exponent).fillna(1.0)  # a row without a probe: as measured
     out = d[keep].copy()
     # (a GPU's kernel time, gpu_ms, is not the host's and stays as measured: on a GPU the probe
     # waits on the host, profiling/timing.py)

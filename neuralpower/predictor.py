@@ -66,9 +66,13 @@ class Predictor:
 
     def speed(self, reference_ms) -> float:
         """How much slower than this predictor's reference speed the device is when its speed
-        probe takes ``reference_ms`` (1.0 when either side has no probe)."""
+        probe takes ``reference_ms`` (1.0 when either side has no probe): the probes' ratio to
+        the power the data showed layers follow it (``speed_exponent``; 1 in predictors fitted
+        before it, or where the data could not tell)."""
         nominal = self.card.get("reference_ms")
-        return reference_ms / nominal if nominal and reference_ms else 1.0
+        if not (nominal and reference_ms):
+            return 1.0
+        return (reference_ms / nominal) ** self.card.get("speed_exponent", 1.0)
 
     def in_phase(self, rows: pd.DataFrame) -> pd.DataFrame:
         """``rows`` with the small-ops probe this predictor's reference where they have none
@@ -106,7 +110,8 @@ class Predictor:
         (``profile --zoo``; ``calibrate.observed_in_data``), as ``neuralpower calibrate`` does
         on networks it measures. ``without``: context features (features.CONTEXT_FEATURES) to
         fit as if the data had not measured them, so the models ignore them."""
-        from .data import DISTURBED, at_reference_speed
+        from .data import (DISTURBED, SPEED_EXPONENT_RUNS, SPEED_EXPONENT_SE,
+                           at_reference_speed, fitted_speed_exponent, trusted)
         from .regression import fit_regressor
 
         unknown = sorted(set(without) - set(CONTEXT_INPUTS))
@@ -114,7 +119,14 @@ class Predictor:
             raise NeuralPowerError(f"--without {', '.join(unknown)}: not a context feature "
                                    f"(choose from {', '.join(CONTEXT_INPUTS)})")
         data = data.drop(columns=[CONTEXT_INPUTS[f] for f in without], errors="ignore")
-        raw, (data, reference_ms) = data, at_reference_speed(data)
+        exponent, found = fitted_speed_exponent(data)
+        if found is not None:
+            log(f"speed: layers follow the probe to the power {found['exponent']:.2f} (standard "
+                f"error {found['se']:.2f}, {found['shapes']} shapes in {found['runs']} runs): "
+                + (f"{exponent:.2f} used" if trusted(found) else
+                   f"1 used (trusted at a standard error of {SPEED_EXPONENT_SE:g} or less over "
+                   f"{SPEED_EXPONENT_RUNS} runs or more)"))
+        raw, (data, reference_ms) = data, at_reference_speed(data, exponent=exponent)
         if len(data) < len(raw):
             log(f"left out {len(raw) - len(data)} rows measured while the device ran more than "
                 f"{DISTURBED:g}x off its median speed (a disturbed machine)")
@@ -188,6 +200,9 @@ class Predictor:
             # predictions hold at the device speed where the probe takes this long
             "reference_ms": reference_ms,
         }
+        if found is not None:   # ... and another speed scales them by the ratio to this power
+            card["speed_exponent"] = exponent
+            card["speed_exponent_fit"] = found
         if reference_ops_ms is not None:  # ... and in the phase where the small-ops one does
             card["reference_ops_ms"] = reference_ops_ms
         power = pd.to_numeric(data.get("power_w", pd.Series(dtype=float)), errors="coerce")
@@ -635,6 +650,9 @@ def _check_card(card: dict, path: Path) -> None:
     ref = card.get("reference_ms")
     if ref is not None and not numbers([ref]):
         raise NeuralPowerError(f"{path}: card has no valid reference_ms (edited?)")
+    exponent = card.get("speed_exponent")
+    if exponent is not None and not (numbers([exponent]) and 0 <= exponent <= 1):
+        raise NeuralPowerError(f"{path}: card has no valid speed_exponent (edited?)")
 
 
 def _versions() -> dict:
@@ -727,6 +745,13 @@ def card_markdown(card: dict) -> str:
         if card.get("idle_power_w"):
             lines += ["", f"Network power in the network's rhythm (clocks.layer_energy): idle "
                           f"power {card['idle_power_w']:.1f} W, from the campaigns' sidecars."]
+    found = card.get("speed_exponent_fit")
+    if found:
+        lines += ["", f"Speed: predictions hold where the speed probe takes "
+                      f"{card['reference_ms']:.3f} ms; at another probe time they scale by the "
+                      f"ratio to the power {card['speed_exponent']:.2f} (the layers' exponent in "
+                      f"the data: {found['exponent']:.2f}, standard error {found['se']:.2f}, "
+                      f"{found['shapes']} shapes timed in {found['runs']} network runs)."]
     if card.get("power_range_w"):
         lo, hi = card["power_range_w"]
         lines += ["", f"Layer power is predicted within the power measured on the device, "

@@ -93,3 +93,39 @@ def test_the_network_scale_tells_apart_networks_of_one_id_in_two_campaigns():
     net = p._fit_network(rows)
     assert net["networks"] > rows.network.nunique()       # each campaign's network counted
     assert 0.8 < net["scale"] < 1.25 and net["rmspe_layers_pct"] < 40
+
+
+def test_a_campaign_of_new_kinds_adds_its_kinds_and_leaves_the_others_to_the_data():
+    # fit --new-kinds-from: the norms campaign's linear, add, mul, cat and silu rows ran in
+    # token networks on another day of the VM; only its pow, mean, ... rows are taken
+    from neuralpower.data import with_new_kinds
+
+    base = load(ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_fresh.csv")
+    extra = load(NORMS)
+    rows, new = with_new_kinds(base, extra)
+    assert new == ["div", "mean", "neg", "pow", "rsqrt", "sqrt", "sub"]
+    added = rows.iloc[len(base):]
+    assert len(added) == extra.kind.isin(new).sum() > 1500 and set(added.kind) == set(new)
+    assert rows.iloc[:len(base)].equals(base)
+    # their networks' other layers are not in the data: no whole time to add them up to
+    assert added.network_runtime_ms.isna().all() and extra.network_runtime_ms.notna().all()
+    # and the shipped predictor of that VM was fitted so: its linear model on the base's rows
+    p = Predictor.load(ROOT / "models" / "intel_xeon_emr_2t_cpu.predictor")
+    files = {d["file"]: d["kinds"] for d in p.card["data"]}
+    assert set(files["intel_xeon_emr_2t_norms.csv.gz"]) == set(new)
+    assert all(p.has(k, "runtime_ms") for k in new)
+
+
+def test_a_llama_family_model_is_predicted_with_its_norms_and_rotary_embeddings():
+    from neuralpower.inputs import parse
+
+    p = predict(build(f"{ROOT / 'benchmarks' / 'llama_family.py'}:qwen3"), parse("1x64:int64")[0],
+                Predictor.load(ROOT / "models" / "intel_xeon_emr_2t_cpu.predictor"))
+    counts = p.layers.kind.value_counts()
+    # 12 layers: two RMSNorms each, one on the queries' and one on the keys' heads (Qwen3), and
+    # the final one: 49; the queries' and keys' rotate_half: 24 negations
+    assert counts["pow"] == counts["mean"] == counts["rsqrt"] == 49 and counts["neg"] == 24
+    unmodeled = set(p.unmodeled.kind) if len(p.unmodeled) else set()
+    assert not unmodeled & {"pow", "mean", "rsqrt", "neg", "sub", "div"}
+    norms = p.modeled[p.modeled.kind.isin(["pow", "mean", "rsqrt", "neg"])]
+    assert len(norms) == 3 * 49 + 24 and (norms.runtime_ms > 0).all()
