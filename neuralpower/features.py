@@ -189,6 +189,8 @@ UNARY = ("pow", "sqrt", "rsqrt", "neg")
 # Reductions over some dimensions (not global average pooling, which is avg_pool2d): their
 # output is the smaller tensor, ``inner`` its last dimension (1 for a reduction over the last).
 REDUCTIONS = ("mean",)
+# The kinds above: each streams its tensors (features: ``_tensor``) and is a kind of its own.
+STREAMED = ACTIVATIONS + ELEMENTWISE + UNARY + REDUCTIONS
 # kind -> feature builder. A kind with an entry here can be fitted and predicted.
 FEATURES = {
     "conv2d": _conv,
@@ -201,7 +203,7 @@ FEATURES = {
     "batch_norm": _batch_norm,
     "layer_norm": _tensor,       # inner: the normalised size
     "softmax": _tensor,          # inner: the size along the softmax dimension
-    **{k: _tensor for k in ACTIVATIONS + ELEMENTWISE + UNARY + REDUCTIONS},
+    **{k: _tensor for k in STREAMED},
     "copy": _tensor,             # a layout change that moves data (contiguous after a permute)
     "cat": _cat,
     "embedding": _embedding,
@@ -247,7 +249,7 @@ INPUT_COLUMNS["depthwise_conv2d"] = INPUT_COLUMNS["conv2d"]
 INPUT_COLUMNS["matmul"] = ["batch", "rows", "in_features", "out_features"]
 INPUT_COLUMNS["attention"] = ["batch", "rows", "inner", "in_features", "out_features"]
 INPUT_COLUMNS["embedding"] = ["batch", "in_features", "out_features"]
-for _k in ("layer_norm", "softmax", "copy", *ACTIVATIONS, *ELEMENTWISE, *UNARY, *REDUCTIONS):
+for _k in ("layer_norm", "softmax", "copy", *STREAMED):
     INPUT_COLUMNS[_k] = ["elements", "in_elements", "inner"]
 INPUT_COLUMNS["batch_norm"] = ["elements", "in_elements", "inner", "in_channels"]
 INPUT_COLUMNS["cat"] = ["elements", "in_elements", "inner", "n_inputs"]

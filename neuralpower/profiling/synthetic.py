@@ -36,11 +36,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import NeuralPowerError
-from ..features import ACTIVATIONS, REDUCTIONS, UNARY
+from ..features import ACTIVATIONS, REDUCTIONS, STREAMED, UNARY
 
 PROFILED_KINDS = ("conv2d", "depthwise_conv2d", "linear", "matmul", "attention", "max_pool2d",
-                  "avg_pool2d", "batch_norm", "layer_norm", "softmax", *ACTIVATIONS, "add", "mul",
-                  "sub", "div", *UNARY, *REDUCTIONS, "copy", "cat", "embedding")
+                  "avg_pool2d", "batch_norm", "layer_norm", "softmax", *STREAMED, "copy", "cat",
+                  "embedding")
 MAX_LAYERS = 10          # slots; a slot may hold a block of several layers
 MIN_SIZE = 7             # smallest feature map a conv or pooling layer (but the head) sees
 _NET_DIMS = 7            # type, batch, width, size, length, tokens, embedding
@@ -48,8 +48,8 @@ _LAYER_DIMS = 10         # kind, width, kernel, stride, padding, groups/heads, m
 DIMS = _NET_DIMS + MAX_LAYERS * _LAYER_DIMS
 _POOLS = ("max_pool2d", "avg_pool2d")
 # What one layer reads and writes, not MACs, bounds these kinds (the tracer's element counts).
-STREAM_KINDS = (*_POOLS, "batch_norm", "layer_norm", "softmax", *ACTIVATIONS, "add", "mul",
-                "sub", "div", *UNARY, *REDUCTIONS, "copy", "cat", "embedding")
+STREAM_KINDS = (*_POOLS, "batch_norm", "layer_norm", "softmax", *STREAMED, "copy", "cat",
+                "embedding")
 
 
 @dataclass(frozen=True)
@@ -600,8 +600,8 @@ class _Div(nn.Module):
 
 class _Unary(nn.Module):
     """A norm's square, square root or reciprocal square root (of a mean of squares: never
-    negative), or rotary's negation."""
-    OPS = {"pow": lambda x: x.pow(2), "sqrt": torch.sqrt, "rsqrt": torch.rsqrt, "neg": torch.neg}
+    negative). (Rotary's negation is a :class:`_RotateHalf`.)"""
+    OPS = {"pow": lambda x: x.pow(2), "sqrt": torch.sqrt, "rsqrt": torch.rsqrt}
 
     def __init__(self, kind: str):
         super().__init__()
