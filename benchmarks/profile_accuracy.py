@@ -5,6 +5,11 @@ rows of the other 80 % measured within the first 1, 2, 5 and 10 minutes, and pri
 runtime RMSPE per kind for each. Issue 3's goal: at most 10 % for conv2d, linear and pooling
 after a 10-minute campaign on a 2-core CPU.
 
+Every row is brought to the campaign's median speed by the speed probe's ratio to the power
+`fit` reads off the training rows (``data.fitted_speed_exponent``; 1 where they cannot tell it,
+column ``probe_power``), so a held-out row is scored as its measured time against a prediction
+taken to its own probe's speed.
+
     python benchmarks/profile_accuracy.py                      # profiles for 10 minutes first
     python benchmarks/profile_accuracy.py --csv profiling/cpu/epyc_2t.csv
     python benchmarks/profile_accuracy.py --csv profiling/dev_cpu/intel_xeon_2t_zoo.csv.gz \
@@ -33,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from neuralpower import Predictor  # noqa: E402
-from neuralpower.data import at_reference_speed, load  # noqa: E402
+from neuralpower.data import at_reference_speed, fitted_speed_exponent, load  # noqa: E402
 from neuralpower.profiling import Campaign, zoo  # noqa: E402
 from neuralpower.regression import rmspe  # noqa: E402
 
@@ -58,11 +63,12 @@ def main():
         took = time.perf_counter() - start
         print(f"campaign: {s['networks']} networks, {s['rows']} rows in {took:.0f} s "
               f"(budget {args.budget:.0f} s, {100 * (took / args.budget - 1):+.1f} %)")
-    rows, nominal = at_reference_speed(load(path))  # all at the campaign's median speed
-    rows = rows[rows.kind.isin(KINDS)].reset_index(drop=True)
+    raw = load(path)
+    mine, nominal = campaign_rows(raw)  # the split is drawn on these
+    rows = mine
     if args.test:
-        other, _ = at_reference_speed(load(args.test), nominal)  # at the first one's speed
-        other = other[other.kind.isin(KINDS)]
+        other_raw = load(args.test)
+        other, _ = campaign_rows(other_raw, nominal)
         test = np.r_[np.zeros(len(rows), bool), np.ones(len(other), bool)]
         rows = pd.concat([rows, other.assign(campaign_s=np.inf)], ignore_index=True)
         print(f"{(~test).sum()} rows of {', '.join(KINDS)}; scored on the {test.sum()} of "
@@ -72,18 +78,51 @@ def main():
         print(f"{len(rows)} rows of {', '.join(KINDS)}; {test.sum()} held out ({args.hold_out})\n")
     table = []
     for minutes in args.minutes:
-        train = rows[~test & (rows.campaign_s <= minutes * 60)]
-        if train.empty:
+        if not (~test & (rows.campaign_s <= minutes * 60)).any():
             continue
+        # the probe's power (data.fitted_speed_exponent), read off the training rows alone, as
+        # `fit` on that much of the campaign would; every row, held out or not, is brought to
+        # the reference speed by it (scoring held-out rows so is scoring their measured times
+        # against predictions taken to each row's probe)
+        exponent = fitted_speed_exponent(training_rows(
+            raw, mine, test[: len(mine)], minutes, args.hold_out != "rows"))[0]
+        scaled = campaign_rows(raw, nominal, exponent)[0]
+        if args.test:
+            scaled = pd.concat([scaled, campaign_rows(other_raw, nominal, exponent)[0]
+                                .assign(campaign_s=np.inf)], ignore_index=True)
+        train = scaled[~test & (scaled.campaign_s <= minutes * 60)]
         start = time.perf_counter()
         predictor = Predictor.fit(train, log=lambda m: None)
         fit_s = time.perf_counter() - start
-        line = {"minutes": minutes, "train_rows": len(train), "fit_s": round(fit_s, 1)}
-        table.append({**line, **rmspe_by_kind(predictor, rows[test])})
+        line = {"minutes": minutes, "train_rows": len(train), "probe_power": round(exponent, 2),
+                "fit_s": round(fit_s, 1)}
+        table.append({**line, **rmspe_by_kind(predictor, scaled[test])})
     out = pd.DataFrame(table)
     print("held-out runtime RMSPE % by profiling time (goal at 10 min: <= 10 % for conv2d, "
           "linear, pooling)")
     print(out.to_markdown(index=False) if _has_tabulate() else out.to_string(index=False))
+
+
+def campaign_rows(raw: pd.DataFrame, nominal: float | None = None, exponent: float = 1.0
+                  ) -> tuple[pd.DataFrame, float | None]:
+    """The rows of :data:`KINDS` brought to the speed where the probe takes ``nominal`` (the
+    campaign's median) by the probe's ratio to ``exponent``, in the file's order; ``source``
+    is each row's index in ``raw``. The rows kept do not depend on the power."""
+    rows, nominal = at_reference_speed(raw, nominal, exponent)
+    rows = rows[rows.kind.isin(KINDS)]
+    return rows.assign(source=rows.index).reset_index(drop=True), nominal
+
+
+def training_rows(raw: pd.DataFrame, rows: pd.DataFrame, held: np.ndarray, minutes: float,
+                  whole_networks: bool) -> pd.DataFrame:
+    """The rows of every kind of ``raw`` that a fit on its first ``minutes`` sees: measured by
+    then and not ``held`` out (``rows`` are :func:`campaign_rows` of ``raw``); with
+    ``whole_networks``, no row of a held-out network either."""
+    gone = rows[held]
+    out = raw.drop(index=gone.source)
+    if whole_networks:
+        out = out[~out.network.isin(set(gone.network))]
+    return out[pd.to_numeric(out.campaign_s, errors="coerce") <= minutes * 60]
 
 
 def rmspe_by_kind(predictor, held: pd.DataFrame) -> dict:

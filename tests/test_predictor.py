@@ -145,6 +145,30 @@ def test_a_pool_of_a_stride_never_measured_is_predicted_within_a_bounded_factor(
     assert predictor.models[("max_pool2d", "runtime_ms")].span is not None
 
 
+def test_the_learning_benchmark_reads_the_probes_power_off_its_training_rows_alone():
+    """``benchmarks/profile_accuracy.py`` brings rows to one speed by the probe's power as
+    ``fit`` reads it, from the rows a fit on the first minutes sees: none held out, none of a
+    held-out network (of any kind), none measured later. The split is the one drawn before the
+    power, and the power leaves the rows kept as they were."""
+    from neuralpower.data import fitted_speed_exponent, trusted
+
+    accuracy = benchmark_module("profile_accuracy")
+    raw = load(ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_zoo_s9.csv.gz")
+    rows, nominal = accuracy.campaign_rows(raw)
+    held = accuracy.held_out(rows, "networks")
+    seen = accuracy.training_rows(raw, rows, held, 10, whole_networks=True)
+    assert not seen.network.isin(set(rows.network[held])).any()
+    assert set(seen.kind) - set(accuracy.KINDS)          # the other kinds' rows count too
+    assert (seen.campaign_s <= 600).all() and len(seen) < len(raw)
+    exponent, found = fitted_speed_exponent(seen)
+    assert trusted(found) and 0.2 < exponent < 0.7
+    scaled, again = accuracy.campaign_rows(raw, nominal, exponent)
+    assert again == nominal and (scaled.source == rows.source).all()
+    assert not np.allclose(scaled.runtime_ms, rows.runtime_ms)
+    by_rows = accuracy.training_rows(raw, rows, held, 10, whole_networks=False)
+    assert not by_rows.index.isin(rows.source[held]).any() and len(by_rows) > len(seen)
+
+
 def test_a_kind_of_five_rows_predicts_smaller_layers_in_proportion():
     """An H100 campaign's first 141 s measured 5 concats (87k to 1.9M elements); a power law
     in all five correlated features fitted them exactly and predicted DenseNet's 27k-element
