@@ -11,7 +11,7 @@ column ``probe_power``), so a held-out row is scored as its measured time agains
 taken to its own probe's speed.
 
     python benchmarks/profile_accuracy.py                      # profiles for 10 minutes first
-    python benchmarks/profile_accuracy.py --csv profiling/cpu/epyc_2t.csv
+    python benchmarks/profile_accuracy.py --csv profiling/dev_cpu/amd_epyc_2t_zoo_s4.csv.gz
     python benchmarks/profile_accuracy.py --csv profiling/dev_cpu/intel_xeon_2t_zoo.csv.gz \
         --hold-out architectures
 
