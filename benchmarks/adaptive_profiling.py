@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from neuralpower import Predictor  # noqa: E402
 from neuralpower.data import load  # noqa: E402
 from neuralpower.profiling import Campaign  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 
 def campaign(path: Path, budget: float, seed: int, adaptive: bool, zoo: bool = False) -> None:
@@ -122,4 +123,4 @@ def _plot(result: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

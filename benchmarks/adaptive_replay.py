@@ -36,6 +36,7 @@ from neuralpower import Predictor  # noqa: E402
 from neuralpower.data import at_reference_speed, load  # noqa: E402
 from neuralpower.profiling import adaptive  # noqa: E402
 from neuralpower.profiling.synthetic import PROFILED_KINDS  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 GOAL_KINDS = ["conv2d", "linear", "max_pool2d", "avg_pool2d"]
 
@@ -123,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

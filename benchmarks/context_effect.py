@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from neuralpower.data import at_reference_speed, load  # noqa: E402
 from neuralpower.features import INPUT_COLUMNS  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 from public_accuracy import markdown  # noqa: E402
 
 OPTIONAL = ["pad_h", "pad_w", "groups", "dilation_h", "dilation_w"]
@@ -82,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

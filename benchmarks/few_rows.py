@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neuralpower.data import at_reference_speed, load  # noqa: E402
 from neuralpower.features import features  # noqa: E402
 from neuralpower.regression import _best_column, fit_regressor  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 
 def errors(pred, y):
@@ -64,4 +65,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

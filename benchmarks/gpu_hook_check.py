@@ -29,6 +29,7 @@ from neuralpower.profiling import synthetic, zoo  # noqa: E402
 from neuralpower.profiling.campaign import parse_device  # noqa: E402
 from neuralpower.profiling.timing import time_network  # noqa: E402
 from neuralpower.trace import trace  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 
 def check(label, model, x, modules=None) -> dict:
@@ -69,4 +70,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_exit(main)

@@ -23,6 +23,7 @@ from neuralpower import nets  # noqa: E402
 from neuralpower.measure import dispatched_ops  # noqa: E402
 from neuralpower.profiling.campaign import parse_device  # noqa: E402
 from neuralpower.trace import trace  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 
 def counts(name: str, shape, device) -> dict:
@@ -55,4 +56,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_exit(main)

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from neuralpower import Predictor, nets  # noqa: E402
 from neuralpower.data import at_reference_speed, load  # noqa: E402
 from neuralpower.trace import trace  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 from profile_accuracy import KINDS, held_out, rmspe_by_kind  # noqa: E402  (beside this file)
 
 NETS = [("torchvision:resnet50", (1, 3, 224, 224)), ("torchvision:regnet_x_400mf", (4, 3, 128, 128)),
@@ -106,4 +107,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    script_exit(main, sys.argv[1:])

@@ -29,6 +29,7 @@ from neuralpower import Predictor, nets, predict  # noqa: E402
 from neuralpower.inputs import parse, text  # noqa: E402
 from neuralpower.measure import measure_fresh  # noqa: E402
 from neuralpower.profiling import zoo  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 HELD_OUT = ["transformers:distilbert", "transformers:mpnet", "transformers:opt",
             "transformers:opt/lm", "transformers:gpt_bigcode", "transformers:gpt_bigcode/lm",
@@ -106,4 +107,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_exit(main)

@@ -53,7 +53,7 @@ from neuralpower import data as measurements  # noqa: E402
 from neuralpower import nets  # noqa: E402
 from neuralpower.baselines import fit_baselines, network_runtime  # noqa: E402
 from neuralpower.calibrate import Observed, apply, fit_calibration  # noqa: E402
-from neuralpower.errors import NeuralPowerError  # noqa: E402
+from neuralpower.errors import NeuralPowerError, script_exit  # noqa: E402
 from neuralpower.measure import measure_fresh  # noqa: E402
 from neuralpower.predict import predict  # noqa: E402
 from neuralpower.predictor import Predictor  # noqa: E402
@@ -597,4 +597,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_exit(main)

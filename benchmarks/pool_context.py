@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 from neuralpower import Predictor  # noqa: E402
 from neuralpower.data import at_reference_speed, load  # noqa: E402
 from neuralpower.regression import rmspe  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 from profile_accuracy import KINDS, held_out  # noqa: E402  (its split, beside this file)
 
 
@@ -56,4 +57,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    script_exit(main, sys.argv[1:])

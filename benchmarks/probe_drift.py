@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neuralpower import nets  # noqa: E402
 from neuralpower.profiling.timing import Reference, small_ops_probe  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 
 def best_ms(fn, n=3) -> float:
@@ -161,4 +162,4 @@ def quarter_errors(t: dict, q: np.ndarray, networks: list[str], path: str) -> No
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_exit(main)

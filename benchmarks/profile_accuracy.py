@@ -41,6 +41,7 @@ from neuralpower import Predictor  # noqa: E402
 from neuralpower.data import at_reference_speed, fitted_speed_exponent, load  # noqa: E402
 from neuralpower.profiling import Campaign, zoo  # noqa: E402
 from neuralpower.regression import rmspe  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 KINDS = ["conv2d", "linear", "max_pool2d", "avg_pool2d"]
 
@@ -166,4 +167,4 @@ def _has_tabulate() -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

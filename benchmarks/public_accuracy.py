@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from neuralpower.features import FEATURES, TARGETS, features  # noqa: E402
 from neuralpower.regression import FAMILIES, TRUSTED_TYPES, fit_regressor, rmspe  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 PUBLIC = ROOT / "profiling" / "public"
 
@@ -156,4 +157,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_exit(main)

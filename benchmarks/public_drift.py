@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from neuralpower.features import features  # noqa: E402
 from neuralpower.regression import fit_regressor, rmspe  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 from public_accuracy import PUBLIC, markdown, recipe_figures, splits  # noqa: E402
 
 
@@ -57,4 +58,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_exit(main)

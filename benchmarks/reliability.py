@@ -38,6 +38,7 @@ from neuralpower import NeuralPowerError, Predictor  # noqa: E402
 from neuralpower.cli import main as cli  # noqa: E402
 from neuralpower.profiling import Campaign  # noqa: E402
 from neuralpower.profiling.synthetic import Limits, sample  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 USAGE_ERRORS = [["profile", "-o", "x.csv", "--budget", "soon"], ["predict", "good.predictor"],
                 ["fly"], ["predict"], ["rank", "good.predictor", "--alpha", "a", "x:y"]]
@@ -190,4 +191,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_exit(main)

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from neuralpower.data import at_reference_speed, load  # noqa: E402
 from neuralpower.profiling import Campaign  # noqa: E402
 from neuralpower.profiling.synthetic import sample  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 from public_accuracy import markdown  # noqa: E402
 
 
@@ -102,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

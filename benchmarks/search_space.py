@@ -34,6 +34,7 @@ from neuralpower.archs import (layers_of, predict_many, read_jsonl, to_jsonl,  #
                                trace_many)
 from neuralpower.rank import rank_table  # noqa: E402
 from neuralpower.trace import trace  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 # (channels, stride) of MobileNetV2's stages after the stem
 STAGES = [(24, 2), (32, 2), (64, 2), (96, 1), (160, 2), (320, 1)]
@@ -202,4 +203,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

@@ -26,6 +26,7 @@ from neuralpower import Predictor  # noqa: E402
 from neuralpower.data import at_reference_speed, load  # noqa: E402
 from neuralpower.features import features  # noqa: E402
 from neuralpower.regression import fit_regressor, rmspe  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 from profile_accuracy import KINDS, held_out, rmspe_by_kind  # noqa: E402
 from public_accuracy import markdown, splits  # noqa: E402
 
@@ -91,4 +92,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 from neuralpower import Predictor, predict  # noqa: E402
 from neuralpower.data import load  # noqa: E402
 from neuralpower.nets import build  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 
 def median_ms(fn, repeats=15):
@@ -63,4 +64,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

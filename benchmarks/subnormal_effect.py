@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from network_accuracy import markdown  # noqa: E402
 
 from neuralpower import trace  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 SUBNORMAL = 3.7e-44  # float32 exp(-100)
 
@@ -149,4 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

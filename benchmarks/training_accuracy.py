@@ -20,6 +20,7 @@ from neuralpower.measure import measure  # noqa: E402
 from neuralpower.predict import predict  # noqa: E402
 from neuralpower.predictor import Predictor  # noqa: E402
 from neuralpower.validate import summary  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 
 NETS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0",
         "densenet121", "squeezenet1_1", "shufflenet_v2_x1_0", "regnet_y_400mf", "vgg11",
@@ -59,4 +60,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

@@ -42,6 +42,7 @@ from neuralpower import Predictor  # noqa: E402
 from neuralpower.data import load  # noqa: E402
 from neuralpower.features import TARGETS, features  # noqa: E402
 from neuralpower.regression import rmspe  # noqa: E402
+from neuralpower.errors import script_exit  # noqa: E402
 from public_accuracy import markdown, splits  # noqa: E402
 
 UNSEEN = ROOT / "profiling" / "unseen"
@@ -119,4 +120,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_exit(main)

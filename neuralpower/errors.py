@@ -14,3 +14,25 @@ def first_line(e: BaseException, plain: tuple = ()) -> str:
 class NeuralPowerError(Exception):
     """A problem with the user's input (file, network name, shape, predictor); the CLI prints
     its message on one line and exits non-zero."""
+
+
+def script_exit(main, *args) -> None:
+    """End a script of ``benchmarks/`` the way the CLI ends: ``main``'s return as the exit
+    status, a NeuralPowerError (a bad file or option) or a missing file as one line and status
+    1, Ctrl-C as status 130. A bug keeps its traceback: these scripts are for developers."""
+    import sys
+    from pathlib import Path
+
+    name = Path(sys.argv[0]).stem
+    try:
+        code = main(*args)
+    except NeuralPowerError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except FileNotFoundError as e:  # the scripts that read a CSV with pandas, keeping its order
+        print(f"{name}: error: {e.filename!r} not found", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    raise SystemExit(code or 0)

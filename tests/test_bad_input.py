@@ -47,3 +47,20 @@ def test_usage_errors_are_one_line_too(monkeypatch, capsys, argv):
         main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "error:" in err[0] and "--help" in err[0]
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("profile_accuracy", ["--csv", "nope.csv"]),   # read by neuralpower.data.load
+    ("public_drift", ["nope.csv"]),                # read by pandas, keeping the file's order
+])
+def test_benchmark_scripts_end_a_missing_file_on_one_line(tmp_path, script, argv):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{script}.py"
+    run = subprocess.run([sys.executable, str(path), *argv], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    err = run.stderr.strip().splitlines()
+    assert run.returncode == 1 and len(err) == 1 and err[0].startswith(f"{script}: error: ")
+    assert "nope.csv" in err[0] and "not found" in err[0] and "Traceback" not in run.stderr
