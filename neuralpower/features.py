@@ -162,6 +162,25 @@ def _tensor(d: _Columns) -> dict:
     return {"out_elems": d.elements, "in_elems": d.in_elements, "inner": d.inner}
 
 
+def _conv_transpose(d: _Columns) -> dict:
+    """A transposed convolution (UNet decoders, GANs): every input pixel scatters a kernel's
+    window into the output, so its work counts input pixels, not output pixels."""
+    f = {c: d[c] for c in ("batch", "in_channels", "in_h", "in_w", "out_channels", "out_h",
+                           "out_w", "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_h",
+                           "pad_w", "groups")}
+    f["out_per_group"] = d.out_channels / d.groups
+    f["in_pixels"] = d.batch * d.in_h * d.in_w
+    f["macs"] = f["in_pixels"] * d.in_channels * f["out_per_group"] * d.kernel_h * d.kernel_w
+    f["in_elems"] = f["in_pixels"] * d.in_channels
+    f["out_elems"] = d.batch * d.out_channels * d.out_h * d.out_w
+    f["weight_elems"] = d.in_channels * f["out_per_group"] * d.kernel_h * d.kernel_w
+    return f
+
+
+def _group_norm(d: _Columns) -> dict:
+    return {**_tensor(d), "groups": d.groups}              # inner: the elements of a group
+
+
 def _batch_norm(d: _Columns) -> dict:
     return {**_tensor(d), "in_channels": d.in_channels}   # inner: the H*W plane of a channel
 
@@ -189,12 +208,16 @@ UNARY = ("pow", "sqrt", "rsqrt", "neg")
 # Reductions over some dimensions (not global average pooling, which is avg_pool2d): their
 # output is the smaller tensor, ``inner`` its last dimension (1 for a reduction over the last).
 REDUCTIONS = ("mean",)
+# Resizing a map (FPNs, UNets, segmentation heads: ``F.interpolate``): each output element
+# reads one input element (nearest) or four (bilinear); ``inner``: the output's width.
+UPSAMPLES = ("upsample_nearest2d", "upsample_bilinear2d")
 # The kinds above: each streams its tensors (features: ``_tensor``) and is a kind of its own.
 STREAMED = ACTIVATIONS + ELEMENTWISE + UNARY + REDUCTIONS
 # kind -> feature builder. A kind with an entry here can be fitted and predicted.
 FEATURES = {
     "conv2d": _conv,
     "depthwise_conv2d": _conv,   # groups == in_channels: memory-bound, a regime of its own
+    "conv_transpose2d": _conv_transpose,
     "linear": _linear,
     "matmul": _matmul,
     "attention": _attention,     # fused: cheaper than its matmuls and softmax (see DECOMPOSED)
@@ -202,9 +225,11 @@ FEATURES = {
     "avg_pool2d": _pool,
     "batch_norm": _batch_norm,
     "layer_norm": _tensor,       # inner: the normalised size
+    "group_norm": _group_norm,   # diffusion UNets, BiT, detection heads
     "softmax": _tensor,          # inner: the size along the softmax dimension
     **{k: _tensor for k in STREAMED},
     "copy": _tensor,             # a layout change that moves data (contiguous after a permute)
+    **{k: _tensor for k in UPSAMPLES},
     "cat": _cat,
     "embedding": _embedding,
 }
@@ -246,19 +271,21 @@ INPUT_COLUMNS = {
 }
 INPUT_COLUMNS["avg_pool2d"] = INPUT_COLUMNS["max_pool2d"]
 INPUT_COLUMNS["depthwise_conv2d"] = INPUT_COLUMNS["conv2d"]
+INPUT_COLUMNS["conv_transpose2d"] = INPUT_COLUMNS["conv2d"]
 INPUT_COLUMNS["matmul"] = ["batch", "rows", "in_features", "out_features"]
 INPUT_COLUMNS["attention"] = ["batch", "rows", "inner", "in_features", "out_features"]
 INPUT_COLUMNS["embedding"] = ["batch", "in_features", "out_features"]
-for _k in ("layer_norm", "softmax", "copy", *STREAMED):
+for _k in ("layer_norm", "softmax", "copy", *STREAMED, *UPSAMPLES):
     INPUT_COLUMNS[_k] = ["elements", "in_elements", "inner"]
+INPUT_COLUMNS["group_norm"] = ["elements", "in_elements", "inner", "groups"]
 INPUT_COLUMNS["batch_norm"] = ["elements", "in_elements", "inner", "in_channels"]
 INPUT_COLUMNS["cat"] = ["elements", "in_elements", "inner", "n_inputs"]
 # Kinds whose MACs features.py states (the tracer keeps torch's flop count for the rest).
-MAC_KINDS = ("conv2d", "depthwise_conv2d", "linear", "matmul", "attention", "max_pool2d",
-             "avg_pool2d")
+MAC_KINDS = ("conv2d", "depthwise_conv2d", "conv_transpose2d", "linear", "matmul", "attention",
+             "max_pool2d", "avg_pool2d")
 # Kinds whose time, beyond the largest layers measured, grows at least as their MACs do (a
 # rate no higher than at the data's edge: regression.LogLinkRegressor's ``work_column``).
-WORK_BOUND = ("conv2d", "depthwise_conv2d", "linear", "matmul", "attention")
+WORK_BOUND = ("conv2d", "depthwise_conv2d", "conv_transpose2d", "linear", "matmul", "attention")
 
 
 def _check_kind(kind: str) -> None:

@@ -99,8 +99,16 @@ def _conv(args, out):
         (b, c, h, wd), (_, oc, oh, ow) = _line(x), _line(out)
         (kh, kw), (sh, sw) = (1, w.shape[2]), (1, _pair(stride)[0])
         (ph, pw), (dh, dw) = (0, _pair(padding)[0]), (1, _pair(dilation)[0])
-    elif w.dim() != 4 or x.dim() not in (3, 4) or transposed:
-        return {"kind": "conv_transpose" if transposed else f"conv{w.dim() - 2}d"}
+    elif w.dim() != 4 or x.dim() not in (3, 4):
+        return {"kind": f"conv_transpose{w.dim() - 2}d" if transposed else f"conv{w.dim() - 2}d"}
+    elif transposed:   # weight (in, out / groups, kh, kw); the output's size is what ran
+        b, c, h, wd = _spatial(x)
+        _, oc, oh, ow = _spatial(out)
+        (ph, pw), (dh, dw) = _pair(padding), _pair(dilation)
+        return dict(kind="conv_transpose2d", batch=b, in_channels=c, in_h=h, in_w=wd,
+                    out_channels=oc, out_h=oh, out_w=ow, kernel_h=w.shape[2],
+                    kernel_w=w.shape[3], stride_h=_pair(stride)[0], stride_w=_pair(stride)[1],
+                    pad_h=ph, pad_w=pw, dilation_h=dh, dilation_w=dw, groups=int(groups))
     else:
         b, c, h, wd = _spatial(x)
         _, oc, oh, ow = _spatial(out)
@@ -207,11 +215,22 @@ _batch_norm_op = _tensor_op("batch_norm", inner=lambda a, o: o[0, 0].numel() if 
 _softmax = _tensor_op("softmax", inner=lambda a, o: o.shape[a[1]] if o.dim() else 1)
 _cat_op = _tensor_op("cat", inner=lambda a, o: math.prod(o.shape[_dim(a, o):]))
 _mean_op = _tensor_op("mean")
+_group_norm_op = _tensor_op("group_norm")
 
 
 def _batch_norm(args, out):
     x = args[0]
     return {**_batch_norm_op(args, out), "in_channels": x.shape[1] if x.dim() > 1 else 1}
+
+
+def _group_norm(args, out):
+    """``native_group_norm(x, weight, bias, N, C, HxW, groups, eps)``: ``inner``, the elements
+    of one group, which its statistics run over."""
+    x, groups = args[0], int(args[6])
+    row = _group_norm_op(args, out)
+    if "elements" in row:
+        row.update(inner=max(x.numel() // max(x.shape[0] * groups, 1), 1), groups=groups)
+    return row
 
 
 def _cat(args, out):
@@ -245,6 +264,9 @@ OP_HANDLERS = {
     aten._native_batch_norm_legit_no_training: _batch_norm,
     aten._native_batch_norm_legit: _batch_norm,
     aten.native_layer_norm: _tensor_op("layer_norm", inner=lambda a, o: math.prod(a[1])),
+    aten.native_group_norm: _group_norm,
+    aten.upsample_nearest2d: _tensor_op("upsample_nearest2d"),
+    aten.upsample_bilinear2d: _tensor_op("upsample_bilinear2d"),
     aten._softmax: _softmax,
     aten._safe_softmax: _softmax,
     aten.cat: _cat,

@@ -17,6 +17,8 @@ CAMPAIGN = ROOT / "profiling" / "dev_cpu" / "intel_xeon_2t.csv"
 ATTENTION = ROOT / "profiling" / "dev_cpu" / "amd_epyc_2t_fused_attention.csv"
 # and normalisations and rotary embeddings written op by op (pow, mean, rsqrt, sqrt, neg, sub, div)
 NORMS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_norms.csv.gz"
+# and the decoders' ops: transposed convs, group norms, upsampling
+DECODERS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_decoders.csv.gz"
 SHIPPED = ROOT / "models" / "intel_xeon_2t_cpu.predictor"
 
 
@@ -26,7 +28,7 @@ def campaign():
 
 
 def test_the_campaigns_measured_every_kind(campaign):
-    rows = pd.concat([campaign, load(ATTENTION), load(NORMS)])
+    rows = pd.concat([campaign, load(ATTENTION), load(NORMS), load(DECODERS)])
     assert set(MODELED_KINDS) <= set(rows.kind)
     for kind in MODELED_KINDS:
         f = features(rows[rows.kind == kind], kind)
@@ -61,6 +63,19 @@ def test_shipped_predictor_covers_modern_networks(name):
     assert p.totals["unmodeled_macs"] <= 0.001 * p.totals["macs"]
     assert p.totals["layers_unmodeled"] == 0
     assert (p.modeled.runtime_ms > 0).all()
+
+
+@pytest.mark.parametrize("name", ["benchmarks/decoder_nets.py:unet", "benchmarks/decoder_nets.py:fpn",
+                                  "torchvision:lraspp_mobilenet_v3_large"])
+def test_the_third_xeons_predictor_covers_decoders_op_for_op(name):
+    p = predict(build(str(ROOT / name) if name.startswith("benchmarks") else name),
+                (1, 3, 224, 224), Predictor.load(ROOT / "models" / "intel_xeon_emr_2t_cpu.predictor"))
+    assert p.totals["layers_unmodeled"] == 0
+    kinds = set(p.modeled.kind)
+    assert kinds & {"conv_transpose2d", "group_norm", "upsample_nearest2d", "upsample_bilinear2d"}
+    decoder = p.modeled[p.modeled.kind.isin(["conv_transpose2d", "group_norm",
+                                             "upsample_nearest2d", "upsample_bilinear2d"])]
+    assert (decoder.runtime_ms > 0).all() and decoder.runtime_ms.sum() < p.totals["runtime_ms"]
 
 
 def test_what_stays_unmodeled_is_reported_with_its_share_of_macs():

@@ -152,6 +152,38 @@ def test_norms_and_rotary_written_op_by_op_are_kinds_with_their_sizes():
     assert (pooled.elements, pooled.in_elements, pooled.inner) == (64, 320, 32)   # over tokens
 
 
+def test_decoder_kinds_group_norm_upsampling_and_transposed_convs_by_hand():
+    class Decoder(nn.Module):   # a UNet's up block: GroupNorm, SiLU, x2 up, a 2x2 transposed conv
+        def __init__(self):
+            super().__init__()
+            self.gn = nn.GroupNorm(4, 16)
+            self.up = nn.ConvTranspose2d(16, 8, 2, stride=2)
+            self.gan = nn.ConvTranspose2d(8, 6, 4, stride=2, padding=1, groups=2, bias=False)
+
+        def forward(self, x):
+            y = F.silu(self.gn(x))
+            near = F.interpolate(y, scale_factor=2, mode="nearest")
+            return self.gan(self.up(y)), F.interpolate(near, size=(24, 20), mode="bilinear")
+
+    x = (2, 16, 6, 5)
+    with FlopCounterMode(display=False) as counter:
+        Decoder().to("meta")(torch.empty(x, device="meta"))
+    t = real_ops(trace(Decoder(), x))
+    assert list(t.kind) == ["group_norm", "silu", "upsample_nearest2d", "conv_transpose2d",
+                            "conv_transpose2d", "upsample_bilinear2d"]
+    gn, _, near, up, gan, bil = (t.iloc[i] for i in range(6))
+    assert (gn.elements, gn.in_elements, gn.groups, gn.inner) == (960, 960, 4, 4 * 6 * 5)
+    assert (near.elements, near.in_elements, near.inner) == (3840, 960, 10)
+    assert (bil.elements, bil.in_elements, bil.inner) == (2 * 16 * 24 * 20, 3840, 20)
+    assert (up.in_channels, up.in_h, up.in_w, up.out_channels, up.out_h, up.out_w) == (16, 6, 5, 8, 12, 10)
+    assert (up.kernel_h, up.stride_h, up.pad_h, up.groups) == (2, 2, 0, 1)
+    assert (gan.out_channels, gan.out_h, gan.out_w, gan.kernel_w, gan.pad_w, gan.groups) == (6, 24, 20, 4, 1, 2)
+    # every input pixel scatters a window: batch x in pixels x in channels x out per group x k^2
+    assert up.macs == 2 * 6 * 5 * 16 * 8 * 2 * 2
+    assert gan.macs == 2 * 12 * 10 * 8 * 3 * 4 * 4
+    assert t.macs.sum() == counter.get_total_flops() // 2
+
+
 def test_linear_on_sequence_input_counts_all_leading_dims():
     t = real_ops(trace(nn.Linear(16, 32), (2, 7, 16)))
     lin = t[t.kind == "linear"].iloc[0]

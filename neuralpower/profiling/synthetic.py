@@ -8,9 +8,10 @@ network ``i`` exactly when it resumes.
 
 Three types of network, drawn as real architectures are built:
 
-* **CNN** (image tensors): conv (dense, grouped, depthwise) followed by batch norm and an
-  activation, pooling, residual adds, channel concatenation (DenseNet, Inception), squeeze and
-  excitation (pool, 1x1 convs, sigmoid, a broadcast mul), channel shuffles (a copy);
+* **CNN** (image tensors): conv (dense, grouped, depthwise) followed by batch or group norm
+  and an activation, pooling, residual adds, channel concatenation (DenseNet, Inception), squeeze
+  and excitation (pool, 1x1 convs, sigmoid, a broadcast mul), channel shuffles (a copy), and the
+  decoders' ops (UNets, FPNs, segmentation heads): transposed convs and upsampling;
 * **tokens** (``[batch, tokens, features]``, optionally from an embedding): linear, layer norm,
   activations, attention (fused, ``F.scaled_dot_product_attention``, or its math: scores by
   ``bmm``, softmax, mixing by ``bmm``), residual adds, gating muls, head shuffles (a copy);
@@ -36,11 +37,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import NeuralPowerError
-from ..features import ACTIVATIONS, REDUCTIONS, STREAMED, UNARY
+from ..features import ACTIVATIONS, REDUCTIONS, STREAMED, UNARY, UPSAMPLES
 
-PROFILED_KINDS = ("conv2d", "depthwise_conv2d", "linear", "matmul", "attention", "max_pool2d",
-                  "avg_pool2d", "batch_norm", "layer_norm", "softmax", *STREAMED, "copy", "cat",
-                  "embedding")
+PROFILED_KINDS = ("conv2d", "depthwise_conv2d", "conv_transpose2d", "linear", "matmul",
+                  "attention", "max_pool2d", "avg_pool2d", "batch_norm", "group_norm",
+                  "layer_norm", "softmax", *STREAMED, "copy", "cat", "embedding", *UPSAMPLES)
 MAX_LAYERS = 10          # slots; a slot may hold a block of several layers
 MIN_SIZE = 7             # smallest feature map a conv or pooling layer (but the head) sees
 _NET_DIMS = 7            # type, batch, width, size, length, tokens, embedding
@@ -48,8 +49,8 @@ _LAYER_DIMS = 10         # kind, width, kernel, stride, padding, groups/heads, m
 DIMS = _NET_DIMS + MAX_LAYERS * _LAYER_DIMS
 _POOLS = ("max_pool2d", "avg_pool2d")
 # What one layer reads and writes, not MACs, bounds these kinds (the tracer's element counts).
-STREAM_KINDS = (*_POOLS, "batch_norm", "layer_norm", "softmax", *STREAMED, "copy", "cat",
-                "embedding")
+STREAM_KINDS = (*_POOLS, "batch_norm", "group_norm", "layer_norm", "softmax", *STREAMED, "copy",
+                "cat", "embedding", *UPSAMPLES)
 
 
 @dataclass(frozen=True)
@@ -206,15 +207,17 @@ def draw(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits(),
 
 
 # ------------------------------------------------------------------------------------------ CNN
-_CNN_KINDS = {"conv2d", "depthwise_conv2d", *_POOLS, "batch_norm", "cat"}
+_CNN_KINDS = {"conv2d", "depthwise_conv2d", "conv_transpose2d", *_POOLS, "batch_norm",
+              "group_norm", "cat", *UPSAMPLES}
 
 
 def _cnn(net: _Net, layer_u) -> None:
     for v in layer_u:
         choices = [(k, w) for k, w in (("conv2d", 3), ("depthwise_conv2d", 1.5),
                                        ("max_pool2d", .7), ("avg_pool2d", .7), ("add", 1),
-                                       ("cat", .8), ("mul", .8), ("copy", .5))
-                   if k in net.kinds]
+                                       ("cat", .8), ("mul", .8), ("copy", .5),
+                                       ("conv_transpose2d", 1), ("upsample", 1))
+                   if k in net.kinds or k == "upsample" and net.kinds & set(UPSAMPLES)]
         if not choices:
             return
         kind = _pick(v[0], choices)
@@ -247,6 +250,10 @@ def _cnn(net: _Net, layer_u) -> None:
             _squeeze_excite(net, v)
         elif kind == "copy":  # a channel shuffle / layout change: a strided read, a dense write
             net.add({"kind": "copy"}, net.shape)
+        elif kind == "conv_transpose2d":
+            _conv_transpose_block(net, v)
+        elif kind == "upsample":
+            _upsample(net, v)
 
 
 def _conv_block(net: _Net, v, depthwise=False, keep_shape=False, keep_size=False) -> bool:
@@ -260,11 +267,59 @@ def _conv_block(net: _Net, v, depthwise=False, keep_shape=False, keep_size=False
     if h_next < MIN_SIZE and h_next < h:  # real networks stop shrinking at 7x7, then pool
         return False
     net.add(layer, [net.shape[0], c_next, h_next, h_next])
-    if "batch_norm" in net.kinds and v[8] < 0.75:
-        net.add({"kind": "batch_norm"}, net.shape)
+    _norm_activation(net, v)
+    return True
+
+
+def _norm_activation(net: _Net, v) -> None:
+    """What follows a conv in real networks: batch norm (group norm in UNets, BiT, detection
+    heads), then an activation."""
+    norms = [(k, w) for k, w in (("batch_norm", 3), ("group_norm", 1)) if k in net.kinds]
+    if norms and v[8] < 0.75:
+        if _pick(v[8] / 0.75, norms) == "batch_norm":
+            net.add({"kind": "batch_norm"}, net.shape)
+        else:   # 32 groups as most networks use, where the channels divide
+            c = net.shape[1]
+            groups = [(g, 4 if g == 32 else 1) for g in (32, 16, 8, 4, 1) if c % g == 0]
+            net.add({"kind": "group_norm", "groups": _pick(v[5], groups)}, net.shape)
     if v[7] < 0.8:
         net.activation(v[7] / 0.8, v[6])
-    return True
+
+
+# (kernel, stride, padding, output padding) of the transposed convs decoders use: UNet's 2x2,
+# DCGAN's 4x4, a 3x3 that doubles the size, one that keeps it.
+_TRANSPOSED = [((2, 2, 0, 0), 3), ((4, 2, 1, 0), 2), ((3, 2, 1, 1), 1), ((3, 1, 1, 0), .5)]
+MAX_UP_SIZE = 448        # largest map the decoders' ops write
+
+
+def _conv_transpose_block(net: _Net, v) -> None:
+    """A transposed conv (UNet's decoder, a GAN's generator), then norm and activation."""
+    b, c, h, _ = net.shape
+    kernel, stride, padding, extra = _pick(v[2], _TRANSPOSED)
+    size = (h - 1) * stride - 2 * padding + kernel + extra
+    out = _width(v[1], 8, 2048)
+    while out > 8 and (h * h * c * out * kernel ** 2 > net.limits.max_macs
+                       or _elements([b, out, size, size]) > net.limits.max_elements):
+        out = max(8, out // 2 // 8 * 8)    # narrowed, as a decoder is where maps are large
+    if (size > MAX_UP_SIZE or h * h * c * out * kernel ** 2 > net.limits.max_macs
+            or _elements([b, out, size, size]) > net.limits.max_elements):
+        return
+    net.add({"kind": "conv_transpose2d", "out_channels": out, "kernel": kernel,
+             "stride": stride, "padding": padding, "output_padding": extra}, [b, out, size, size])
+    _norm_activation(net, v)
+
+
+def _upsample(net: _Net, v) -> None:
+    """``F.interpolate`` by 2 (FPN, UNet), 4 or 8 (a segmentation head back to the input)."""
+    b, c, h, _ = net.shape
+    mode = _pick(v[2], [(k, 1) for k in UPSAMPLES if k in net.kinds])
+    scale = _pick(v[3], [(2, 4), (4, 1), (8, .5)])
+    while scale > 1 and (h * scale > MAX_UP_SIZE
+                         or _elements([b, c, h * scale, h * scale]) > net.limits.max_elements
+                         or (scale ** 2 + 1) * _elements(net.shape) > net.limits.max_pool_macs):
+        scale //= 2
+    if scale > 1:
+        net.add({"kind": mode, "scale": scale}, [b, c, h * scale, h * scale])
 
 
 def _squeeze_excite(net: _Net, v) -> None:
@@ -309,15 +364,19 @@ def _conv(v, c, h, limits, depthwise=False, out=None, same=False):
             groups, out = g, max(g, out // g * g)
     layer = {"kind": "conv2d", "out_channels": out, "kernel": kernel, "stride": stride,
              "padding": padding, "dilation": dilation, "groups": groups}
-    # Too costly even at batch 1: narrow it (real networks are narrow where they are large).
-    while _conv_macs(layer, c, h) > limits.max_macs and layer["out_channels"] > 3:
+    # Too costly or too large even at batch 1: narrow it (real networks are narrow where they
+    # are large). (No committed campaign's conv was over the elements' limit before it was
+    # checked here, so their networks regenerate as they were.)
+    too_big = lambda: (_conv_macs(layer, c, h) > limits.max_macs  # noqa: E731
+                       or _out(layer, c, h)[1] ** 2 * layer["out_channels"] > limits.max_elements)
+    while too_big() and layer["out_channels"] > 3:
         if groups == c and c > 1 or same and out == c:
             return None                   # a depthwise or residual conv cannot narrow
         narrower = layer["out_channels"] // 2 // groups * groups  # a multiple of the groups
         if narrower < max(3, groups):
             return None
         layer["out_channels"] = narrower
-    return layer if _conv_macs(layer, c, h) <= limits.max_macs else None
+    return None if too_big() else layer
 
 
 def _conv_macs(layer, c, h) -> int:
@@ -734,6 +793,13 @@ def _module(layer: dict, shape: list) -> nn.Module:
         return nn.Linear(shape[-1], layer["out_features"])
     if kind == "batch_norm":
         return nn.BatchNorm2d(shape[1])
+    if kind == "group_norm":
+        return nn.GroupNorm(layer["groups"], shape[1])
+    if kind == "conv_transpose2d":
+        return nn.ConvTranspose2d(shape[1], layer["out_channels"], layer["kernel"],
+                                  layer["stride"], layer["padding"], layer["output_padding"])
+    if kind in UPSAMPLES:
+        return nn.Upsample(scale_factor=layer["scale"], mode=kind[len("upsample_"):-2])
     if kind == "layer_norm":
         return nn.LayerNorm(shape[-1])
     if kind == "softmax":
