@@ -100,7 +100,8 @@ def prediction_text(p: Prediction, top: int = 5) -> str:
         out.append(f"       traced {p.layers.attrs['traced']}")
     far = p.extrapolated
     if len(far):
-        out.append(f"       {len(far)} layers lie outside the ranges the predictor was fitted on "
+        out.append(f"       {len(far)} {'layer lies' if len(far) == 1 else 'layers lie'} outside "
+                   "the ranges the predictor was fitted on "
                    "(outside_fit: the farthest feature, times beyond the range seen); their "
                    "figures are extrapolated")
     out += subnormal_lines(p)

@@ -231,7 +231,7 @@ def test_layers_outside_the_fitted_ranges_say_which_feature_and_how_far(cpu_pred
     assert "out_features" in {e["feature"] for e in layers["2"]["extrapolation"]}
     assert list(p.extrapolated.name) == ["2"]
     text = prediction_text(p)
-    assert "outside_fit" in text and "1 layers lie outside the ranges" in text
+    assert "outside_fit" in text and "1 layer lies outside the ranges" in text
 
 
 def test_a_layer_of_a_combination_the_data_never_had_is_named_outside_the_fit():
