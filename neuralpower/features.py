@@ -199,7 +199,8 @@ def _embedding(d: _Columns) -> dict:
 # Kinds that stream tensors; each is its own kind because their cost per element differs
 # (gelu's erf against relu's max), and each is profiled as a layer of its own.
 ACTIVATIONS = ("relu", "gelu", "silu", "hardswish", "sigmoid", "hardsigmoid", "tanh",
-               "hardtanh")  # hardtanh: ReLU6 (MobileNetV2)
+               "hardtanh",      # ReLU6 (MobileNetV2)
+               "leaky_relu")    # CSPDarknet, YOLO, GANs
 ELEMENTWISE = ("add", "mul", "sub", "div")
 # Unary math that normalisations and rotary embeddings are written in (RMSNorm: pow, mean,
 # add, rsqrt, mul; a LayerNorm by hand: sqrt, div; rotate_half: neg, cat), op by op, as eager
@@ -211,6 +212,9 @@ REDUCTIONS = ("mean",)
 # Resizing a map (FPNs, UNets, segmentation heads: ``F.interpolate``): each output element
 # reads one input element (nearest) or four (bilinear); ``inner``: the output's width.
 UPSAMPLES = ("upsample_nearest2d", "upsample_bilinear2d")
+# Zero padding as an op of its own (TensorFlow's "same" padding before a conv: timm's
+# ``pad_same``, EfficientNets ported from TensorFlow): a copy into a larger tensor.
+PADDING = ("constant_pad_nd",)
 # The kinds above: each streams its tensors (features: ``_tensor``) and is a kind of its own.
 STREAMED = ACTIVATIONS + ELEMENTWISE + UNARY + REDUCTIONS
 # kind -> feature builder. A kind with an entry here can be fitted and predicted.
@@ -229,7 +233,7 @@ FEATURES = {
     "softmax": _tensor,          # inner: the size along the softmax dimension
     **{k: _tensor for k in STREAMED},
     "copy": _tensor,             # a layout change that moves data (contiguous after a permute)
-    **{k: _tensor for k in UPSAMPLES},
+    **{k: _tensor for k in UPSAMPLES + PADDING},
     "cat": _cat,
     "embedding": _embedding,
 }
@@ -275,7 +279,7 @@ INPUT_COLUMNS["conv_transpose2d"] = INPUT_COLUMNS["conv2d"]
 INPUT_COLUMNS["matmul"] = ["batch", "rows", "in_features", "out_features"]
 INPUT_COLUMNS["attention"] = ["batch", "rows", "inner", "in_features", "out_features"]
 INPUT_COLUMNS["embedding"] = ["batch", "in_features", "out_features"]
-for _k in ("layer_norm", "softmax", "copy", *STREAMED, *UPSAMPLES):
+for _k in ("layer_norm", "softmax", "copy", *STREAMED, *UPSAMPLES, *PADDING):
     INPUT_COLUMNS[_k] = ["elements", "in_elements", "inner"]
 INPUT_COLUMNS["group_norm"] = ["elements", "in_elements", "inner", "groups"]
 INPUT_COLUMNS["batch_norm"] = ["elements", "in_elements", "inner", "in_channels"]

@@ -267,6 +267,7 @@ OP_HANDLERS = {
     aten.native_group_norm: _group_norm,
     aten.upsample_nearest2d: _tensor_op("upsample_nearest2d"),
     aten.upsample_bilinear2d: _tensor_op("upsample_bilinear2d"),
+    aten.constant_pad_nd: _tensor_op("constant_pad_nd", inner=lambda a, o: o.shape[-1]),
     aten._softmax: _softmax,
     aten._safe_softmax: _softmax,
     aten.cat: _cat,

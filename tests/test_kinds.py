@@ -19,6 +19,8 @@ ATTENTION = ROOT / "profiling" / "dev_cpu" / "amd_epyc_2t_fused_attention.csv"
 NORMS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_norms.csv.gz"
 # and the decoders' ops: transposed convs, group norms, upsampling
 DECODERS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_decoders.csv.gz"
+# and TensorFlow-style padding and leaky ReLU
+PADS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_pads.csv.gz"
 SHIPPED = ROOT / "models" / "intel_xeon_2t_cpu.predictor"
 
 
@@ -28,7 +30,7 @@ def campaign():
 
 
 def test_the_campaigns_measured_every_kind(campaign):
-    rows = pd.concat([campaign, load(ATTENTION), load(NORMS), load(DECODERS)])
+    rows = pd.concat([campaign, load(ATTENTION), load(NORMS), load(DECODERS), load(PADS)])
     assert set(MODELED_KINDS) <= set(rows.kind)
     for kind in MODELED_KINDS:
         f = features(rows[rows.kind == kind], kind)

@@ -184,6 +184,21 @@ def test_decoder_kinds_group_norm_upsampling_and_transposed_convs_by_hand():
     assert t.macs.sum() == counter.get_total_flops() // 2
 
 
+def test_same_padding_and_leaky_relu_are_kinds():
+    # TensorFlow's "same" padding as timm writes it (pad_same: an op before the conv), and
+    # CSPDarknet's leaky ReLU, in place
+    m = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(4, 8, 3, stride=2),
+                      nn.LeakyReLU(0.1, inplace=True))
+    t = real_ops(trace(m, (2, 4, 10, 10)))
+    assert list(t.kind) == ["constant_pad_nd", "conv2d", "leaky_relu"]
+    pad, conv, act = (t.iloc[i] for i in range(3))
+    assert (pad.elements, pad.in_elements, pad.inner) == (2 * 4 * 11 * 11, 2 * 4 * 10 * 10, 11)
+    assert (conv.in_h, conv.pad_h, conv.out_h) == (11, 0, 5)
+    assert (act.elements, act.in_elements) == (2 * 8 * 5 * 5, 2 * 8 * 5 * 5)
+    tf = real_ops(trace(build("timm:tf_efficientnet_b0"), (1, 3, 224, 224)))
+    assert (tf.kind == "constant_pad_nd").sum() >= 5
+
+
 def test_linear_on_sequence_input_counts_all_leading_dims():
     t = real_ops(trace(nn.Linear(16, 32), (2, 7, 16)))
     lin = t[t.kind == "linear"].iloc[0]

@@ -37,11 +37,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import NeuralPowerError
-from ..features import ACTIVATIONS, REDUCTIONS, STREAMED, UNARY, UPSAMPLES
+from ..features import ACTIVATIONS, PADDING, REDUCTIONS, STREAMED, UNARY, UPSAMPLES
 
 PROFILED_KINDS = ("conv2d", "depthwise_conv2d", "conv_transpose2d", "linear", "matmul",
                   "attention", "max_pool2d", "avg_pool2d", "batch_norm", "group_norm",
-                  "layer_norm", "softmax", *STREAMED, "copy", "cat", "embedding", *UPSAMPLES)
+                  "layer_norm", "softmax", *STREAMED, "copy", "cat", "embedding", *UPSAMPLES,
+                  *PADDING)
 MAX_LAYERS = 10          # slots; a slot may hold a block of several layers
 MIN_SIZE = 7             # smallest feature map a conv or pooling layer (but the head) sees
 _NET_DIMS = 7            # type, batch, width, size, length, tokens, embedding
@@ -50,7 +51,7 @@ DIMS = _NET_DIMS + MAX_LAYERS * _LAYER_DIMS
 _POOLS = ("max_pool2d", "avg_pool2d")
 # What one layer reads and writes, not MACs, bounds these kinds (the tracer's element counts).
 STREAM_KINDS = (*_POOLS, "batch_norm", "group_norm", "layer_norm", "softmax", *STREAMED, "copy",
-                "cat", "embedding", *UPSAMPLES)
+                "cat", "embedding", *UPSAMPLES, *PADDING)
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,9 @@ def _pick(u: float, choices):
 _KERNELS = [(1, 3), (3, 4), (5, 1), (7, 1), (11, .3), (2, .3), (4, .2), (6, .2), (9, .2)]
 _STRIDES = [(1, 6), (2, 3), (3, .5), (4, .5)]
 _ACTIVATIONS = [("relu", 3), ("gelu", 1.5), ("silu", 1.5), ("hardswish", 1), ("sigmoid", 1),
-                ("hardsigmoid", .7), ("tanh", .3), ("hardtanh", 1)]
-_INPLACE = ("relu", "hardswish", "silu", "hardtanh")  # torchvision runs these in place
+                ("hardsigmoid", .7), ("tanh", .3), ("hardtanh", 1), ("leaky_relu", .5)]
+# torchvision runs these in place (timm's CSPDarknet its leaky ReLUs)
+_INPLACE = ("relu", "hardswish", "silu", "hardtanh", "leaky_relu")
 
 
 class _Net:
@@ -208,7 +210,7 @@ def draw(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits(),
 
 # ------------------------------------------------------------------------------------------ CNN
 _CNN_KINDS = {"conv2d", "depthwise_conv2d", "conv_transpose2d", *_POOLS, "batch_norm",
-              "group_norm", "cat", *UPSAMPLES}
+              "group_norm", "cat", *UPSAMPLES, *PADDING}
 
 
 def _cnn(net: _Net, layer_u) -> None:
@@ -216,7 +218,8 @@ def _cnn(net: _Net, layer_u) -> None:
         choices = [(k, w) for k, w in (("conv2d", 3), ("depthwise_conv2d", 1.5),
                                        ("max_pool2d", .7), ("avg_pool2d", .7), ("add", 1),
                                        ("cat", .8), ("mul", .8), ("copy", .5),
-                                       ("conv_transpose2d", 1), ("upsample", 1))
+                                       ("conv_transpose2d", 1), ("upsample", 1),
+                                       ("constant_pad_nd", 1))
                    if k in net.kinds or k == "upsample" and net.kinds & set(UPSAMPLES)]
         if not choices:
             return
@@ -254,6 +257,8 @@ def _cnn(net: _Net, layer_u) -> None:
             _conv_transpose_block(net, v)
         elif kind == "upsample":
             _upsample(net, v)
+        elif kind == "constant_pad_nd":
+            _pad(net, v)
 
 
 def _conv_block(net: _Net, v, depthwise=False, keep_shape=False, keep_size=False) -> bool:
@@ -320,6 +325,17 @@ def _upsample(net: _Net, v) -> None:
         scale //= 2
     if scale > 1:
         net.add({"kind": mode, "scale": scale}, [b, c, h * scale, h * scale])
+
+
+def _pad(net: _Net, v) -> None:
+    """Zero padding before a conv, as TensorFlow's "same" pads: one more row and column after
+    (a stride-2 conv of an even map), or around."""
+    b, c, h, _ = net.shape
+    pad = _pick(v[4], [((0, 1, 0, 1), 3), ((1, 1, 1, 1), 2), ((1, 2, 1, 2), 1), ((2, 2, 2, 2), 1)])
+    size = h + pad[0] + pad[1]
+    if (_elements([b, c, size, size]) <= net.limits.max_elements
+            and 2 * _elements([b, c, size, size]) <= net.limits.max_pool_macs):
+        net.add({"kind": "constant_pad_nd", "pad": list(pad)}, [b, c, size, size])
 
 
 def _squeeze_excite(net: _Net, v) -> None:
@@ -777,7 +793,8 @@ class _Mix(nn.Module):
 
 _ACTIVATION_MODULES = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU,
                        "hardswish": nn.Hardswish, "sigmoid": nn.Sigmoid, "hardtanh": nn.ReLU6,
-                       "hardsigmoid": nn.Hardsigmoid, "tanh": nn.Tanh}
+                       "hardsigmoid": nn.Hardsigmoid, "tanh": nn.Tanh,
+                       "leaky_relu": lambda inplace=False: nn.LeakyReLU(0.1, inplace)}
 
 
 def _module(layer: dict, shape: list) -> nn.Module:
@@ -800,6 +817,8 @@ def _module(layer: dict, shape: list) -> nn.Module:
                                   layer["stride"], layer["padding"], layer["output_padding"])
     if kind in UPSAMPLES:
         return nn.Upsample(scale_factor=layer["scale"], mode=kind[len("upsample_"):-2])
+    if kind == "constant_pad_nd":
+        return nn.ZeroPad2d(tuple(layer["pad"]))
     if kind == "layer_norm":
         return nn.LayerNorm(shape[-1])
     if kind == "softmax":
