@@ -261,12 +261,15 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def fill_disk(out, free_bytes: int, budget_s: float = 60, how: str = "enospc",
+def fill_disk(out, free_bytes: int, budget_s: float = 20, how: str = "enospc",
               timeout_s: float = 120) -> subprocess.CompletedProcess:
     """Run a campaign until its disk is full. ``how``: ``enospc`` (writes into the output's
     folder fail with ENOSPC once ``free_bytes`` more are used: patched writes, Linux), or
     ``rlimit`` (the kernel refuses to grow any file past ``free_bytes``, with EFBIG:
-    RLIMIT_FSIZE, unprivileged, Unix). Returns the finished process."""
+    RLIMIT_FSIZE, unprivileged, Unix). ``budget_s`` sizes the networks (the campaign's limits):
+    a short one keeps the next network within a short resume's budget (at 60 s, seed 0's second
+    network, once the decoders' kinds were drawn, was estimated at over 5 s, and a 5-second
+    resume rightly measured nothing). Returns the finished process."""
     if how == "rlimit":
         def limit():
             resource.setrlimit(resource.RLIMIT_FSIZE, (free_bytes, free_bytes))

@@ -304,7 +304,7 @@ def layer_rows(draw, kind: str, n_max: int = 4):
     rows = []
     for _ in range(draw(st.integers(1, n_max))):
         r = {}
-        if kind in ("conv2d", "depthwise_conv2d", "max_pool2d", "avg_pool2d"):
+        if kind in ("conv2d", "depthwise_conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d"):
             b, c, oc = draw(_size(hi=256)), draw(_size(hi=4096)), draw(_size(hi=4096))
             limit = max(1, 2**31 // (b * max(c, oc)))
             h = draw(_size(hi=min(limit, 2**16)))
@@ -344,6 +344,8 @@ def layer_rows(draw, kind: str, n_max: int = 4):
                      in_elements=draw(_size(hi=2 * e)), inner=draw(_size(hi=e)))
             if kind == "batch_norm":
                 r["in_channels"] = draw(_size(hi=e))
+            if kind == "group_norm":
+                r["groups"] = draw(_size(hi=32))
             if kind == "cat":
                 r["n_inputs"] = draw(_size(hi=64))
         rows.append(r)
@@ -403,6 +405,10 @@ def _hand_macs(kind, r):
         g = r.get("groups", 1)
         return b * r["out_h"] * r["out_w"] * r["out_channels"] * (r["in_channels"] / g) \
             * r["kernel_h"] * r["kernel_w"]
+    if kind == "conv_transpose2d":   # each input pixel scatters a window
+        g = r.get("groups", 1)
+        return b * r["in_h"] * r["in_w"] * r["in_channels"] * (r["out_channels"] / g) \
+            * r["kernel_h"] * r["kernel_w"]
     if kind == "linear":
         return b * r["in_features"] * r["out_features"]
     if kind == "matmul":
@@ -412,8 +418,8 @@ def _hand_macs(kind, r):
     return b * r["in_channels"] * r["out_h"] * r["out_w"] * r["kernel_h"] * r["kernel_w"]
 
 
-@pytest.mark.parametrize("kind", ["conv2d", "depthwise_conv2d", "linear", "matmul", "attention",
-                                  "max_pool2d", "avg_pool2d"])
+@pytest.mark.parametrize("kind", ["conv2d", "depthwise_conv2d", "conv_transpose2d", "linear",
+                                  "matmul", "attention", "max_pool2d", "avg_pool2d"])
 @settings(max_examples=30, deadline=None)
 @given(data=st.data())
 def test_macs_match_the_hand_formula(kind, data):
