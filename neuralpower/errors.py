@@ -1,4 +1,6 @@
 """The one exception type users see: its message is the whole, one-line story."""
+import sys
+from pathlib import Path
 
 
 def first_line(e: BaseException, plain: tuple = ()) -> str:
@@ -20,9 +22,6 @@ def script_exit(main, *args) -> None:
     """End a script of ``benchmarks/`` the way the CLI ends: ``main``'s return as the exit
     status, a NeuralPowerError (a bad file or option) or a missing file as one line and status
     1, Ctrl-C as status 130. A bug keeps its traceback: these scripts are for developers."""
-    import sys
-    from pathlib import Path
-
     name = Path(sys.argv[0]).stem
     try:
         code = main(*args)

@@ -101,21 +101,14 @@ def _conv(args, out):
         (ph, pw), (dh, dw) = (0, _pair(padding)[0]), (1, _pair(dilation)[0])
     elif w.dim() != 4 or x.dim() not in (3, 4):
         return {"kind": f"conv_transpose{w.dim() - 2}d" if transposed else f"conv{w.dim() - 2}d"}
-    elif transposed:   # weight (in, out / groups, kh, kw); the output's size is what ran
-        b, c, h, wd = _spatial(x)
-        _, oc, oh, ow = _spatial(out)
-        (ph, pw), (dh, dw) = _pair(padding), _pair(dilation)
-        return dict(kind="conv_transpose2d", batch=b, in_channels=c, in_h=h, in_w=wd,
-                    out_channels=oc, out_h=oh, out_w=ow, kernel_h=w.shape[2],
-                    kernel_w=w.shape[3], stride_h=_pair(stride)[0], stride_w=_pair(stride)[1],
-                    pad_h=ph, pad_w=pw, dilation_h=dh, dilation_w=dw, groups=int(groups))
-    else:
+    else:   # (a transposed one's weight is (in, out / groups, kh, kw): the same kernel sizes)
         b, c, h, wd = _spatial(x)
         _, oc, oh, ow = _spatial(out)
         (kh, kw), (sh, sw) = tuple(w.shape[2:]), _pair(stride)
         (ph, pw), (dh, dw) = _pair(padding), _pair(dilation)
-    depthwise = groups > 1 and groups == c
-    return dict(kind="depthwise_conv2d" if depthwise else "conv2d", batch=b, in_channels=c,
+    kind = ("conv_transpose2d" if transposed
+            else "depthwise_conv2d" if groups > 1 and groups == c else "conv2d")
+    return dict(kind=kind, batch=b, in_channels=c,
                 in_h=h, in_w=wd, out_channels=oc,
                 out_h=oh, out_w=ow, kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw,
                 pad_h=ph, pad_w=pw, dilation_h=dh, dilation_w=dw, groups=int(groups))

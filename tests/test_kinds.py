@@ -73,10 +73,9 @@ def test_the_third_xeons_predictor_covers_decoders_op_for_op(name):
     p = predict(build(str(ROOT / name) if name.startswith("benchmarks") else name),
                 (1, 3, 224, 224), Predictor.load(ROOT / "models" / "intel_xeon_emr_2t_cpu.predictor"))
     assert p.totals["layers_unmodeled"] == 0
-    kinds = set(p.modeled.kind)
-    assert kinds & {"conv_transpose2d", "group_norm", "upsample_nearest2d", "upsample_bilinear2d"}
     decoder = p.modeled[p.modeled.kind.isin(["conv_transpose2d", "group_norm",
                                              "upsample_nearest2d", "upsample_bilinear2d"])]
+    assert len(decoder) > 0
     assert (decoder.runtime_ms > 0).all() and decoder.runtime_ms.sum() < p.totals["runtime_ms"]
 
 

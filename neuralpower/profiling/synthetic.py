@@ -303,11 +303,11 @@ def _conv_transpose_block(net: _Net, v) -> None:
     kernel, stride, padding, extra = _pick(v[2], _TRANSPOSED)
     size = (h - 1) * stride - 2 * padding + kernel + extra
     out = _width(v[1], 8, 2048)
-    while out > 8 and (h * h * c * out * kernel ** 2 > net.limits.max_macs
-                       or _elements([b, out, size, size]) > net.limits.max_elements):
+    too_big = lambda: (h * h * c * out * kernel ** 2 > net.limits.max_macs  # noqa: E731
+                       or _elements([b, out, size, size]) > net.limits.max_elements)
+    while out > 8 and too_big():
         out = max(8, out // 2 // 8 * 8)    # narrowed, as a decoder is where maps are large
-    if (size > MAX_UP_SIZE or h * h * c * out * kernel ** 2 > net.limits.max_macs
-            or _elements([b, out, size, size]) > net.limits.max_elements):
+    if size > MAX_UP_SIZE or too_big():
         return
     net.add({"kind": "conv_transpose2d", "out_channels": out, "kernel": kernel,
              "stride": stride, "padding": padding, "output_padding": extra}, [b, out, size, size])
