@@ -118,7 +118,7 @@ def disk_counts(folder: Path) -> dict:
         text = path.read_text()
         out["invalid_files_after_full_disk"] += not text.endswith("\n") or bool(
             faults.audit(path)["incomplete"])
-        faults.resume(path, budget_s=5)
+        faults.resume(path, budget_s=faults.FULL_DISK_BUDGET_S)
         after = faults.audit(path, before)
         out["rows_lost_to_full_disk"] += after["lost"]
         out["rows_duplicated_after_full_disk"] += after["duplicated"]

@@ -107,7 +107,7 @@ def test_a_full_disk_ends_with_one_line_and_leaves_a_valid_file(tmp_path, how, p
     assert run["ended"] == ("running" if how == "enospc" else f"error: {error.split(': ', 2)[2]}")
     assert not list(tmp_path.glob("*.tmp"))
     # Space is back: the same command resumes it, with nothing to repair.
-    again = faults.resume(out, budget_s=5)
+    again = faults.resume(out, budget_s=faults.FULL_DISK_BUDGET_S)  # the same command
     assert again.returncode == 0, again.stderr
     assert "partial last line" not in again.stderr
     after = faults.audit(out, before)
