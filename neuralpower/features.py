@@ -204,19 +204,29 @@ ACTIVATIONS = ("relu", "gelu", "silu", "hardswish", "sigmoid", "hardsigmoid", "t
 ELEMENTWISE = ("add", "mul", "sub", "div")
 # Unary math that normalisations and rotary embeddings are written in (RMSNorm: pow, mean,
 # add, rsqrt, mul; a LayerNorm by hand: sqrt, div; rotate_half: neg, cat), op by op, as eager
-# PyTorch runs them.
-UNARY = ("pow", "sqrt", "rsqrt", "neg")
+# PyTorch runs them; then exp (Swin-V2's logit scale), cos and sin (position tables), clamp
+# (activation clipping) and clamp_min (F.normalize's floor).
+UNARY = ("pow", "sqrt", "rsqrt", "neg", "exp", "cos", "sin", "clamp", "clamp_min")
 # Reductions over some dimensions (not global average pooling, which is avg_pool2d): their
-# output is the smaller tensor, ``inner`` its last dimension (1 for a reduction over the last).
-REDUCTIONS = ("mean",)
+# output is the smaller tensor. ``inner``: mean's is its output's last dimension (1 for a
+# reduction over the last, kept); the later ones' the elements after the last dimension reduced
+# (ConvNeXt-V2's norm over the rows and columns of a channels-last map: the channels; over the
+# last: 1), which a reduction that drops the dimension does not change.
+REDUCTIONS = ("mean", "sum", "amax", "linalg_vector_norm")
+# bias + weight * x in one pass over three tensors (ConvNeXt-V2's global response norm).
+FUSED_ELEMENTWISE = ("addcmul",)
 # Resizing a map (FPNs, UNets, segmentation heads: ``F.interpolate``): each output element
 # reads one input element (nearest) or four (bilinear); ``inner``: the output's width.
 UPSAMPLES = ("upsample_nearest2d", "upsample_bilinear2d")
 # Zero padding as an op of its own (TensorFlow's "same" padding before a conv: timm's
 # ``pad_same``, EfficientNets ported from TensorFlow): a copy into a larger tensor.
 PADDING = ("constant_pad_nd",)
+# A map shifted around its edges (Swin's shifted windows: ``torch.roll`` over rows and
+# columns): a copy per dimension rolled (``in_elements``: the elements times the dimensions),
+# ``inner`` the elements after the last dimension rolled.
+SHIFTS = ("roll",)
 # The kinds above: each streams its tensors (features: ``_tensor``) and is a kind of its own.
-STREAMED = ACTIVATIONS + ELEMENTWISE + UNARY + REDUCTIONS
+STREAMED = ACTIVATIONS + ELEMENTWISE + UNARY + REDUCTIONS + FUSED_ELEMENTWISE + SHIFTS
 # kind -> feature builder. A kind with an entry here can be fitted and predicted.
 FEATURES = {
     "conv2d": _conv,
@@ -235,12 +245,14 @@ FEATURES = {
     "copy": _tensor,             # a layout change that moves data (contiguous after a permute)
     **{k: _tensor for k in UPSAMPLES + PADDING},
     "cat": _cat,
+    "stack": _cat,               # a cat along a new dimension: ``inner``, each input's run
     "embedding": _embedding,
 }
 MODELED_KINDS = tuple(FEATURES)
 # A kind split off from another after predictors were fitted: where a predictor has no model of
 # its own for it, the older kind's model predicts it (as it did before the split).
-STAND_INS = {"depthwise_conv2d": "conv2d"}
+STAND_INS = {"depthwise_conv2d": "conv2d",
+             "stack": "cat"}   # a cat along a new dimension, traced as cat until 2026-12-07
 
 
 def _attention_parts(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -283,7 +295,7 @@ for _k in ("layer_norm", "softmax", "copy", *STREAMED, *UPSAMPLES, *PADDING):
     INPUT_COLUMNS[_k] = ["elements", "in_elements", "inner"]
 INPUT_COLUMNS["group_norm"] = ["elements", "in_elements", "inner", "groups"]
 INPUT_COLUMNS["batch_norm"] = ["elements", "in_elements", "inner", "in_channels"]
-INPUT_COLUMNS["cat"] = ["elements", "in_elements", "inner", "n_inputs"]
+INPUT_COLUMNS["cat"] = INPUT_COLUMNS["stack"] = ["elements", "in_elements", "inner", "n_inputs"]
 # Kinds whose MACs features.py states (the tracer keeps torch's flop count for the rest).
 MAC_KINDS = ("conv2d", "depthwise_conv2d", "conv_transpose2d", "linear", "matmul", "attention",
              "max_pool2d", "avg_pool2d")

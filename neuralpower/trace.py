@@ -208,6 +208,8 @@ _batch_norm_op = _tensor_op("batch_norm", inner=lambda a, o: o[0, 0].numel() if 
 _softmax = _tensor_op("softmax", inner=lambda a, o: o.shape[a[1]] if o.dim() else 1)
 _cat_op = _tensor_op("cat", inner=lambda a, o: math.prod(o.shape[_dim(a, o):]))
 _mean_op = _tensor_op("mean")
+_stack_op = _tensor_op("stack", inner=lambda a, o: math.prod(o.shape[_dim(a, o):]))
+_roll_op = _tensor_op("roll")
 _group_norm_op = _tensor_op("group_norm")
 
 
@@ -226,9 +228,35 @@ def _group_norm(args, out):
     return row
 
 
-def _cat(args, out):
+def _cat(args, out, op=None):
     tensors = [t for t in args[0] if isinstance(t, torch.Tensor) and t.numel()]
-    return {**_cat_op(args, out), "n_inputs": len(tensors)}
+    return {**(op or _cat_op)(args, out), "n_inputs": len(tensors)}
+
+
+def _stack(args, out):
+    return _cat(args, out, _stack_op)
+
+
+def _after(x, dims) -> int:
+    """The elements after the last of ``dims`` (an int or a list; 1 for none: every one)."""
+    dims = [dims] if isinstance(dims, int) else list(dims or [])
+    return math.prod(x.shape[max(d % x.dim() for d in dims) + 1:]) if dims and x.dim() else 1
+
+
+def _reduction(kind, dims_at: int):
+    """A reduction whose dimensions are argument ``dims_at``: ``inner``, the elements after
+    the last dimension reduced (1: over the last, or over every dimension)."""
+    return _tensor_op(kind, inner=lambda a, o: _after(a[0], a[dims_at] if len(a) > dims_at
+                                                       else None))
+
+
+def _roll(args, out):
+    """``roll(x, shifts, dims)``: a copy per dimension rolled (one when it flattens)."""
+    x, dims = args[0], (list(args[2]) if len(args) > 2 and args[2] is not None else [])
+    row = _roll_op(args, out)
+    if "elements" in row:
+        row.update(in_elements=x.numel() * max(len(dims), 1), inner=_after(x, dims))
+    return row
 
 
 def _embedding(args, out):
@@ -264,6 +292,12 @@ OP_HANDLERS = {
     aten._softmax: _softmax,
     aten._safe_softmax: _softmax,
     aten.cat: _cat,
+    aten.stack: _stack,
+    aten.roll: _roll,
+    aten.sum: _reduction("sum", 1),
+    aten.amax: _reduction("amax", 1),
+    aten.linalg_vector_norm: _reduction("linalg_vector_norm", 2),   # (x, ord, dims, keepdim)
+    aten.addcmul: _tensor_op("addcmul", data=slice(0, 3)),   # (x, a, b): x + value * a * b
     aten.embedding: _embedding,
     aten.clone: _tensor_op("copy"),
     aten.copy: _tensor_op("copy", data=slice(1, 2)),   # (destination, source)

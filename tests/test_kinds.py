@@ -21,6 +21,8 @@ NORMS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_norms.csv.gz"
 DECODERS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_decoders.csv.gz"
 # and TensorFlow-style padding and leaky ReLU
 PADS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_pads.csv.gz"
+# and the ops of later vision networks: roll, stack, reductions, addcmul, elementwise math
+LATER = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_later_ops.csv.gz"
 SHIPPED = ROOT / "models" / "intel_xeon_2t_cpu.predictor"
 
 
@@ -30,7 +32,8 @@ def campaign():
 
 
 def test_the_campaigns_measured_every_kind(campaign):
-    rows = pd.concat([campaign, load(ATTENTION), load(NORMS), load(DECODERS), load(PADS)])
+    rows = pd.concat([campaign, load(ATTENTION), load(NORMS), load(DECODERS), load(PADS),
+                      load(LATER)])
     assert set(MODELED_KINDS) <= set(rows.kind)
     for kind in MODELED_KINDS:
         f = features(rows[rows.kind == kind], kind)
@@ -77,6 +80,18 @@ def test_the_third_xeons_predictor_covers_decoders_op_for_op(name):
                                              "upsample_nearest2d", "upsample_bilinear2d"])]
     assert len(decoder) > 0
     assert (decoder.runtime_ms > 0).all() and decoder.runtime_ms.sum() < p.totals["runtime_ms"]
+
+
+@pytest.mark.parametrize("name, kinds", [
+    ("torchvision:swin_t", {"roll"}),                                   # shifted windows
+    ("timm:convnextv2_atto", {"linalg_vector_norm", "addcmul"}),        # response norm
+    ("timm:edgenext_xx_small", {"linalg_vector_norm", "clamp_min"})])   # F.normalize
+def test_the_third_xeons_predictor_predicts_later_vision_ops(name, kinds):
+    p = predict(build(name), (1, 3, 224, 224),
+                Predictor.load(ROOT / "models" / "intel_xeon_emr_2t_cpu.predictor"))
+    got = p.modeled[p.modeled.kind.isin(kinds)]
+    assert set(got.kind) == kinds and (got.runtime_ms > 0).all()
+    assert not kinds & set(p.unmodeled.kind)
 
 
 def test_what_stays_unmodeled_is_reported_with_its_share_of_macs():

@@ -30,7 +30,7 @@ def test_synthetic_specs_are_seeded_valid_and_within_limits():
         # A pool is not narrowed: at batch 1 it may exceed (committed campaigns have such
         # pools, and their networks must regenerate as they were); every other layer may not.
         pools = t.kind.isin(["max_pool2d", "avg_pool2d"]).to_numpy()
-        assert streamed[~pools].max() <= limits.max_pool_macs
+        assert (streamed[~pools] <= limits.max_pool_macs).all()
         assert spec["input"][0] == 1 or streamed.max() <= limits.max_pool_macs
         acts = t[t.kind != "free"].output_shape   # (views of weights are free rows)
         assert max(elements(s) for s in acts) <= max(limits.max_elements, elements(acts.iloc[0]))
@@ -85,6 +85,43 @@ def test_decoder_networks_run_for_real_one_op_a_module():
             y = model(example_input(spec, "cpu"))
         assert list(y.shape) == [int(d) for d in last.split("x")]   # ran as traced
     assert set(kinds) <= seen
+
+
+def test_later_vision_blocks_run_for_real_one_op_a_module():
+    # response norms, shifts, stacks, statistics and elementwise math, in maps and in tokens
+    kinds = ("conv2d", "linear", "gelu", "add", "mul", "div", "sub", "mean", "roll", "stack",
+             "sum", "amax", "linalg_vector_norm", "addcmul", "exp", "cos", "sin", "clamp",
+             "clamp_min")
+    limits = Limits(max_macs=10**7, max_pool_macs=10**6, max_elements=2**18)
+    seen = set()
+    for i in range(30):
+        spec = sample(1, i, kinds=kinds, limits=limits)
+        t = trace_spec(spec)
+        seen |= set(t.kind)
+        assert set(t.kind) - {"free"} <= set(kinds)
+        assert (t[t.kind != "free"].groupby("module").size() == 1).all()
+        if i % 3:
+            continue
+        model = build(spec).to_empty(device="cpu")
+        last = t[t.kind != "free"].output_shape.iloc[-1]
+        with torch.inference_mode():
+            y = model(example_input(spec, "cpu"))
+        assert y.numel() == elements(last)   # ran as traced (a roll's view back is free)
+    assert set(kinds) <= seen
+
+
+def test_every_synthetic_module_with_weights_can_reset_them():
+    # a campaign builds networks on the meta device, moves them to uninitialised memory and
+    # calls reset_parameters: a module without it kept whatever the memory held (subnormal
+    # numbers: the first campaign of addcmul measured it 0.2 to 75 ns an element, and threw away)
+    limits = Limits(max_macs=10**7, max_pool_macs=10**6, max_elements=2**18)
+    weighted = set()
+    for i in range(120):
+        for m in build(sample(4, i, limits=limits)).modules():
+            if next(m.parameters(recurse=False), None) is not None:
+                weighted.add(type(m).__name__)
+                assert hasattr(m, "reset_parameters"), type(m).__name__
+    assert {"Conv2d", "Linear", "_Addcmul"} <= weighted
 
 
 def test_kinds_restrict_the_networks():

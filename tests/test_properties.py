@@ -346,7 +346,7 @@ def layer_rows(draw, kind: str, n_max: int = 4):
                 r["in_channels"] = draw(_size(hi=e))
             if kind == "group_norm":
                 r["groups"] = draw(_size(hi=32))
-            if kind == "cat":
+            if kind in ("cat", "stack"):
                 r["n_inputs"] = draw(_size(hi=64))
         rows.append(r)
     return rows

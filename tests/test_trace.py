@@ -199,6 +199,43 @@ def test_same_padding_and_leaky_relu_are_kinds():
     assert (tf.kind == "constant_pad_nd").sum() >= 5
 
 
+def test_later_vision_ops_are_kinds_with_their_sizes():
+    class Block(nn.Module):   # ConvNeXt-V2's response norm, Swin's shift, F.normalize, stacks
+        def __init__(self):
+            super().__init__()
+            self.w, self.b = nn.Parameter(torch.ones(8)), nn.Parameter(torch.zeros(8))
+
+        def forward(self, x):                         # x: 2x6x6x8, channels last
+            g = torch.linalg.vector_norm(x, dim=(1, 2), keepdim=True)
+            y = torch.addcmul(self.b, self.w, x * g)
+            y = torch.roll(y, (-3, -3), (1, 2))
+            z = F.normalize(y, dim=-1)                # norm over the last, clamp_min, div
+            s = torch.stack([z, y, x], dim=-1)        # 2x6x6x8x3
+            return s.exp().clamp(-1, 1).cos(), z.sum(1).sin(), z.amax((1, 2))
+
+    t = real_ops(trace(Block(), (2, 6, 6, 8)))
+    assert list(t.kind) == ["linalg_vector_norm", "mul", "addcmul", "roll", "linalg_vector_norm",
+                            "clamp_min", "div", "stack", "exp", "clamp", "cos", "sum", "sin",
+                            "amax"]
+    n = 2 * 6 * 6 * 8
+    norm, _, acm, roll, last, floor, _, stack, exp = (t.iloc[i] for i in range(9))
+    # reductions: inner is what lies after the last dimension reduced
+    assert (norm.elements, norm.in_elements, norm.inner) == (16, n, 8)
+    assert (last.elements, last.in_elements, last.inner) == (72, n, 1)
+    assert (floor.elements, floor.inner) == (72, 1)
+    assert (acm.elements, acm.in_elements) == (n, n + 16)       # three tensors read
+    assert (roll.elements, roll.in_elements, roll.inner) == (n, 2 * n, 8)   # a copy per dim
+    assert (stack.elements, stack.n_inputs, stack.inner) == (3 * n, 3, 3)
+    assert (exp.elements, exp.inner) == (3 * n, 3)
+    sums = t[t.kind.isin(["sum", "amax"])]
+    assert list(sums.inner) == [48, 8]   # over the rows (of 6x6x8 each), over rows and columns
+    assert list(sums.elements) == [2 * 6 * 8, 2 * 8]
+    swin = real_ops(trace(torchvision.models.swin_t(), (1, 3, 224, 224)))
+    rolls = swin[swin.kind == "roll"]
+    # shifted blocks of the first three stages (the last one's 7x7 map is one window: no shift)
+    assert len(rolls) == 10 and set(rolls.inner) == {96, 192, 384}
+
+
 def test_linear_on_sequence_input_counts_all_leading_dims():
     t = real_ops(trace(nn.Linear(16, 32), (2, 7, 16)))
     lin = t[t.kind == "linear"].iloc[0]

@@ -41,8 +41,8 @@ from ..features import ACTIVATIONS, PADDING, REDUCTIONS, STREAMED, UNARY, UPSAMP
 
 PROFILED_KINDS = ("conv2d", "depthwise_conv2d", "conv_transpose2d", "linear", "matmul",
                   "attention", "max_pool2d", "avg_pool2d", "batch_norm", "group_norm",
-                  "layer_norm", "softmax", *STREAMED, "copy", "cat", "embedding", *UPSAMPLES,
-                  *PADDING)
+                  "layer_norm", "softmax", *STREAMED, "copy", "cat", "stack", "embedding",
+                  *UPSAMPLES, *PADDING)
 MAX_LAYERS = 10          # slots; a slot may hold a block of several layers
 MIN_SIZE = 7             # smallest feature map a conv or pooling layer (but the head) sees
 _NET_DIMS = 7            # type, batch, width, size, length, tokens, embedding
@@ -51,7 +51,7 @@ DIMS = _NET_DIMS + MAX_LAYERS * _LAYER_DIMS
 _POOLS = ("max_pool2d", "avg_pool2d")
 # What one layer reads and writes, not MACs, bounds these kinds (the tracer's element counts).
 STREAM_KINDS = (*_POOLS, "batch_norm", "group_norm", "layer_norm", "softmax", *STREAMED, "copy",
-                "cat", "embedding", *UPSAMPLES, *PADDING)
+                "cat", "stack", "embedding", *UPSAMPLES, *PADDING)
 
 
 @dataclass(frozen=True)
@@ -219,8 +219,9 @@ def _cnn(net: _Net, layer_u) -> None:
                                        ("max_pool2d", .7), ("avg_pool2d", .7), ("add", 1),
                                        ("cat", .8), ("mul", .8), ("copy", .5),
                                        ("conv_transpose2d", 1), ("upsample", 1),
-                                       ("constant_pad_nd", 1))
-                   if k in net.kinds or k == "upsample" and net.kinds & set(UPSAMPLES)]
+                                       ("constant_pad_nd", 1), *_LATER_BLOCKS)
+                   if k in net.kinds or k == "upsample" and net.kinds & set(UPSAMPLES)
+                   or _later_block(net, k)]
         if not choices:
             return
         kind = _pick(v[0], choices)
@@ -259,6 +260,8 @@ def _cnn(net: _Net, layer_u) -> None:
             _upsample(net, v)
         elif kind == "constant_pad_nd":
             _pad(net, v)
+        else:
+            _LATER_DRAWS[kind](net, v)
 
 
 def _conv_block(net: _Net, v, depthwise=False, keep_shape=False, keep_size=False) -> bool:
@@ -418,6 +421,107 @@ def _out(layer, c, h) -> tuple[int, int]:
     return (layer["out_channels"] if layer["kind"] == "conv2d" else c), _out_size(layer, h)
 
 
+# ------------------------------------------- blocks of later networks, in maps and in tokens
+# Drawn only where a campaign's kinds allow them (a block's name is not a kind), so that the
+# networks of campaigns profiled before them regenerate as they were. Each works on a map
+# (batch, channels, rows, columns) or on tokens (batch, tokens, width).
+_GRN = ("linalg_vector_norm", "addcmul")       # ConvNeXt-V2: x + b + w * (x * norm / mean norm)
+_SHIFT = ("roll",)                              # Swin's shifted windows
+_STACK = ("stack",)                             # stacked heads, queries-keys-values, features
+_MATH = ("exp", "cos", "sin", "clamp", "clamp_min")
+_STATS = ("sum", "amax", "linalg_vector_norm")  # a statistic, then the tensor scaled by it
+_LATER_BLOCKS = [("grn", .6), ("shift", .5), ("stack", .6), ("math", 1), ("stat", .8)]
+
+
+def _later_block(net: _Net, block: str) -> bool:
+    """Whether the campaign's kinds allow ``block`` (False for a name of no such block)."""
+    if block in ("grn", "shift", "stack"):
+        return net.allows(*{"grn": _GRN, "shift": _SHIFT, "stack": _STACK}[block])
+    return block in ("math", "stat") and bool(net.kinds & set(_MATH if block == "math"
+                                                              else _STATS))
+
+
+def _grn_block(net: _Net, v) -> None:
+    """Global response norm: each channel's L2 norm over the map (tokens: over the tokens,
+    which reads a channels-last map the same way), over its mean across the channels; the
+    input times it, scaled and shifted by one addcmul; the input added back."""
+    start = len(net.shapes) - 1
+    cnn = len(net.shape) == 4
+    b, c = net.shape[0], net.shape[1 if cnn else -1]
+    stat = [b, c, 1, 1] if cnn else [b, 1, c]
+    norm = net.add({"kind": "linalg_vector_norm", "dims": [2, 3] if cnn else [1],
+                    "keepdim": True}, stat)
+    if net.allows("mean", "div"):
+        mean = [b, 1, 1, 1] if cnn else [b, 1, 1]
+        net.add({"kind": "mean", "dims": [1 if cnn else -1], "keepdim": True}, mean)
+        if "add" in net.kinds:   # + eps
+            net.add({"kind": "add"}, mean)
+        net.add({"kind": "div", "inputs": [norm, len(net.shapes) - 1]}, stat)
+    if "mul" in net.kinds:
+        net.add({"kind": "mul", "inputs": [start, len(net.shapes) - 1]}, net.shapes[start])
+        net.add({"kind": "addcmul"}, net.shape)
+        if "add" in net.kinds:
+            net.add({"kind": "add", "inputs": [len(net.shapes) - 1, start]}, net.shape)
+
+
+def _shift_block(net: _Net, v) -> None:
+    """``torch.roll`` of the rows and columns (Swin's shift of a channels-last map: tokens
+    whose count is a square, viewed as one), of one of them, or of the tokens."""
+    if len(net.shape) == 4:
+        dims, side, n = [2, 3], None, net.shape[2]
+    else:
+        side = math.isqrt(net.shape[1])
+        dims, n = ([1, 2], side) if side > 1 and side * side == net.shape[1] else ([1], None)
+        n = n or net.shape[1]
+    if v[4] < 0.3:
+        dims = dims[:1]
+    shift = max(1, int(v[3] * n / 2))
+    net.add({"kind": "roll", "shifts": [-shift] * len(dims), "dims": dims,
+             "side": side if dims == [1, 2] else None}, net.shape)
+
+
+def _stack_block(net: _Net, v) -> None:
+    """Stack the current tensor with 1 to 3 earlier ones of its shape along a new first,
+    second or last dimension, viewed back as one tensor of n times the channels (width)."""
+    same = [j for j, s in enumerate(net.shapes[:-1]) if s == net.shape]
+    picked = same[::-1][:1 + int(v[9] * 3)]
+    if not picked:
+        return
+    shape = list(net.shape)
+    shape[1 if len(shape) == 4 else -1] *= 1 + len(picked)
+    if (_elements(shape) > net.limits.max_elements
+            or 2 * _elements(shape) > net.limits.max_pool_macs):
+        return
+    net.add({"kind": "stack", "dim": _pick(v[6], [(0, 1), (1, 1), (-1, 1)]),
+             "inputs": [len(net.shapes) - 1, *picked]}, shape)
+
+
+def _math_block(net: _Net, v) -> None:
+    """One of the elementwise math ops on the whole tensor."""
+    net.add({"kind": _pick(v[6], [(k, 1) for k in _MATH if k in net.kinds])}, net.shape)
+
+
+def _stat_block(net: _Net, v) -> None:
+    """A sum, maximum or L2 norm over the last dimension (F.normalize's, floored by clamp_min),
+    over the channels (CBAM's maps of channel statistics), or over the rows and columns; then,
+    where allowed, the tensor divided by it (less it, a maximum)."""
+    kind = _pick(v[6], [(k, 1) for k in _STATS if k in net.kinds])
+    start = len(net.shapes) - 1
+    rank = len(net.shape)
+    dims = _pick(v[4], [([rank - 1], 2), ([1], 1)] + ([([2, 3], 1)] if rank == 4 else []))
+    stat = [1 if i in dims else d for i, d in enumerate(net.shape)]
+    net.add({"kind": kind, "dims": dims, "keepdim": True}, stat)
+    if kind == "linalg_vector_norm" and "clamp_min" in net.kinds:
+        net.add({"kind": "clamp_min"}, stat)
+    combine = "sub" if kind == "amax" else "div"
+    if combine in net.kinds:
+        net.add({"kind": combine, "inputs": [start, len(net.shapes) - 1]}, net.shapes[start])
+
+
+_LATER_DRAWS = {"grn": _grn_block, "shift": _shift_block, "stack": _stack_block,
+                "math": _math_block, "stat": _stat_block}
+
+
 # --------------------------------------------------------------------------- tokens and MLP
 _TOKEN_KINDS = {"matmul", "attention", "layer_norm", "softmax", "embedding", "linear", "add",
                 "mul", "sub", "div", "copy", *ACTIVATIONS, *UNARY, *REDUCTIONS}
@@ -448,9 +552,10 @@ def _tokens(net: _Net, layer_u) -> None:
         kind = _pick(v[0], [(k, w) for k, w in (("linear", 3), ("layer_norm", 1),
                                                 ("activation", 1), ("add", 1), ("matmul", 1.5),
                                                 ("mul", .5), ("copy", .5), ("softmax", .3),
-                                                ("norm", .8), ("rotary", .4))
+                                                ("norm", .8), ("rotary", .4), *_LATER_BLOCKS)
                             if k == "activation" or k in net.kinds or blocks.get(k)
-                            or k == "matmul" and "attention" in net.kinds] or [("activation", 1)])
+                            or k == "matmul" and "attention" in net.kinds
+                            or _later_block(net, k)] or [("activation", 1)])
         if kind == "linear":
             _linear(net, _width(v[1], 16, 4096))
         elif kind == "layer_norm":
@@ -477,6 +582,8 @@ def _tokens(net: _Net, layer_u) -> None:
             _norm(net, v)
         elif kind == "rotary":
             _rotary(net, v)
+        elif kind in _LATER_DRAWS:
+            _LATER_DRAWS[kind](net, v)
     if "mean" in net.kinds and layer_u[0][5] < 0.2 and len(net.shape) == 3:
         net.add({"kind": "mean", "dim": 1}, [net.shape[0], net.shape[2]])  # pooled tokens (ViT)
 
@@ -676,7 +783,9 @@ class _Div(nn.Module):
 class _Unary(nn.Module):
     """A norm's square, square root or reciprocal square root (of a mean of squares: never
     negative). (Rotary's negation is a :class:`_RotateHalf`.)"""
-    OPS = {"pow": lambda x: x.pow(2), "sqrt": torch.sqrt, "rsqrt": torch.rsqrt}
+    OPS = {"pow": lambda x: x.pow(2), "sqrt": torch.sqrt, "rsqrt": torch.rsqrt,
+           "exp": torch.exp, "cos": torch.cos, "sin": torch.sin,
+           "clamp": lambda x: x.clamp(-3.0, 3.0), "clamp_min": lambda x: x.clamp_min(1e-12)}
 
     def __init__(self, kind: str):
         super().__init__()
@@ -693,6 +802,67 @@ class _Mean(nn.Module):
 
     def forward(self, x):
         return x.mean(self.dim, keepdim=self.dim == -1)   # a norm's statistic, or token pooling
+
+
+class _Reduce(nn.Module):
+    """A sum, maximum, mean or L2 norm over ``dims``."""
+    OPS = {"sum": torch.sum, "amax": torch.amax, "mean": torch.mean,
+           "linalg_vector_norm": lambda x, dim, keepdim: torch.linalg.vector_norm(
+               x, dim=dim, keepdim=keepdim)}
+
+    def __init__(self, kind: str, dims: list, keepdim: bool):
+        super().__init__()
+        self.kind, self.dims, self.keepdim = kind, tuple(dims), keepdim
+
+    def forward(self, x):
+        return self.OPS[self.kind](x, dim=self.dims, keepdim=self.keepdim)
+
+
+class _Addcmul(nn.Module):
+    """``bias + weight * x`` in one op, per channel (ConvNeXt-V2's response norm's affine)."""
+
+    def __init__(self, shape: list):
+        super().__init__()
+        c = shape[1] if len(shape) == 4 else shape[-1]
+        size = (1, c, 1, 1) if len(shape) == 4 else (c,)
+        self.weight, self.bias = nn.Parameter(torch.empty(size)), nn.Parameter(torch.empty(size))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Real values (a campaign calls it after ``to_empty``: uninitialised memory may hold
+        subnormal numbers, which slow the op tens of times)."""
+        nn.init.normal_(self.weight, 1.0, 0.1)
+        nn.init.normal_(self.bias, 0.0, 0.1)
+
+    def forward(self, x):
+        return torch.addcmul(self.bias, self.weight, x)
+
+
+class _Roll(nn.Module):
+    """``torch.roll``; ``side``: tokens viewed as a square channels-last map first (Swin)."""
+
+    def __init__(self, shifts: list, dims: list, side: int | None = None):
+        super().__init__()
+        self.shifts, self.dims, self.side = tuple(shifts), tuple(dims), side
+
+    def forward(self, x):
+        if self.side:
+            b, t, c = x.shape
+            return torch.roll(x.view(b, self.side, self.side, c), self.shifts,
+                              self.dims).view(b, t, c)
+        return torch.roll(x, self.shifts, self.dims)
+
+
+class _Stack(nn.Module):
+    """``torch.stack`` along ``dim``, viewed back with n times the channels (width)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, *xs):
+        y, shape = torch.stack(xs, self.dim), xs[0].shape
+        return y.view(shape[0], -1, *shape[2:]) if len(shape) == 4 else y.view(*shape[:2], -1)
 
 
 class _RotateHalf(nn.Module):
@@ -832,8 +1002,16 @@ def _module(layer: dict, shape: list) -> nn.Module:
         return _RotateHalf(layer["heads"])
     if kind in _Unary.OPS:
         return _Unary(kind)
+    if kind in _Reduce.OPS and "dims" in layer:
+        return _Reduce(kind, layer["dims"], layer["keepdim"])
     if kind == "mean":
         return _Mean(layer["dim"])
+    if kind == "addcmul":
+        return _Addcmul(shape)
+    if kind == "roll":
+        return _Roll(layer["shifts"], layer["dims"], layer.get("side"))
+    if kind == "stack":
+        return _Stack(layer["dim"])
     if kind == "attention":
         return _Attention(layer["heads"])
     if kind == "matmul":
