@@ -225,8 +225,12 @@ PADDING = ("constant_pad_nd",)
 # columns): a copy per dimension rolled (``in_elements``: the elements times the dimensions),
 # ``inner`` the elements after the last dimension rolled.
 SHIFTS = ("roll",)
+# Rows of a table gathered by an index tensor (``table[idx]``: the relative position biases of
+# Swin, BEiT, MaxViT; position embeddings looked up): ``inner``, the elements of one row.
+GATHERS = ("index",)
 # The kinds above: each streams its tensors (features: ``_tensor``) and is a kind of its own.
-STREAMED = ACTIVATIONS + ELEMENTWISE + UNARY + REDUCTIONS + FUSED_ELEMENTWISE + SHIFTS
+STREAMED = (ACTIVATIONS + ELEMENTWISE + UNARY + REDUCTIONS + FUSED_ELEMENTWISE + SHIFTS
+            + GATHERS)
 # kind -> feature builder. A kind with an entry here can be fitted and predicted.
 FEATURES = {
     "conv2d": _conv,

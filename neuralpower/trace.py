@@ -210,6 +210,7 @@ _cat_op = _tensor_op("cat", inner=lambda a, o: math.prod(o.shape[_dim(a, o):]))
 _mean_op = _tensor_op("mean")
 _stack_op = _tensor_op("stack", inner=lambda a, o: math.prod(o.shape[_dim(a, o):]))
 _roll_op = _tensor_op("roll")
+_index_op = _tensor_op("index")
 _group_norm_op = _tensor_op("group_norm")
 
 
@@ -259,6 +260,18 @@ def _roll(args, out):
     return row
 
 
+def _index(args, out):
+    """``x[idx]`` (``index(x, [None, ..., idx, ...])``): the rows gathered, and the indices
+    read; ``inner``, the elements after the last dimension indexed (one row of a table)."""
+    x, indices = args[0], list(args[1])
+    row = _index_op(args, out)
+    if "elements" in row:
+        used = [i for i, t in enumerate(indices) if t is not None]
+        row.update(in_elements=out.numel() + sum(indices[i].numel() for i in used),
+                   inner=max(_after(x, used[-1]) if used else 1, 1))
+    return row
+
+
 def _embedding(args, out):
     weight, indices = args[0], args[1]
     return dict(kind="embedding", batch=indices.numel(), in_features=weight.shape[0],
@@ -294,6 +307,7 @@ OP_HANDLERS = {
     aten.cat: _cat,
     aten.stack: _stack,
     aten.roll: _roll,
+    aten.index: _index,
     aten.sum: _reduction("sum", 1),
     aten.amax: _reduction("amax", 1),
     aten.linalg_vector_norm: _reduction("linalg_vector_norm", 2),   # (x, ord, dims, keepdim)

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from neuralpower import Predictor, fresh_memory, predict
 from neuralpower.data import load
@@ -23,6 +24,8 @@ DECODERS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_decoders.csv.gz"
 PADS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_pads.csv.gz"
 # and the ops of later vision networks: roll, stack, reductions, addcmul, elementwise math
 LATER = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_later_ops.csv.gz"
+# and tables gathered by index (relative position biases)
+GATHERS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_gathers.csv.gz"
 SHIPPED = ROOT / "models" / "intel_xeon_2t_cpu.predictor"
 
 
@@ -33,7 +36,7 @@ def campaign():
 
 def test_the_campaigns_measured_every_kind(campaign):
     rows = pd.concat([campaign, load(ATTENTION), load(NORMS), load(DECODERS), load(PADS),
-                      load(LATER)])
+                      load(LATER), load(GATHERS)])
     assert set(MODELED_KINDS) <= set(rows.kind)
     for kind in MODELED_KINDS:
         f = features(rows[rows.kind == kind], kind)
@@ -83,7 +86,7 @@ def test_the_third_xeons_predictor_covers_decoders_op_for_op(name):
 
 
 @pytest.mark.parametrize("name, kinds", [
-    ("torchvision:swin_t", {"roll"}),                                   # shifted windows
+    ("torchvision:swin_t", {"roll", "index"}),             # shifted windows, position biases
     ("timm:convnextv2_atto", {"linalg_vector_norm", "addcmul"}),        # response norm
     ("timm:edgenext_xx_small", {"linalg_vector_norm", "clamp_min"})])   # F.normalize
 def test_the_third_xeons_predictor_predicts_later_vision_ops(name, kinds):
@@ -107,6 +110,16 @@ def test_a_predictor_fitted_before_the_depthwise_split_still_predicts_depthwise_
                 Predictor.load(ROOT / "models" / "t4.predictor"))
     dw = p.layers[p.layers.kind == "depthwise_conv2d"]
     assert len(dw) == 17 and dw.modeled.all() and (dw.runtime_ms > 0).all()
+
+
+def test_a_predictor_fitted_before_stack_was_a_kind_predicts_it_as_a_cat():
+    class Heads(torch.nn.Module):
+        def forward(self, x):
+            return torch.stack([x, x * 2, x + 1], dim=1)
+
+    p = predict(Heads(), (4, 64, 14, 14), Predictor.load(SHIPPED))   # no stack model of its own
+    row = p.layers[p.layers.kind == "stack"].iloc[0]
+    assert row.modeled and row.runtime_ms > 0 and "stack" not in set(p.unmodeled.kind)
 
 
 def test_the_network_scale_tells_apart_networks_of_one_id_in_two_campaigns():

@@ -234,6 +234,10 @@ def test_later_vision_ops_are_kinds_with_their_sizes():
     rolls = swin[swin.kind == "roll"]
     # shifted blocks of the first three stages (the last one's 7x7 map is one window: no shift)
     assert len(rolls) == 10 and set(rolls.inner) == {96, 192, 384}
+    # relative position biases: a (13 x 13) x heads table gathered for each of 49 x 49 pairs
+    bias = swin[swin.kind == "index"].iloc[0]
+    pairs = 49 * 49
+    assert (bias.elements, bias.in_elements, bias.inner) == (pairs * 3, pairs * 3 + pairs, 3)
 
 
 def test_linear_on_sequence_input_counts_all_leading_dims():

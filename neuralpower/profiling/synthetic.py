@@ -430,11 +430,15 @@ _SHIFT = ("roll",)                              # Swin's shifted windows
 _STACK = ("stack",)                             # stacked heads, queries-keys-values, features
 _MATH = ("exp", "cos", "sin", "clamp", "clamp_min")
 _STATS = ("sum", "amax", "linalg_vector_norm")  # a statistic, then the tensor scaled by it
-_LATER_BLOCKS = [("grn", .6), ("shift", .5), ("stack", .6), ("math", 1), ("stat", .8)]
+_GATHER = ("index",)                            # a table's rows looked up (tokens only)
+_LATER_BLOCKS = [("grn", .6), ("shift", .5), ("stack", .6), ("math", 1), ("stat", .8),
+                 ("gather", .6)]
 
 
 def _later_block(net: _Net, block: str) -> bool:
     """Whether the campaign's kinds allow ``block`` (False for a name of no such block)."""
+    if block == "gather":
+        return net.allows(*_GATHER) and len(net.shape) == 3
     if block in ("grn", "shift", "stack"):
         return net.allows(*{"grn": _GRN, "shift": _SHIFT, "stack": _STACK}[block])
     return block in ("math", "stat") and bool(net.kinds & set(_MATH if block == "math"
@@ -518,8 +522,21 @@ def _stat_block(net: _Net, v) -> None:
         net.add({"kind": combine, "inputs": [start, len(net.shapes) - 1]}, net.shapes[start])
 
 
+def _gather_block(net: _Net, v) -> None:
+    """Rows of a table looked up by an index per token: one row of the width (a position
+    embedding), or ``heads`` rows of width / heads each (as relative position biases gather
+    a few values per pair of tokens); added to the tokens where allowed."""
+    b, t, c = net.shape
+    per = _heads(v[5], c)                 # rows gathered per token
+    rows = max(t, int(t * (1 + 7 * v[3])))
+    start = len(net.shapes) - 1
+    net.add({"kind": "index", "rows": rows, "per": per}, [t, c])
+    if "add" in net.kinds:
+        net.add({"kind": "add", "inputs": [start, len(net.shapes) - 1]}, [b, t, c])
+
+
 _LATER_DRAWS = {"grn": _grn_block, "shift": _shift_block, "stack": _stack_block,
-                "math": _math_block, "stat": _stat_block}
+                "math": _math_block, "stat": _stat_block, "gather": _gather_block}
 
 
 # --------------------------------------------------------------------------- tokens and MLP
@@ -853,6 +870,27 @@ class _Roll(nn.Module):
         return torch.roll(x, self.shifts, self.dims)
 
 
+class _Gather(nn.Module):
+    """``table[idx]``: ``per`` rows of a ``rows`` x (width / per) table for each token, viewed
+    as (tokens, width); the indices are fixed at random (seeded), as a model's are at init."""
+
+    def __init__(self, rows: int, per: int, shape: list):
+        super().__init__()
+        t, c = shape[1], shape[2]
+        self.table = nn.Parameter(torch.empty(rows, c // per))
+        self.register_buffer("idx", torch.empty(t, per, dtype=torch.long))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Real values (a campaign calls it after ``to_empty``: indices out of range fail)."""
+        nn.init.normal_(self.table, 0.0, 0.02)
+        g = torch.Generator().manual_seed(self.idx.numel())
+        self.idx.copy_(torch.randint(self.table.shape[0], self.idx.shape, generator=g))
+
+    def forward(self, x):
+        return self.table[self.idx].view(self.idx.shape[0], -1)
+
+
 class _Stack(nn.Module):
     """``torch.stack`` along ``dim``, viewed back with n times the channels (width)."""
 
@@ -1012,6 +1050,8 @@ def _module(layer: dict, shape: list) -> nn.Module:
         return _Roll(layer["shifts"], layer["dims"], layer.get("side"))
     if kind == "stack":
         return _Stack(layer["dim"])
+    if kind == "index":
+        return _Gather(layer["rows"], layer["per"], shape)
     if kind == "attention":
         return _Attention(layer["heads"])
     if kind == "matmul":
