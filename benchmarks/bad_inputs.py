@@ -58,7 +58,7 @@ BAD_CSVS = {
     "zero_size.csv": _csv(CONV.format(runtime=0.1, power=20).replace("conv2d,1,3", "conv2d,0,3")),
     "huge_size.csv": _csv(CONV.format(runtime=0.1, power=20).replace("conv2d,1,3", "conv2d,1,9e15")),
     "nan_size.csv": _csv(CONV.format(runtime=0.1, power=20).replace("conv2d,1,3", "conv2d,1,nan")),
-    "unknown_kinds.csv": _csv(*[r.replace("linear", "roll") for r in _linear_rows()]),
+    "unknown_kinds.csv": _csv(*[r.replace("linear", "conv3d") for r in _linear_rows()]),
     "duplicate_rows.csv": _csv(*_linear_rows(), _linear_rows()[5]),
     "binary.csv": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00",
     "ragged.csv": HEADER + "\n" + CONV.format(runtime=0.1, power=20) + ",1,2,3,4\n",
@@ -263,7 +263,7 @@ BAD_JSONL = {
     "noerror.jsonl": f'{{"name": "a", "layers": [{_RELU}]}}\n',
     "badsize.jsonl": '{"name": "a", "top1_error": 0.3, "layers": [{"kind": "linear", "batch": 0, '
                      '"in_features": 8, "out_features": 8}]}\n',
-    "unmodeled.jsonl": '{"name": "a", "top1_error": 0.3, "layers": [{"kind": "roll"}]}\n',
+    "unmodeled.jsonl": '{"name": "a", "top1_error": 0.3, "layers": [{"kind": "conv3d"}]}\n',
     "badshare.jsonl": '{"name": "a", "top1_error": 0.3, "layers": [{"kind": "relu", "elements": 8, '
                       '"in_elements": 8, "inner": 8, "subnormal_share": 2}]}\n',
 }
@@ -301,7 +301,7 @@ OPTION_CELLS = [(" ".join(argv), argv, fragment) for argv, fragment in [
      "given as data and in --new-kinds-from"),
     (["profile", "-o", "out", "--budget", "-5"], "--budget"),
     (["profile", "-o", "out", "--target-error", "-5"], "--target-error"),
-    (["profile", "-o", "out", "--kinds", "roll"], "--kinds: roll"),
+    (["profile", "-o", "out", "--kinds", "conv3d"], "--kinds: conv3d"),
     (["profile", "-o", "out", "--device", "cuda:7"], "cuda"),
     (["profile", "-o", "good.csv/x.csv", "--budget", "5"], "good.csv"),
     (["profile", "-o", "good.csv", "--budget", "5"], "good.csv"),

@@ -32,7 +32,7 @@ def test_bad_input_is_refused_on_one_line(files, argv, fragment):
 def test_unknown_kinds_only(files):
     code, _, err, left = bad.run_argv(files, ["fit", "unknown_kinds.csv", "-o", "x.predictor"])
     assert code == 1 and "nothing to fit" in err.strip().splitlines()[-1] and not left
-    assert "skipping kinds with no model: roll (40 rows)" in err
+    assert "skipping kinds with no model: conv3d (40 rows)" in err
     assert_refused(files, ["score", "good.predictor", "unknown_kinds.csv"],
                    "no rows of a kind this predictor models")
 

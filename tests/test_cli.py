@@ -78,10 +78,10 @@ def test_fit_skips_kinds_and_targets_without_data(tmp_path):
     d.write_text("kind,batch,in_features,out_features,runtime_ms,power_w,device\n"
                  + "".join(f"linear,{b},{i},{o},{0.001 * b * i * o / 1000 + 0.01},,cpu\n"
                            for b in (1, 4, 16) for i in (32, 64, 128, 256) for o in (16, 64, 256))
-                 + "roll,1,,,0.01,,cpu\n")
+                 + "conv3d,1,,,0.01,,cpu\n")
     r = run("fit", d, "-o", tmp_path / "m.predictor")
     assert r.returncode == 0, r.stderr
-    assert "skipping kinds with no model: roll (1 rows)" in r.stderr
+    assert "skipping kinds with no model: conv3d (1 rows)" in r.stderr
     assert "no power_w measured for linear" in r.stderr
 
 
