@@ -425,7 +425,7 @@ def _out(layer, c, h) -> tuple[int, int]:
 # Drawn only where a campaign's kinds allow them (a block's name is not a kind), so that the
 # networks of campaigns profiled before them regenerate as they were. Each works on a map
 # (batch, channels, rows, columns) or on tokens (batch, tokens, width).
-_GRN = ("linalg_vector_norm", "addcmul")       # ConvNeXt-V2: x + b + w * (x * norm / mean norm)
+_GRN = ("linalg_vector_norm", "mul", "addcmul")  # ConvNeXt-V2: x + b + w * (x * norm / mean)
 _SHIFT = ("roll",)                              # Swin's shifted windows
 _STACK = ("stack",)                             # stacked heads, queries-keys-values, features
 _MATH = ("exp", "cos", "sin", "clamp", "clamp_min")
@@ -437,12 +437,14 @@ _LATER_BLOCKS = [("grn", .6), ("shift", .5), ("stack", .6), ("math", 1), ("stat"
 
 def _later_block(net: _Net, block: str) -> bool:
     """Whether the campaign's kinds allow ``block`` (False for a name of no such block)."""
-    if block == "gather":
-        return net.allows(*_GATHER) and len(net.shape) == 3
+    if block == "gather":   # added back to the tokens (its rows alone would end them)
+        return net.allows(*_GATHER, "add") and len(net.shape) == 3
     if block in ("grn", "shift", "stack"):
         return net.allows(*{"grn": _GRN, "shift": _SHIFT, "stack": _STACK}[block])
-    return block in ("math", "stat") and bool(net.kinds & set(_MATH if block == "math"
-                                                              else _STATS))
+    if block == "stat":   # a statistic is combined back (a map of 1 column would end a CNN)
+        return bool(net.kinds & set(_STATS) - {"amax"} and "div" in net.kinds
+                    or "amax" in net.kinds and "sub" in net.kinds)
+    return block == "math" and bool(net.kinds & set(_MATH))
 
 
 def _grn_block(net: _Net, v) -> None:
@@ -461,11 +463,10 @@ def _grn_block(net: _Net, v) -> None:
         if "add" in net.kinds:   # + eps
             net.add({"kind": "add"}, mean)
         net.add({"kind": "div", "inputs": [norm, len(net.shapes) - 1]}, stat)
-    if "mul" in net.kinds:
-        net.add({"kind": "mul", "inputs": [start, len(net.shapes) - 1]}, net.shapes[start])
-        net.add({"kind": "addcmul"}, net.shape)
-        if "add" in net.kinds:
-            net.add({"kind": "add", "inputs": [len(net.shapes) - 1, start]}, net.shape)
+    net.add({"kind": "mul", "inputs": [start, len(net.shapes) - 1]}, net.shapes[start])
+    net.add({"kind": "addcmul"}, net.shape)
+    if "add" in net.kinds:
+        net.add({"kind": "add", "inputs": [len(net.shapes) - 1, start]}, net.shape)
 
 
 def _shift_block(net: _Net, v) -> None:
@@ -507,9 +508,10 @@ def _math_block(net: _Net, v) -> None:
 
 def _stat_block(net: _Net, v) -> None:
     """A sum, maximum or L2 norm over the last dimension (F.normalize's, floored by clamp_min),
-    over the channels (CBAM's maps of channel statistics), or over the rows and columns; then,
-    where allowed, the tensor divided by it (less it, a maximum)."""
-    kind = _pick(v[6], [(k, 1) for k in _STATS if k in net.kinds])
+    over the channels (CBAM's maps of channel statistics), or over the rows and columns; then
+    the tensor divided by it (less it, a maximum)."""
+    kind = _pick(v[6], [(k, 1) for k in _STATS if k in net.kinds
+                        and ("sub" if k == "amax" else "div") in net.kinds])
     start = len(net.shapes) - 1
     rank = len(net.shape)
     dims = _pick(v[4], [([rank - 1], 2), ([1], 1)] + ([([2, 3], 1)] if rank == 4 else []))
@@ -517,22 +519,20 @@ def _stat_block(net: _Net, v) -> None:
     net.add({"kind": kind, "dims": dims, "keepdim": True}, stat)
     if kind == "linalg_vector_norm" and "clamp_min" in net.kinds:
         net.add({"kind": "clamp_min"}, stat)
-    combine = "sub" if kind == "amax" else "div"
-    if combine in net.kinds:
-        net.add({"kind": combine, "inputs": [start, len(net.shapes) - 1]}, net.shapes[start])
+    net.add({"kind": "sub" if kind == "amax" else "div",
+             "inputs": [start, len(net.shapes) - 1]}, net.shapes[start])
 
 
 def _gather_block(net: _Net, v) -> None:
     """Rows of a table looked up by an index per token: one row of the width (a position
     embedding), or ``heads`` rows of width / heads each (as relative position biases gather
-    a few values per pair of tokens); added to the tokens where allowed."""
+    a few values per pair of tokens); added to the tokens."""
     b, t, c = net.shape
     per = _heads(v[5], c)                 # rows gathered per token
     rows = max(t, int(t * (1 + 7 * v[3])))
     start = len(net.shapes) - 1
     net.add({"kind": "index", "rows": rows, "per": per}, [t, c])
-    if "add" in net.kinds:
-        net.add({"kind": "add", "inputs": [start, len(net.shapes) - 1]}, [b, t, c])
+    net.add({"kind": "add", "inputs": [start, len(net.shapes) - 1]}, [b, t, c])
 
 
 _LATER_DRAWS = {"grn": _grn_block, "shift": _shift_block, "stack": _stack_block,
