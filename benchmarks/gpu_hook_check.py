@@ -53,10 +53,7 @@ def main(argv=None) -> int:
     print(f"{'network':32s} {'timed':>5s} {'whole ms':>9s} {'layers ms':>9s} {'ratio':>6s}")
     for i in range(args.synthetic):
         spec = synthetic.sample(0, i)
-        model = synthetic.build(spec).to_empty(device=device)
-        for m in model.modules():  # real values, as the campaign does
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+        model = synthetic.realise(spec, device)   # real values, as the campaign does
         check(f"synthetic {i}", model, synthetic.example_input(spec, device))
     for name in args.nets:
         for b in args.batches:

@@ -206,11 +206,7 @@ def _dim(args, out) -> int:
 # Built once: the tracer calls a handler for every op of every network it traces.
 _batch_norm_op = _tensor_op("batch_norm", inner=lambda a, o: o[0, 0].numel() if o.dim() > 2 else 1)
 _softmax = _tensor_op("softmax", inner=lambda a, o: o.shape[a[1]] if o.dim() else 1)
-_cat_op = _tensor_op("cat", inner=lambda a, o: math.prod(o.shape[_dim(a, o):]))
 _mean_op = _tensor_op("mean")
-_stack_op = _tensor_op("stack", inner=lambda a, o: math.prod(o.shape[_dim(a, o):]))
-_roll_op = _tensor_op("roll")
-_index_op = _tensor_op("index")
 _group_norm_op = _tensor_op("group_norm")
 
 
@@ -229,13 +225,15 @@ def _group_norm(args, out):
     return row
 
 
-def _cat(args, out, op=None):
-    tensors = [t for t in args[0] if isinstance(t, torch.Tensor) and t.numel()]
-    return {**(op or _cat_op)(args, out), "n_inputs": len(tensors)}
+def _joined(kind):
+    """``cat`` or ``stack`` of a list of tensors: ``inner``, the output's elements from the
+    dimension joined on; ``n_inputs``, the tensors joined (empty ones do nothing)."""
+    op = _tensor_op(kind, inner=lambda a, o: math.prod(o.shape[_dim(a, o):]))
 
-
-def _stack(args, out):
-    return _cat(args, out, _stack_op)
+    def handler(args, out):
+        tensors = [t for t in args[0] if isinstance(t, torch.Tensor) and t.numel()]
+        return {**op(args, out), "n_inputs": len(tensors)}
+    return handler
 
 
 def _after(x, dims) -> int:
@@ -251,24 +249,35 @@ def _reduction(kind, dims_at: int):
                                                        else None))
 
 
+def _rolled_dims(args) -> list:
+    return list(args[2]) if len(args) > 2 and args[2] is not None else []
+
+
+_roll_op = _tensor_op("roll", inner=lambda a, o: _after(a[0], _rolled_dims(a)))
+
+
 def _roll(args, out):
     """``roll(x, shifts, dims)``: a copy per dimension rolled (one when it flattens)."""
-    x, dims = args[0], (list(args[2]) if len(args) > 2 and args[2] is not None else [])
     row = _roll_op(args, out)
     if "elements" in row:
-        row.update(in_elements=x.numel() * max(len(dims), 1), inner=_after(x, dims))
+        row["in_elements"] = args[0].numel() * max(len(_rolled_dims(args)), 1)
     return row
+
+
+def _indexed(args) -> list:
+    """The dimensions an ``index`` op indexes (its non-None index tensors)."""
+    return [i for i, t in enumerate(args[1]) if t is not None]
+
+
+_index_op = _tensor_op("index", inner=lambda a, o: _after(a[0], _indexed(a)[-1:]))
 
 
 def _index(args, out):
     """``x[idx]`` (``index(x, [None, ..., idx, ...])``): the rows gathered, and the indices
     read; ``inner``, the elements after the last dimension indexed (one row of a table)."""
-    x, indices = args[0], list(args[1])
     row = _index_op(args, out)
     if "elements" in row:
-        used = [i for i, t in enumerate(indices) if t is not None]
-        row.update(in_elements=out.numel() + sum(indices[i].numel() for i in used),
-                   inner=max(_after(x, used[-1]) if used else 1, 1))
+        row["in_elements"] = out.numel() + sum(args[1][i].numel() for i in _indexed(args))
     return row
 
 
@@ -304,8 +313,8 @@ OP_HANDLERS = {
     aten.constant_pad_nd: _tensor_op("constant_pad_nd", inner=lambda a, o: o.shape[-1]),
     aten._softmax: _softmax,
     aten._safe_softmax: _softmax,
-    aten.cat: _cat,
-    aten.stack: _stack,
+    aten.cat: _joined("cat"),
+    aten.stack: _joined("stack"),
     aten.roll: _roll,
     aten.index: _index,
     aten.sum: _reduction("sum", 1),

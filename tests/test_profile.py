@@ -13,7 +13,8 @@ from neuralpower import NeuralPowerError, Predictor
 from neuralpower.data import load
 from neuralpower.profiling import CSV_COLUMNS, Campaign, sidecar_path
 from neuralpower.profiling.synthetic import (PROFILED_KINDS, Limits, build, elements,
-                                             example_input, sample, trace_spec, work)
+                                             example_input, realise, sample, trace_spec,
+                                             work)
 from neuralpower.profiling.timing import time_network
 
 
@@ -58,10 +59,7 @@ def test_synthetic_networks_run_for_real():
     limits = Limits(max_macs=10**7, max_pool_macs=10**6, max_elements=2**18)
     for i in range(12):
         spec = sample(1, i, limits=limits)
-        model = build(spec).to_empty(device="cpu")
-        for m in model.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+        model = realise(spec, "cpu")
         with torch.inference_mode():
             y = model(example_input(spec, "cpu"))
         assert torch.isfinite(y.float()).all()
@@ -86,10 +84,7 @@ def test_block_networks_run_for_real_one_op_a_module(seed, kinds, run_every):
         assert (t[t.kind != "free"].groupby("module").size() == 1).all()
         if i % run_every:
             continue
-        model = build(spec).to_empty(device="cpu")
-        for m in model.modules():   # as a campaign does (a gather's indices must be in range)
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+        model = realise(spec, "cpu")   # as a campaign does (a gather's indices must be in range)
         last = t[t.kind != "free"].output_shape.iloc[-1]
         with torch.inference_mode():
             y = model(example_input(spec, "cpu"))

@@ -509,10 +509,7 @@ def _measure_network(setup: _Setup, meter, spec: dict, layers: list, base: dict,
         if real_net:
             model = zoo.build(spec, setup.device)
         else:
-            model = synthetic.build(spec).to_empty(device=setup.device)
-            for m in model.modules():  # real values: uninitialised memory may hold denormals
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+            model = synthetic.realise(spec, setup.device)
         model.train(setup.train)  # batch norm uses the batch's statistics when training
         x = (example(Shape(spec["input"], spec.get("dtype", "float32")), model, setup.device)
              if real_net else synthetic.example_input(spec, setup.device))

@@ -1067,6 +1067,16 @@ def _module(layer: dict, shape: list) -> nn.Module:
     raise NeuralPowerError(f"synthetic network: unknown layer kind {kind!r}")
 
 
+def realise(spec: dict, device) -> Graph:
+    """The spec's network on ``device`` with real weights (``reset_parameters`` after
+    ``to_empty``: uninitialised memory may hold subnormal numbers, or indices out of range)."""
+    model = build(spec).to_empty(device=device)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return model
+
+
 def build(spec: dict) -> Graph:
     """The :class:`Graph` a spec describes, on the meta device, in eval mode (``.to_empty`` it
     to run)."""
