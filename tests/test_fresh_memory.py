@@ -184,15 +184,15 @@ def test_a_product_the_tracer_watches_for_attention_is_not_kept_alive_by_it():
     first operands (the tensor ``x``, 12 MiB at batch 8) alive for attention's layout, a heap
     no real run has, and counted nothing mapped for timm's EfficientNet-B0 at batch 8, where a
     real run maps two 36.75 MiB blocks (18,818 page faults a run on the AMD VM, as
-    torchvision's, which writes ``gate * x``)."""
+    torchvision's, which writes ``gate * x``). The real runs' count is a benchmark's, not this
+    test's (``benchmarks/fresh_memory_effect.py --networks``): whether glibc maps those blocks
+    or serves them from free heap depends on the machine (a CI run counted 0 faults in 8 of 10
+    runs where the VMs here counted 18,818)."""
     from neuralpower import nets, trace
 
     shape = (8, 3, 224, 224)
     traced = trace(nets.build("timm:efficientnet_b0", device="meta"), shape)
     assert traced.fresh_mib.sum() == pytest.approx(2 * 8 * 96 * 112 * 112 * 4 / MIB)
-    net = "__import__('neuralpower.nets').nets.build('timm:efficientnet_b0', device='cpu').eval()"
-    assert _faults_per_run(net, shape) == pytest.approx(
-        traced.fresh_mib.sum() * MIB / 4096, rel=0.1)
 
 
 def _faults_per_run(net: str, shape) -> float:
