@@ -228,9 +228,20 @@ SHIFTS = ("roll",)
 # Rows of a table gathered by an index tensor (``table[idx]``: the relative position biases of
 # Swin, BEiT, MaxViT; position embeddings looked up): ``inner``, the elements of one row.
 GATHERS = ("index",)
+# Masks: a comparison (eq, ne, gt, lt, ge, le: one kind, the same kernel writing a bool per
+# element), and the selections a mask drives (Swin's attention masks between windows' regions,
+# language models' padding and causal masks).
+MASKS = ("compare", "masked_fill", "where")
+# Tensors made, not computed from others: filled with a constant (``fill``: zeros, ones, full
+# and their ``_like``, ``new_`` and in-place forms) or with positions (``arange``); they read
+# nothing (``in_elements`` 1).
+FILLS = ("fill", "arange")
+# Copies that change what they copy: a dtype cast (``_to_copy``: positions to float, a bool
+# mask to the scores' dtype) and a tiling (``repeat``: an expanded read, a dense write).
+CONVERSIONS = ("cast", "repeat")
 # The kinds above: each streams its tensors (features: ``_tensor``) and is a kind of its own.
 STREAMED = (ACTIVATIONS + ELEMENTWISE + UNARY + REDUCTIONS + FUSED_ELEMENTWISE + SHIFTS
-            + GATHERS)
+            + GATHERS + MASKS + FILLS + CONVERSIONS)
 # kind -> feature builder. A kind with an entry here can be fitted and predicted.
 FEATURES = {
     "conv2d": _conv,

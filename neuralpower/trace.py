@@ -287,6 +287,13 @@ def _embedding(args, out):
                 out_features=weight.shape[1])
 
 
+# A comparison's ops (one kind), and the ops that fill a tensor with a constant (``fill_`` and
+# ``zero_`` in place; ``zeros`` and ``full`` read nothing, nor do the ``_like`` and ``new_``
+# forms read the tensor they take the shape of).
+_COMPARISONS = ("eq", "ne", "gt", "lt", "ge", "le")
+_FILL_OPS = ("zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "new_zeros",
+             "new_ones", "new_full", "fill_", "zero_")
+
 # ATen op packet -> handler(args, out) returning the kind and its schema columns.
 # Supporting a new op is one line here plus, if it is a new kind, a builder in features.py.
 OP_HANDLERS = {
@@ -327,10 +334,18 @@ OP_HANDLERS = {
     aten.copy_: _tensor_op("copy", data=slice(1, 2)),
     **{getattr(aten, k): _tensor_op(k) for k in ACTIVATIONS + UNARY},
     **{getattr(aten, k): _tensor_op(k, data=slice(0, 2)) for k in ELEMENTWISE},
+    **{getattr(aten, k): _tensor_op("compare", data=slice(0, 2)) for k in _COMPARISONS},
+    aten.masked_fill: _tensor_op("masked_fill", data=slice(0, 2)),   # (x, mask, value)
+    aten.where: _tensor_op("where", data=slice(0, 3)),               # (mask, a, b)
+    **{getattr(aten, k): _tensor_op("fill", data=slice(0, 0)) for k in _FILL_OPS},
+    aten.arange: _tensor_op("arange", data=slice(0, 0)),
+    aten._to_copy: _tensor_op("cast"),
+    aten.repeat: _tensor_op("repeat"),
 }
 # In-place variants (relu_, add_) cost what their functional ops do.
 OP_HANDLERS.update({getattr(aten, k + "_"): OP_HANDLERS[getattr(aten, k)]
-                    for k in ACTIVATIONS + ELEMENTWISE + UNARY if hasattr(aten, k + "_")})
+                    for k in (*ACTIVATIONS, *ELEMENTWISE, *UNARY, *_COMPARISONS, "masked_fill")
+                    if hasattr(aten, k + "_")})
 
 
 def _meta_like(t: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,8 @@ PADS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_pads.csv.gz"
 LATER = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_later_ops.csv.gz"
 # and tables gathered by index (relative position biases)
 GATHERS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_gathers.csv.gz"
+# and masks, constants, positions, casts and tiles
+MASKS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_masks.csv.gz"
 SHIPPED = ROOT / "models" / "intel_xeon_2t_cpu.predictor"
 
 
@@ -36,7 +38,7 @@ def campaign():
 
 def test_the_campaigns_measured_every_kind(campaign):
     rows = pd.concat([campaign, load(ATTENTION), load(NORMS), load(DECODERS), load(PADS),
-                      load(LATER), load(GATHERS)])
+                      load(LATER), load(GATHERS), load(MASKS)])
     assert set(MODELED_KINDS) <= set(rows.kind)
     for kind in MODELED_KINDS:
         f = features(rows[rows.kind == kind], kind)
@@ -87,6 +89,7 @@ def test_the_third_xeons_predictor_covers_decoders_op_for_op(name):
 
 @pytest.mark.parametrize("name, kinds", [
     ("torchvision:swin_t", {"roll", "index"}),             # shifted windows, position biases
+    ("torchvision:swin_v2_t", {"fill", "compare", "masked_fill"}),   # the windows' mask
     ("timm:convnextv2_atto", {"linalg_vector_norm", "addcmul"}),        # response norm
     ("timm:edgenext_xx_small", {"linalg_vector_norm", "clamp_min"})])   # F.normalize
 def test_the_third_xeons_predictor_predicts_later_vision_ops(name, kinds):

@@ -240,6 +240,35 @@ def test_later_vision_ops_are_kinds_with_their_sizes():
     assert (bias.elements, bias.in_elements, bias.inner) == (pairs * 3, pairs * 3 + pairs, 3)
 
 
+def test_masks_constants_positions_casts_and_tiles_are_kinds_with_their_sizes():
+    class Block(nn.Module):
+        def forward(self, x):                            # x: 2x5x8
+            y = x.masked_fill(x > 0, 0.0)                # compare; masked_fill reads x and mask
+            y = torch.where(x.ne(0), y, x)               # compare; where reads three tensors
+            y = y + torch.arange(8, device=x.device).to(x.dtype)   # positions, cast, added
+            z = y.new_zeros(5, 8) + torch.ones_like(y)   # constants read nothing
+            return z + y[:, :1].repeat(1, 5, 1)          # a token tiled over the tokens
+
+    t = real_ops(trace(Block(), (2, 5, 8)))
+    assert list(t.kind) == ["compare", "masked_fill", "compare", "where", "arange", "cast", "add",
+                            "fill", "fill", "add", "repeat", "add"]
+    assert list(t[t.kind == "compare"].op) == ["gt", "ne"]
+    n = 2 * 5 * 8
+    sizes = lambda i: tuple(int(t.iloc[i][c]) for c in ("elements", "in_elements", "inner"))  # noqa: E731
+    assert sizes(0) == (n, n, 8)            # a scalar operand reads nothing
+    assert sizes(1) == (n, 2 * n, 8)
+    assert sizes(3) == (n, 3 * n, 8)
+    assert sizes(4) == (8, 1, 8) and sizes(5) == (8, 8, 8)
+    assert sizes(7) == (40, 1, 8) and sizes(8) == (n, 1, 8)
+    assert sizes(10) == (n, 2 * 8, 8)
+    # torchvision's Swin-T builds its shifted windows' mask on every call: a constant, its
+    # regions compared, masked_fill twice (the 5 shifted blocks of the first three stages)
+    swin = real_ops(trace(torchvision.models.swin_t(), (1, 3, 224, 224)))
+    made = swin[swin.kind.isin(["fill", "compare", "masked_fill"])]
+    assert made.groupby("kind").size().to_dict() == {"fill": 5, "compare": 10, "masked_fill": 10}
+    assert set(made[made.kind == "fill"].elements) == {56 * 56, 28 * 28, 14 * 14}
+
+
 def test_linear_on_sequence_input_counts_all_leading_dims():
     t = real_ops(trace(nn.Linear(16, 32), (2, 7, 16)))
     lin = t[t.kind == "linear"].iloc[0]

@@ -107,6 +107,7 @@ class _Net:
 
     def __init__(self, inputs: list, kinds, limits: Limits):
         self.layers, self.shapes, self.kinds, self.limits = [], [list(inputs)], set(kinds), limits
+        self.aside = set()   # tensors no later layer may pick up: masks, constants, positions
 
     @property
     def shape(self) -> list:
@@ -115,9 +116,11 @@ class _Net:
     def allows(self, *kinds) -> bool:
         return all(k in self.kinds for k in kinds)
 
-    def add(self, layer: dict, shape: list) -> int:
+    def add(self, layer: dict, shape: list, aside: bool = False) -> int:
         self.layers.append(layer)
         self.shapes.append(list(shape))
+        if aside:
+            self.aside.add(len(self.shapes) - 1)
         return len(self.shapes) - 1
 
     def activation(self, u: float, inplace_u: float = 1.0):
@@ -130,8 +133,13 @@ class _Net:
 
     def earlier(self, u: float, match) -> int | None:
         """An earlier tensor (not the current one) whose shape ``match`` accepts; ``u`` picks."""
-        found = [j for j, s in enumerate(self.shapes[:-1]) if match(s)]
+        found = self.others(match)
         return found[min(int(u * len(found)), len(found) - 1)] if found else None
+
+    def others(self, match) -> list[int]:
+        """The earlier tensors (not the current one, none set aside) whose shape ``match``
+        accepts."""
+        return [j for j, s in enumerate(self.shapes[:-1]) if match(s) and j not in self.aside]
 
 
 def sample(seed: int, index: int, kinds=PROFILED_KINDS, limits: Limits = Limits()) -> dict:
@@ -242,8 +250,7 @@ def _cnn(net: _Net, layer_u) -> None:
         elif kind == "cat":   # concatenate the current map with earlier ones of its size
             if net.allows("conv2d") and v[8] < 0.5:
                 _conv_block(net, v, keep_size=True)
-            same = [j for j, s in enumerate(net.shapes[:-1])
-                    if len(s) == 4 and s[2:] == net.shape[2:]]
+            same = net.others(lambda s: len(s) == 4 and s[2:] == net.shape[2:])
             picked = same[::-1][:1 + int(v[9] * 3)]
             if picked:
                 channels = net.shape[1] + sum(net.shapes[j][1] for j in picked)
@@ -431,8 +438,12 @@ _STACK = ("stack",)                             # stacked heads, queries-keys-va
 _MATH = ("exp", "cos", "sin", "clamp", "clamp_min")
 _STATS = ("sum", "amax", "linalg_vector_norm")  # a statistic, then the tensor scaled by it
 _GATHER = ("index",)                            # a table's rows looked up (tokens only)
+_COMPARE_OPS = ("eq", "ne", "gt", "lt", "ge", "le")  # one kind: compare
 _LATER_BLOCKS = [("grn", .6), ("shift", .5), ("stack", .6), ("math", 1), ("stat", .8),
-                 ("gather", .6)]
+                 ("gather", .6), ("mask", .8), ("constant", .5), ("positions", .5), ("tile", .5)]
+# blocks of a made tensor (a constant, positions, a tiled slice) added to the current one
+# (a block's name is no kind's: the draws take a kind's name as that kind allowed)
+_ADDED = {"constant": "fill", "positions": "arange", "tile": "repeat"}
 
 
 def _later_block(net: _Net, block: str) -> bool:
@@ -444,6 +455,11 @@ def _later_block(net: _Net, block: str) -> bool:
     if block == "stat":   # a statistic is combined back (a map of 1 column would end a CNN)
         return bool(net.kinds & set(_STATS) - {"amax"} and "div" in net.kinds
                     or "amax" in net.kinds and "sub" in net.kinds)
+    if block == "mask":   # a mask is used (a bool tensor would end the network)
+        return "compare" in net.kinds and bool(net.kinds & {"masked_fill", "where"}
+                                               or net.allows("cast", "mul"))
+    if block in _ADDED:
+        return net.allows(_ADDED[block], "add")
     return block == "math" and bool(net.kinds & set(_MATH))
 
 
@@ -488,7 +504,7 @@ def _shift_block(net: _Net, v) -> None:
 def _stack_block(net: _Net, v) -> None:
     """Stack the current tensor with 1 to 3 earlier ones of its shape along a new first,
     second or last dimension, viewed back as one tensor of n times the channels (width)."""
-    same = [j for j, s in enumerate(net.shapes[:-1]) if s == net.shape]
+    same = net.others(net.shape.__eq__)
     picked = same[::-1][:1 + int(v[9] * 3)]
     if not picked:
         return
@@ -535,8 +551,63 @@ def _gather_block(net: _Net, v) -> None:
     net.add({"kind": "add", "inputs": [start, len(net.shapes) - 1]}, [b, t, c])
 
 
+def _mask_block(net: _Net, v) -> None:
+    """The tensor compared with a constant (a padding, causal or window mask is such a bool
+    tensor), then what the mask drives: a masked_fill, a where, or the mask cast to float and
+    multiplied in."""
+    start = len(net.shapes) - 1
+    op = _pick(v[2], [(k, 1) for k in _COMPARE_OPS])
+    mask = net.add({"kind": "compare", "op": op}, net.shape, aside=True)
+    uses = [k for k in ("masked_fill", "where") if k in net.kinds]
+    use = _pick(v[6], [(k, 1) for k in uses + (["cast"] if net.allows("cast", "mul") else [])])
+    if use == "cast":
+        mask = net.add({"kind": "cast"}, net.shape, aside=True)
+        net.add({"kind": "mul", "inputs": [start, mask]}, net.shape)
+    else:
+        net.add({"kind": use, "inputs": [start, mask]}, net.shape)
+
+
+def _tail(net: _Net, u: float) -> list:
+    """The last 1 to all dimensions of the current tensor (``u`` picks how many)."""
+    rank = len(net.shape)
+    return net.shape[rank - 1 - min(int(u * rank), rank - 1):]
+
+
+def _constant_block(net: _Net, v) -> None:
+    """A tensor of a constant over the current one's last dimensions or all of them (a mask's
+    or a buffer's start: Swin's window mask is ``new_zeros``), added to it."""
+    start, shape = len(net.shapes) - 1, _tail(net, v[4])
+    ops = [("new_zeros", 1), ("new_ones", 1), ("new_full", 1)]
+    op = _pick(v[6], ops + ([("zeros_like", 1)] if shape == net.shape else []))
+    made = net.add({"kind": "fill", "op": op, "dims": len(shape)}, shape, aside=True)
+    net.add({"kind": "add", "inputs": [start, made]}, net.shapes[start])
+
+
+def _positions_block(net: _Net, v) -> None:
+    """Positions 0..n-1 over the current tensor's last dimensions (a sequence's, a map's), made
+    as integers and cast to float (language models' position ids) or made in float; added."""
+    start, shape = len(net.shapes) - 1, _tail(net, v[4])
+    cast = "cast" in net.kinds and v[6] < 0.5
+    made = net.add({"kind": "arange", "dims": len(shape), "dtype": "int64" if cast else "float32"},
+                   shape, aside=True)
+    if cast:
+        made = net.add({"kind": "cast"}, shape, aside=True)
+    net.add({"kind": "add", "inputs": [start, made]}, net.shapes[start])
+
+
+def _tile_block(net: _Net, v) -> None:
+    """One slice of the tensor along a dimension (a class token, a row, a channel) repeated
+    back to the dimension's size, added to the tensor."""
+    start = len(net.shapes) - 1
+    dim = 1 + min(int(v[4] * (len(net.shape) - 1)), len(net.shape) - 2)
+    made = net.add({"kind": "repeat", "dim": dim}, net.shape)
+    net.add({"kind": "add", "inputs": [start, made]}, net.shape)
+
+
 _LATER_DRAWS = {"grn": _grn_block, "shift": _shift_block, "stack": _stack_block,
-                "math": _math_block, "stat": _stat_block, "gather": _gather_block}
+                "math": _math_block, "stat": _stat_block, "gather": _gather_block,
+                "mask": _mask_block, "constant": _constant_block, "positions": _positions_block,
+                "tile": _tile_block}
 
 
 # --------------------------------------------------------------------------- tokens and MLP
@@ -903,6 +974,84 @@ class _Stack(nn.Module):
         return y.view(shape[0], -1, *shape[2:]) if len(shape) == 4 else y.view(*shape[:2], -1)
 
 
+class _Compare(nn.Module):
+    """``x > 0`` and the like: a bool mask."""
+
+    def __init__(self, op: str):
+        super().__init__()
+        self.op = op
+
+    def forward(self, x):
+        return getattr(torch, self.op)(x, 0.0)
+
+
+class _Select(nn.Module):
+    """``x.masked_fill(mask, 0)`` or ``torch.where(mask, x, 0)`` (a 0-d buffer: a Python 0
+    would add a ``scalar_tensor`` to the module's one op)."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.register_buffer("zero", torch.empty(()))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """A real zero (a campaign calls it after ``to_empty``)."""
+        self.zero.zero_()
+
+    def forward(self, x, mask):
+        if self.kind == "masked_fill":
+            return x.masked_fill(mask, 0.0)
+        return torch.where(mask, x, self.zero)
+
+
+class _Cast(nn.Module):
+    def forward(self, x):
+        return x.to(torch.float32)    # a mask or positions to the activations' dtype
+
+
+class _Fill(nn.Module):
+    """A constant over the input's last ``dims`` dimensions (``zeros_like``: all of them)."""
+
+    def __init__(self, op: str, dims: int):
+        super().__init__()
+        self.op, self.dims = op, dims
+
+    def forward(self, x):
+        shape = x.shape[x.dim() - self.dims:]
+        if self.op == "zeros_like":
+            return torch.zeros_like(x)
+        if self.op == "new_full":
+            return x.new_full(shape, 0.5)
+        return getattr(x, self.op)(shape)
+
+
+class _Arange(nn.Module):
+    """Positions over the input's last ``dims`` dimensions (the view is free)."""
+
+    def __init__(self, dims: int, dtype: str):
+        super().__init__()
+        self.dims, self.dtype = dims, dtype
+
+    def forward(self, x):
+        shape = x.shape[x.dim() - self.dims:]
+        return torch.arange(math.prod(shape), dtype=_DTYPES[self.dtype],
+                            device=x.device).view(shape)
+
+
+class _Repeat(nn.Module):
+    """The first slice along ``dim`` (a view) repeated to the dimension's size."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        times = [1] * x.dim()
+        times[self.dim] = x.shape[self.dim]
+        return x.narrow(self.dim, 0, 1).repeat(times)
+
+
 class _RotateHalf(nn.Module):
     """Rotary's rotate_half per head: ``-x2`` (kind neg) or ``cat(-x2, x1)`` (kind cat) of
     each head's halves x1, x2, as Hugging Face's Llama writes it."""
@@ -1058,7 +1207,17 @@ def _module(layer: dict, shape: list) -> nn.Module:
         return (_Scores if layer["op"] == "scores" else _Mix)(layer["heads"])
     if kind == "mask":
         return _Mask(layer["rows"], layer["keys"])
-    simple = {"add": _Add, "mul": _Mul, "sub": _Sub, "div": _Div, "cat": _Cat,
+    if kind == "compare":
+        return _Compare(layer["op"])
+    if kind in ("masked_fill", "where"):
+        return _Select(kind)
+    if kind == "fill":
+        return _Fill(layer["op"], layer["dims"])
+    if kind == "arange":
+        return _Arange(layer["dims"], layer["dtype"])
+    if kind == "repeat":
+        return _Repeat(layer["dim"])
+    simple = {"add": _Add, "mul": _Mul, "sub": _Sub, "div": _Div, "cat": _Cat, "cast": _Cast,
               "flatten": nn.Flatten}
     if kind == "copy":
         return _Copy(layer.get("heads", 0))
