@@ -232,6 +232,7 @@ GATHERS = ("index",)
 # element), and the selections a mask drives (Swin's attention masks between windows' regions,
 # language models' padding and causal masks).
 MASKS = ("compare", "masked_fill", "where")
+COMPARISON_OPS = ("eq", "ne", "gt", "lt", "ge", "le")   # the ATen ops of ``compare``
 # Tensors made, not computed from others: filled with a constant (``fill``: zeros, ones, full
 # and their ``_like``, ``new_`` and in-place forms) or with positions (``arange``); they read
 # nothing (``in_elements`` 1).

@@ -36,9 +36,9 @@ from . import fresh_memory
 from .inputs import as_shapes
 from .inputs import hint as inputs_hint
 from .inputs import text as inputs_text
-from .features import (ACTIVATIONS, CONTEXT_COLUMNS, DERIVED_CONTEXT_COLUMNS, ELEMENTWISE,
-                       MAC_KINDS, MEMORY_COLUMNS, SHAPE_COLUMNS, UNARY, VALUE_COLUMNS, macs,
-                       shapes_seen)
+from .features import (ACTIVATIONS, COMPARISON_OPS, CONTEXT_COLUMNS, DERIVED_CONTEXT_COLUMNS,
+                       ELEMENTWISE, MAC_KINDS, MEMORY_COLUMNS, SHAPE_COLUMNS, UNARY,
+                       VALUE_COLUMNS, macs, shapes_seen)
 from .subnormal import Values
 
 aten = torch.ops.aten
@@ -287,10 +287,9 @@ def _embedding(args, out):
                 out_features=weight.shape[1])
 
 
-# A comparison's ops (one kind), and the ops that fill a tensor with a constant (``fill_`` and
-# ``zero_`` in place; ``zeros`` and ``full`` read nothing, nor do the ``_like`` and ``new_``
-# forms read the tensor they take the shape of).
-_COMPARISONS = ("eq", "ne", "gt", "lt", "ge", "le")
+# The ops that fill a tensor with a constant (``fill_`` and ``zero_`` in place; ``zeros`` and
+# ``full`` read nothing, nor do the ``_like`` and ``new_`` forms read the tensor they take the
+# shape of).
 _FILL_OPS = ("zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "new_zeros",
              "new_ones", "new_full", "fill_", "zero_")
 
@@ -334,7 +333,7 @@ OP_HANDLERS = {
     aten.copy_: _tensor_op("copy", data=slice(1, 2)),
     **{getattr(aten, k): _tensor_op(k) for k in ACTIVATIONS + UNARY},
     **{getattr(aten, k): _tensor_op(k, data=slice(0, 2)) for k in ELEMENTWISE},
-    **{getattr(aten, k): _tensor_op("compare", data=slice(0, 2)) for k in _COMPARISONS},
+    **{getattr(aten, k): _tensor_op("compare", data=slice(0, 2)) for k in COMPARISON_OPS},
     aten.masked_fill: _tensor_op("masked_fill", data=slice(0, 2)),   # (x, mask, value)
     aten.where: _tensor_op("where", data=slice(0, 3)),               # (mask, a, b)
     **{getattr(aten, k): _tensor_op("fill", data=slice(0, 0)) for k in _FILL_OPS},
@@ -344,7 +343,7 @@ OP_HANDLERS = {
 }
 # In-place variants (relu_, add_) cost what their functional ops do.
 OP_HANDLERS.update({getattr(aten, k + "_"): OP_HANDLERS[getattr(aten, k)]
-                    for k in (*ACTIVATIONS, *ELEMENTWISE, *UNARY, *_COMPARISONS, "masked_fill")
+                    for k in (*ACTIVATIONS, *ELEMENTWISE, *UNARY, *COMPARISON_OPS, "masked_fill")
                     if hasattr(aten, k + "_")})
 
 
