@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import inputs
+from . import inputs, subnormal
 from .errors import NeuralPowerError, first_line
 from .trace import paused_gc
 
@@ -57,9 +57,11 @@ def build(net: str, device="meta") -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torchvision's notes on init defaults
         try:
-            with (torch.device(device), paused_gc(),
-                  _SkipFills() if str(device) == "meta" else nullcontext()):
+            built = _OnMeta() if str(device) == "meta" else nullcontext()
+            with torch.device(device), paused_gc(), built:
                 model = make()
+            if str(device) == "meta":
+                built.remember(model)
         except NotImplementedError:  # the constructor computes with tensors (e.g. RegNet)
             if str(device) != "meta":
                 raise
@@ -77,14 +79,33 @@ _FILLS = frozenset(getattr(torch.ops.aten, name) for name in (
     "clamp_", "mul_", "add_", "sub_", "div_", "copy_", "trunc_normal_") if hasattr(torch.ops.aten, name))
 
 
-class _SkipFills(TorchDispatchMode):
-    """Return a meta tensor's in-place fill as the tensor itself, unchanged."""
+class _OnMeta(TorchDispatchMode):
+    """A constructor run on meta: a meta tensor's in-place fill returned as the tensor itself,
+    unchanged; small constants computed for real beside their meta tensors (subnormal.Values),
+    so that a buffer the constructor computes (timm's Swin: its shifted windows' mask, which
+    makes subnormal numbers) keeps its value for the tracer. (Not the vectors made from
+    nothing: norms' statistics, 5,000 of them in torchvision's zoo, would double the time it
+    takes to build.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.values = subnormal.Values()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
         if (func.overloadpacket in _FILLS and args and isinstance(args[0], torch.Tensor)
                 and args[0].is_meta):
+            if args[0] in self.values.constants:   # (not a weight's initialisation)
+                self.values.compute(func, args, kwargs, args[0])
             return args[0]
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **kwargs)
+        if not (func.overloadpacket in subnormal.MAKERS and getattr(out, "ndim", 0) == 1):
+            self.values.compute(func, args, kwargs, out)
+        return out
+
+    def remember(self, model: nn.Module) -> None:
+        for b in model.buffers():
+            subnormal.remember(b, self.values.constants.get(b))
 
 
 @contextmanager
@@ -98,7 +119,10 @@ def _parameters_on_meta():
         register_parameter(self, name, param)
 
     def buffer(self, name, tensor, persistent=True):
-        register_buffer(self, name, None if tensor is None else tensor.to("meta"), persistent)
+        meta = None if tensor is None else tensor.to("meta")
+        if tensor is not None and not tensor.is_meta:
+            subnormal.remember(meta, tensor.detach().cpu())
+        register_buffer(self, name, meta, persistent)
 
     nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer
     try:

@@ -37,6 +37,7 @@ MAX_MARKED = 1 << 26     # elements (a profiled layer's largest tensor): larger 
 
 _FACTORIES = {aten.zeros, aten.ones, aten.full, aten.arange, aten.scalar_tensor, aten.eye}
 _NEW = {aten.new_zeros, aten.new_ones, aten.new_full}
+MAKERS = _FACTORIES | _NEW   # ops that make a constant from nothing
 _COPIES = {aten.clone, aten._unsafe_view, aten.alias}
 _OFFSETS = {aten.add, aten.add_}
 _FILLS = {aten.masked_fill, aten.masked_fill_}
@@ -48,6 +49,17 @@ class _Unknown(Exception):
     pass
 
 
+# A buffer's value, kept on its meta tensor where the constructor computed it (nets.build):
+# timm's Swin builds its shifted windows' mask into a buffer when it is made, not in forward.
+VALUE = "_neuralpower_value"
+
+
+def remember(t: torch.Tensor, value) -> None:
+    """Keep ``value`` (a CPU tensor of ``t``'s shape) on the meta tensor ``t``, if small."""
+    if isinstance(value, torch.Tensor) and value.shape == t.shape and value.numel() <= MAX_CONSTANT:
+        setattr(t, VALUE, value)
+
+
 def _in_range(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and LOW < v < HIGH
 
@@ -55,16 +67,17 @@ def _in_range(v) -> bool:
 class Values:
     """What the tracer knows of values: small constants, and where subnormal numbers arise."""
 
-    def __init__(self):
+    def __init__(self, known: dict | None = None):
         self.constants = WeakIdKeyDictionary()  # meta tensor -> its value, on the CPU
         self.marks = WeakIdKeyDictionary()      # meta tensor -> bool CPU tensor of its shape
+        for t, value in (known or {}).items():  # buffers whose values are known
+            self.constants[t] = value
 
     def see(self, func, args, kwargs, out) -> float | None:
         """Record what ``func`` made of ``args``; for a softmax or a product that meets
         subnormal numbers, the share of its work that does (else None)."""
         packet = func.overloadpacket
-        if packet in _FACTORIES or packet in _NEW or self.constants:
-            self._constant(func, packet, args, kwargs, out)
+        self.compute(func, args, kwargs, out)
         if not (self.constants or self.marks) or not isinstance(out, torch.Tensor):
             return None
         try:
@@ -72,8 +85,12 @@ class Values:
         except (RuntimeError, TypeError, ValueError, IndexError):
             return None
 
-    def _constant(self, func, packet, args, kwargs, out) -> None:
+    def compute(self, func, args, kwargs, out) -> None:
         """Compute ``out`` for real when every tensor it depends on is a known constant."""
+        packet = func.overloadpacket
+        made = packet in _FACTORIES or packet in _NEW
+        if not (made or self.constants and self._all_known(args)):
+            return
         flat, _ = tree_flatten(out)
         if not flat or any(not isinstance(t, torch.Tensor) or t.numel() > MAX_CONSTANT
                            for t in flat):
@@ -105,6 +122,19 @@ class Values:
         for t, v in zip(flat, tree_flatten(value)[0]):
             if isinstance(v, torch.Tensor) and t.is_meta and v.shape == t.shape:
                 self.constants[t] = v
+
+    def _all_known(self, args) -> bool:
+        """A quick test before the full one: some tensor among ``args`` (or in a list there),
+        and every meta one a known constant (else ``out`` cannot be computed: most ops, such as
+        a weight's initialisation, end here)."""
+        some = False
+        for a in args:
+            for t in (a if isinstance(a, (list, tuple)) else (a,)):
+                if isinstance(t, torch.Tensor):
+                    if t.is_meta and t not in self.constants:
+                        return False
+                    some = True
+        return some
 
     def _follow(self, func, packet, args, out) -> float | None:
         if out.is_meta and out in self.constants:

@@ -39,6 +39,7 @@ from .inputs import text as inputs_text
 from .features import (ACTIVATIONS, COMPARISON_OPS, CONTEXT_COLUMNS, DERIVED_CONTEXT_COLUMNS,
                        ELEMENTWISE, MAC_KINDS, MEMORY_COLUMNS, SHAPE_COLUMNS, UNARY,
                        VALUE_COLUMNS, macs, shapes_seen)
+from . import subnormal
 from .subnormal import Values
 
 aten = torch.ops.aten
@@ -505,11 +506,11 @@ def _reordered(packet, first, tensors) -> list:
 
 
 class _Recorder(TorchDispatchMode):
-    def __init__(self, module_stack: list[str]):
+    def __init__(self, module_stack: list[str], known: dict):
         super().__init__()
         self.rows: list[dict] = []
         self.stack = module_stack
-        self.values = Values()  # the few values a trace knows (subnormal.py)
+        self.values = Values(known)  # the few values a trace knows (subnormal.py)
         self.scaled, self.sdpa = [], None  # attention's math so far (_attention_layout)
         self.memory = fresh_memory.Events()  # what the run allocates and frees, op by op
 
@@ -733,9 +734,10 @@ class _NeedsValues(NeuralPowerError):
     """A forward that reads values a meta tensor does not have."""
 
 
-def _record(model: nn.Module, run, stack, shapes) -> "_Recorder":
-    """The recorder of one run of ``model`` (``run``), or the model's failure in one line."""
-    recorder = _Recorder(stack)
+def _record(model: nn.Module, run, stack, shapes, known: dict) -> "_Recorder":
+    """The recorder of one run of ``model`` (``run``; ``known``: the values of its buffers
+    that are known, by their meta tensors), or the model's failure in one line."""
+    recorder = _Recorder(stack, known)
     try:
         with torch.no_grad(), paused_gc(), recorder:
             run()
@@ -796,6 +798,8 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
             for p in params:
                 setattr(p, _WEIGHT, True)
                 hooks.callback(delattr, p, _WEIGHT)
+            known = {b: getattr(b, subnormal.VALUE) for b in model.buffers()
+                     if hasattr(b, subnormal.VALUE)}   # what its constructor computed
             run = lambda: model(*inputs)  # noqa: E731
         else:  # real weights: meta stand-ins of the same shapes, the model's own untouched
             state, twins = {}, {}   # tied weights (an LM head's) share one stand-in
@@ -804,14 +808,17 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
                     twins[id(p)] = _meta_like(p)
                     setattr(twins[id(p)], _WEIGHT, True)
                 state[name] = twins[id(p)]
+            known = {}   # small buffers' values (a mask made at init), for subnormal.py
             for name, b in model.named_buffers(remove_duplicate=False):
                 if id(b) not in twins:
                     twins[id(b)] = _meta_like(b)
+                    if b.numel() <= subnormal.MAX_CONSTANT and not b.is_meta:
+                        known[twins[id(b)]] = b.detach().cpu()
                 state[name] = twins[id(b)]
             run = lambda: torch.func.functional_call(model, state, inputs, strict=False)  # noqa: E731
         _module_hooks(model, stack, types, hooks)
         try:
-            recorder = _record(model, run, stack, shapes)
+            recorder = _record(model, run, stack, shapes, known)
             compiled = False
         except _NeedsValues as eager:
             # transformers skips the checks that read values (a padding warning, shortcuts of
@@ -819,7 +826,7 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
             stack[:] = [("", 0)]
             try:
                 with mock.patch.object(torch.compiler, "is_compiling", return_value=True):
-                    recorder = _record(model, run, stack, shapes)
+                    recorder = _record(model, run, stack, shapes, known)
             except NeuralPowerError:
                 raise eager from None
             compiled = True
