@@ -15,26 +15,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from network_accuracy import markdown  # noqa: E402
+from subnormal_effect import _median_us  # noqa: E402
 
 from neuralpower.errors import script_exit  # noqa: E402
 
 
-def _median_ms(f, n: int = 200) -> float:
-    for _ in range(20):
-        f()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[n // 2] * 1e3
+def _median_ms(f) -> float:
+    return _median_us(f, n=200) / 1e3
 
 
 def main() -> None:

@@ -111,7 +111,7 @@ class Predictor:
         on networks it measures. ``without``: context features (features.CONTEXT_FEATURES) to
         fit as if the data had not measured them, so the models ignore them."""
         from .data import (DISTURBED, SPEED_EXPONENT_RUNS, SPEED_EXPONENT_SE,
-                           at_reference_speed, fitted_speed_exponent, trusted)
+                           at_reference_speed, base_rows, fitted_speed_exponent, trusted)
         from .regression import fit_regressor
 
         unknown = sorted(set(without) - set(CONTEXT_INPUTS))
@@ -119,21 +119,23 @@ class Predictor:
             raise NeuralPowerError(f"--without {', '.join(unknown)}: not a context feature "
                                    f"(choose from {', '.join(CONTEXT_INPUTS)})")
         data = data.drop(columns=[CONTEXT_INPUTS[f] for f in without], errors="ignore")
-        exponent, found = fitted_speed_exponent(data)
+        base = base_rows(data)   # (not the rows of kinds added later: data.with_new_kinds)
+        exponent, found = fitted_speed_exponent(base)
         if found is not None:
             log(f"speed: layers follow the probe to the power {found['exponent']:.2f} (standard "
                 f"error {found['se']:.2f}, {found['shapes']} shapes in {found['runs']} runs): "
                 + (f"{exponent:.2f} used" if trusted(found) else
                    f"1 used (trusted at a standard error of {SPEED_EXPONENT_SE:g} or less over "
                    f"{SPEED_EXPONENT_RUNS} runs or more)"))
-        raw, (data, reference_ms) = data, at_reference_speed(data, exponent=exponent)
+        nominal = at_reference_speed(base)[1]
+        raw, (data, reference_ms) = data, at_reference_speed(data, nominal, exponent=exponent)
         if len(data) < len(raw):
             log(f"left out {len(raw) - len(data)} rows measured while the device ran more than "
                 f"{DISTURBED:g}x off its median speed (a disturbed machine)")
         # the small-ops probe (features.OPS_PROBE_COLUMN): rows measured without one are taken
         # as measured in the data's reference phase, the median of the probes it has
-        probe = ops_probe(data)
-        reference_ops_ms = float(probe.median()) if probe.notna().any() else None
+        probe, base_probe = ops_probe(data), ops_probe(base_rows(data))
+        reference_ops_ms = float(base_probe.median()) if base_probe.notna().any() else None
         if reference_ops_ms is not None:
             data = data.assign(**{OPS_PROBE_COLUMN: probe.fillna(reference_ops_ms)})
         devices = sorted(set(data.get("device", pd.Series(dtype=str)).dropna().astype(str)))

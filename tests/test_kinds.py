@@ -145,7 +145,7 @@ def test_the_network_scale_tells_apart_networks_of_one_id_in_two_campaigns():
 def test_a_campaign_of_new_kinds_adds_its_kinds_and_leaves_the_others_to_the_data():
     # fit --new-kinds-from: the norms campaign's linear, add, mul, cat and silu rows ran in
     # token networks on another day of the VM; only its pow, mean, ... rows are taken
-    from neuralpower.data import with_new_kinds
+    from neuralpower.data import ADDED, with_new_kinds
 
     base = load(ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_fresh.csv")
     extra = load(NORMS)
@@ -153,7 +153,7 @@ def test_a_campaign_of_new_kinds_adds_its_kinds_and_leaves_the_others_to_the_dat
     assert new == ["div", "mean", "neg", "pow", "rsqrt", "sqrt", "sub"]
     added = rows.iloc[len(base):]
     assert len(added) == extra.kind.isin(new).sum() > 1500 and set(added.kind) == set(new)
-    assert rows.iloc[:len(base)].equals(base)
+    assert rows.iloc[:len(base)].drop(columns=ADDED).equals(base) and added[ADDED].all()
     # their networks' other layers are not in the data: no whole time to add them up to
     assert added.network_runtime_ms.isna().all() and extra.network_runtime_ms.notna().all()
     # and the shipped predictor of that VM was fitted so: its linear model on the base's rows
@@ -161,6 +161,27 @@ def test_a_campaign_of_new_kinds_adds_its_kinds_and_leaves_the_others_to_the_dat
     files = {d["file"]: d["kinds"] for d in p.card["data"]}
     assert set(files["intel_xeon_emr_2t_norms.csv.gz"]) == set(new)
     assert all(p.has(k, "runtime_ms") for k in new)
+
+
+def test_kinds_added_from_a_later_campaign_move_no_other_model():
+    # the later campaign ran in another phase of the VM (its speed probe at a median of 0.33 ms
+    # against 0.48): the device's speed, phase and probe power stay the base data's, so the
+    # base kinds' models are fitted exactly as without it
+    from neuralpower.data import with_new_kinds
+
+    base = load(GATHERS)
+    base = base[base.kind.isin(["linear", "layer_norm"])]
+    rows, new = with_new_kinds(base, load(MASKS))
+    assert {"compare", "masked_fill", "fill"} <= set(new)
+    quiet = lambda m: None  # noqa: E731
+    alone, both = Predictor.fit(base, log=quiet), Predictor.fit(rows, log=quiet)
+    for key in ("reference_ms", "reference_ops_ms", "speed_exponent"):
+        assert both.card[key] == alone.card[key], key
+    for kind in ("linear", "layer_norm"):
+        some = base[base.kind == kind].head(50)
+        assert np.array_equal(both.predict_rows(some, kind).runtime_ms,
+                              alone.predict_rows(some, kind).runtime_ms)
+    assert all(both.has(k, "runtime_ms") for k in new)
 
 
 def test_a_llama_family_model_is_predicted_with_its_norms_and_rotary_embeddings():
