@@ -56,19 +56,20 @@ def build(net: str, device="meta") -> nn.Module:
     make = resolve(net)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torchvision's notes on init defaults
+        built = _OnMeta() if str(device) == "meta" else None
         try:
-            built = _OnMeta() if str(device) == "meta" else nullcontext()
-            with torch.device(device), paused_gc(), built:
+            with torch.device(device), paused_gc(), built or nullcontext():
                 model = make()
-            if str(device) == "meta":
-                built.remember(model)
         except NotImplementedError:  # the constructor computes with tensors (e.g. RegNet)
-            if str(device) != "meta":
+            if built is None:
                 raise
+            built = None   # (its buffers' values are kept as they are registered)
             with _parameters_on_meta():
                 model = make()
     if not isinstance(model, nn.Module):
         raise NeuralPowerError(f"network {net!r} is a {type(model).__name__}, not an nn.Module")
+    if built is not None:
+        built.remember(model)
     return model.eval()
 
 
