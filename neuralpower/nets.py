@@ -96,8 +96,7 @@ class _OnMeta(TorchDispatchMode):
         kwargs = kwargs or {}
         if (func.overloadpacket in _FILLS and args and isinstance(args[0], torch.Tensor)
                 and args[0].is_meta):
-            if args[0] in self.values.constants:   # (not a weight's initialisation)
-                self.values.compute(func, args, kwargs, args[0])
+            self.values.compute(func, args, kwargs, args[0])   # (a known constant's fill)
             return args[0]
         out = func(*args, **kwargs)
         if not (func.overloadpacket in subnormal.MAKERS and getattr(out, "ndim", 0) == 1):
@@ -121,8 +120,8 @@ def _parameters_on_meta():
 
     def buffer(self, name, tensor, persistent=True):
         meta = None if tensor is None else tensor.to("meta")
-        if tensor is not None and not tensor.is_meta:
-            subnormal.remember(meta, tensor.detach().cpu())
+        if meta is not None:
+            subnormal.remember(meta, subnormal.small_value(tensor))
         register_buffer(self, name, meta, persistent)
 
     nn.Module.register_parameter, nn.Module.register_buffer = parameter, buffer

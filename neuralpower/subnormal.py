@@ -54,9 +54,16 @@ class _Unknown(Exception):
 VALUE = "_neuralpower_value"
 
 
-def remember(t: torch.Tensor, value) -> None:
-    """Keep ``value`` (a CPU tensor of ``t``'s shape) on the meta tensor ``t``, if small."""
-    if isinstance(value, torch.Tensor) and value.shape == t.shape and value.numel() <= MAX_CONSTANT:
+def small_value(t) -> torch.Tensor | None:
+    """The value of a real tensor small enough to follow, on the CPU (None otherwise)."""
+    if isinstance(t, torch.Tensor) and not t.is_meta and t.numel() <= MAX_CONSTANT:
+        return t.detach().cpu()
+    return None
+
+
+def remember(t: torch.Tensor, value: torch.Tensor | None) -> None:
+    """Keep ``value`` (a small CPU tensor of ``t``'s shape, or None) on the meta tensor ``t``."""
+    if value is not None and value.shape == t.shape:
         setattr(t, VALUE, value)
 
 
@@ -88,7 +95,7 @@ class Values:
     def compute(self, func, args, kwargs, out) -> None:
         """Compute ``out`` for real when every tensor it depends on is a known constant."""
         packet = func.overloadpacket
-        made = packet in _FACTORIES or packet in _NEW
+        made = packet in MAKERS
         if not (made or self.constants and self._all_known(args)):
             return
         flat, _ = tree_flatten(out)
@@ -97,9 +104,6 @@ class Values:
             return
         if packet in _NEW:  # values from the arguments, never from the tensor it is called on
             args = (torch.empty(0, dtype=args[0].dtype), *args[1:])
-        elif packet not in _FACTORIES and not any(
-                isinstance(a, torch.Tensor) for a in tree_flatten((args, kwargs))[0]):
-            return  # (random draws and the like make no constant)
 
         def real(a):
             if isinstance(a, torch.Tensor):
@@ -114,7 +118,7 @@ class Values:
             return a
         try:
             cpu_args, cpu_kwargs = tree_map(real, (args, kwargs))
-            if packet in _FACTORIES or packet in _NEW:
+            if made:
                 cpu_kwargs = {**cpu_kwargs, "device": torch.device("cpu")}
             value = func(*cpu_args, **cpu_kwargs)
         except (_Unknown, RuntimeError, TypeError, ValueError, IndexError):
@@ -124,9 +128,9 @@ class Values:
                 self.constants[t] = v
 
     def _all_known(self, args) -> bool:
-        """A quick test before the full one: some tensor among ``args`` (or in a list there),
-        and every meta one a known constant (else ``out`` cannot be computed: most ops, such as
-        a weight's initialisation, end here)."""
+        """Some tensor among ``args`` (or in a list there), and every meta one a known constant:
+        else ``out`` cannot be computed (most ops, such as a weight's initialisation, end here;
+        an op of no tensor, a random draw, makes no constant)."""
         some = False
         for a in args:
             for t in (a if isinstance(a, (list, tuple)) else (a,)):

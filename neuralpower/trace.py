@@ -40,7 +40,6 @@ from .features import (ACTIVATIONS, COMPARISON_OPS, CONTEXT_COLUMNS, DERIVED_CON
                        ELEMENTWISE, MAC_KINDS, MEMORY_COLUMNS, SHAPE_COLUMNS, UNARY,
                        VALUE_COLUMNS, macs, shapes_seen)
 from . import subnormal
-from .subnormal import Values
 
 aten = torch.ops.aten
 
@@ -510,7 +509,7 @@ class _Recorder(TorchDispatchMode):
         super().__init__()
         self.rows: list[dict] = []
         self.stack = module_stack
-        self.values = Values(known)  # the few values a trace knows (subnormal.py)
+        self.values = subnormal.Values(known)  # the few values a trace knows (subnormal.py)
         self.scaled, self.sdpa = [], None  # attention's math so far (_attention_layout)
         self.memory = fresh_memory.Events()  # what the run allocates and frees, op by op
 
@@ -812,8 +811,8 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
             for name, b in model.named_buffers(remove_duplicate=False):
                 if id(b) not in twins:
                     twins[id(b)] = _meta_like(b)
-                    if b.numel() <= subnormal.MAX_CONSTANT and not b.is_meta:
-                        known[twins[id(b)]] = b.detach().cpu()
+                    if (value := subnormal.small_value(b)) is not None:
+                        known[twins[id(b)]] = value
                 state[name] = twins[id(b)]
             run = lambda: torch.func.functional_call(model, state, inputs, strict=False)  # noqa: E731
         _module_hooks(model, stack, types, hooks)

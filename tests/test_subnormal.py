@@ -32,18 +32,26 @@ def _swin_share(windows: int) -> tuple[float, float]:
     return pairs, rows
 
 
-def test_swins_shifted_windows_are_found_with_the_share_of_masked_scores():
-    t = trace(torchvision.models.swin_t(), (1, 3, 224, 224))
+def _assert_shifted_shares(t, attn: str, softmax: str, stages) -> None:
+    """Swin-T's shares by hand: the shifted block of each stage whose map is larger than one
+    window (the last is 7x7) meets subnormals in its softmax and its mixing product, and only
+    those. ``attn`` names a block's attention module by stage and block (``{s}``, ``{b}``),
+    ``softmax`` its softmax op; ``stages``, the three stages of 8x8, 4x4 and 2x2 windows."""
     hit = t[t.subnormal_share.notna()]
-    # the shifted block of each stage whose map is larger than one window (the last is 7x7)
-    assert list(hit.name) == [f"features.{s}.{b}.attn.{op}" for s, b in
-                              ((1, 1), (3, 1), (5, 1), (5, 3), (5, 5)) for op in ("_softmax", "bmm_1")]
-    for stage, windows in ((1, 8), (3, 4), (5, 2)):
+    shifted = [(stages[0], 1), (stages[1], 1), (stages[2], 1), (stages[2], 3), (stages[2], 5)]
+    assert list(hit.name) == [f"{attn.format(s=s, b=b)}.{op}" for s, b in shifted
+                              for op in (softmax, "bmm_1")]
+    for stage, windows in zip(stages, (8, 4, 2)):
         pairs, rows = _swin_share(windows)
-        mix = hit[hit.name == f"features.{stage}.1.attn.bmm_1"].iloc[0]
-        soft = hit[hit.name == f"features.{stage}.1.attn._softmax"].iloc[0]
+        mix = hit[hit.name == f"{attn.format(s=stage, b=1)}.bmm_1"].iloc[0]
+        soft = hit[hit.name == f"{attn.format(s=stage, b=1)}.{softmax}"].iloc[0]
         assert mix.kind == "matmul" and mix.subnormal_share == pytest.approx(pairs, abs=1e-4)
         assert soft.kind == "softmax" and soft.subnormal_share == pytest.approx(rows, abs=1e-4)
+
+
+def test_swins_shifted_windows_are_found_with_the_share_of_masked_scores():
+    t = trace(torchvision.models.swin_t(), (1, 3, 224, 224))
+    _assert_shifted_shares(t, "features.{s}.{b}.attn", "_softmax", (1, 3, 5))
     # the unshifted blocks, and the scores' product (q @ k, before the mask), meet none
     assert t[t.name == "features.1.0.attn.bmm_1"].subnormal_share.isna().all()
     assert t[t.name == "features.1.1.attn.bmm"].subnormal_share.isna().all()
@@ -57,15 +65,7 @@ def test_a_mask_its_constructor_builds_into_a_buffer_is_found_too():
     from neuralpower.nets import build
 
     meta = trace(build("timm:swin_tiny_patch4_window7_224"), (1, 3, 224, 224))
-    hit = meta[meta.subnormal_share.notna()]
-    assert list(hit.name) == [f"layers.{s}.blocks.{b}.attn.{op}" for s, b in
-                              ((0, 1), (1, 1), (2, 1), (2, 3), (2, 5)) for op in ("softmax", "bmm_1")]
-    for stage, windows in ((0, 8), (1, 4), (2, 2)):
-        pairs, rows = _swin_share(windows)
-        mix = hit[hit.name == f"layers.{stage}.blocks.1.attn.bmm_1"].iloc[0]
-        soft = hit[hit.name == f"layers.{stage}.blocks.1.attn.softmax"].iloc[0]
-        assert mix.subnormal_share == pytest.approx(pairs, abs=1e-4)
-        assert soft.subnormal_share == pytest.approx(rows, abs=1e-4)
+    _assert_shifted_shares(meta, "layers.{s}.blocks.{b}.attn", "softmax", (0, 1, 2))
     real = trace(build("timm:swin_tiny_patch4_window7_224", device="cpu"), (1, 3, 224, 224))
     assert real.subnormal_share.equals(meta.subnormal_share)
 

@@ -453,8 +453,7 @@ def _later_block(net: _Net, block: str) -> bool:
     if block in ("grn", "shift", "stack"):
         return net.allows(*{"grn": _GRN, "shift": _SHIFT, "stack": _STACK}[block])
     if block == "stat":   # a statistic is combined back (a map of 1 column would end a CNN)
-        return bool(net.kinds & set(_STATS) - {"amax"} and "div" in net.kinds
-                    or "amax" in net.kinds and "sub" in net.kinds)
+        return any(net.allows(k, _combined_by(k)) for k in _STATS)
     if block == "mask":   # a mask of positions, used (a bool tensor would end the network)
         used = bool(net.kinds & {"masked_fill", "where"}) or net.allows("cast", "mul")
         return net.allows("compare", "arange") and used
@@ -526,8 +525,7 @@ def _stat_block(net: _Net, v) -> None:
     """A sum, maximum or L2 norm over the last dimension (F.normalize's, floored by clamp_min),
     over the channels (CBAM's maps of channel statistics), or over the rows and columns; then
     the tensor divided by it (less it, a maximum)."""
-    kind = _pick(v[6], [(k, 1) for k in _STATS if k in net.kinds
-                        and ("sub" if k == "amax" else "div") in net.kinds])
+    kind = _pick(v[6], [(k, 1) for k in _STATS if net.allows(k, _combined_by(k))])
     start = len(net.shapes) - 1
     rank = len(net.shape)
     dims = _pick(v[4], [([rank - 1], 2), ([1], 1)] + ([([2, 3], 1)] if rank == 4 else []))
@@ -535,8 +533,13 @@ def _stat_block(net: _Net, v) -> None:
     net.add({"kind": kind, "dims": dims, "keepdim": True}, stat)
     if kind == "linalg_vector_norm" and "clamp_min" in net.kinds:
         net.add({"kind": "clamp_min"}, stat)
-    net.add({"kind": "sub" if kind == "amax" else "div",
-             "inputs": [start, len(net.shapes) - 1]}, net.shapes[start])
+    net.add({"kind": _combined_by(kind), "inputs": [start, len(net.shapes) - 1]},
+            net.shapes[start])
+
+
+def _combined_by(stat: str) -> str:
+    """The op a statistic is combined back with: the tensor less its maximum, else over it."""
+    return "sub" if stat == "amax" else "div"
 
 
 def _gather_block(net: _Net, v) -> None:
