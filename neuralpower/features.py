@@ -162,6 +162,18 @@ def _tensor(d: _Columns) -> dict:
     return {"out_elems": d.elements, "in_elems": d.in_elements, "inner": d.inner}
 
 
+def _grouped_mm(d: _Columns) -> dict:
+    """A mixture of experts' grouped product: ``rows`` token-expert pairs, sorted by expert,
+    each through its expert's (in_features x out_features) weight, one of ``groups``. The
+    weights of the experts some row reaches are read (at most one expert per row)."""
+    f = {c: d[c] for c in ("rows", "in_features", "out_features", "groups")}
+    f["macs"] = d.rows * d.in_features * d.out_features
+    f["in_elems"] = d.rows * d.in_features
+    f["out_elems"] = d.rows * d.out_features
+    f["weight_elems"] = np.minimum(d.groups, d.rows) * d.in_features * d.out_features
+    return f
+
+
 def _conv_transpose(d: _Columns) -> dict:
     """A transposed convolution (UNet decoders, GANs): every input pixel scatters a kernel's
     window into the output, so its work counts input pixels, not output pixels."""
@@ -240,9 +252,15 @@ FILLS = ("fill", "arange")
 # Copies that change what they copy: a dtype cast (``_to_copy``: positions to float, a bool
 # mask to the scores' dtype) and a tiling (``repeat``: an expanded read, a dense write).
 CONVERSIONS = ("cast", "repeat")
+# A mixture of experts' routing, as transformers runs it (``grouped_mm_experts_forward``): the
+# top k experts of each token (``topk``; ``inner``, the experts), the pairs sorted by expert
+# (``sort``), each pair's token (``floor_divide`` by k), the tokens per expert (``histc``) and
+# their running sum, the groups' offsets (``cumsum``), and the pairs put back in token order
+# (``index_put``: ``in_elements``, the values and indices read).
+ROUTING = ("topk", "sort", "floor_divide", "histc", "cumsum", "index_put")
 # The kinds above: each streams its tensors (features: ``_tensor``) and is a kind of its own.
 STREAMED = (ACTIVATIONS + ELEMENTWISE + UNARY + REDUCTIONS + FUSED_ELEMENTWISE + SHIFTS
-            + GATHERS + MASKS + FILLS + CONVERSIONS)
+            + GATHERS + MASKS + FILLS + CONVERSIONS + ROUTING)
 # kind -> feature builder. A kind with an entry here can be fitted and predicted.
 FEATURES = {
     "conv2d": _conv,
@@ -250,6 +268,7 @@ FEATURES = {
     "conv_transpose2d": _conv_transpose,
     "linear": _linear,
     "matmul": _matmul,
+    "grouped_mm": _grouped_mm,   # mixtures of experts: every token through its top k experts
     "attention": _attention,     # fused: cheaper than its matmuls and softmax (see DECOMPOSED)
     "max_pool2d": _pool,
     "avg_pool2d": _pool,
@@ -306,6 +325,7 @@ INPUT_COLUMNS["depthwise_conv2d"] = INPUT_COLUMNS["conv2d"]
 INPUT_COLUMNS["conv_transpose2d"] = INPUT_COLUMNS["conv2d"]
 INPUT_COLUMNS["matmul"] = ["batch", "rows", "in_features", "out_features"]
 INPUT_COLUMNS["attention"] = ["batch", "rows", "inner", "in_features", "out_features"]
+INPUT_COLUMNS["grouped_mm"] = ["rows", "in_features", "out_features", "groups"]
 INPUT_COLUMNS["embedding"] = ["batch", "in_features", "out_features"]
 for _k in ("layer_norm", "softmax", "copy", *STREAMED, *UPSAMPLES, *PADDING):
     INPUT_COLUMNS[_k] = ["elements", "in_elements", "inner"]
@@ -314,10 +334,11 @@ INPUT_COLUMNS["batch_norm"] = ["elements", "in_elements", "inner", "in_channels"
 INPUT_COLUMNS["cat"] = INPUT_COLUMNS["stack"] = ["elements", "in_elements", "inner", "n_inputs"]
 # Kinds whose MACs features.py states (the tracer keeps torch's flop count for the rest).
 MAC_KINDS = ("conv2d", "depthwise_conv2d", "conv_transpose2d", "linear", "matmul", "attention",
-             "max_pool2d", "avg_pool2d")
+             "grouped_mm", "max_pool2d", "avg_pool2d")
 # Kinds whose time, beyond the largest layers measured, grows at least as their MACs do (a
 # rate no higher than at the data's edge: regression.LogLinkRegressor's ``work_column``).
-WORK_BOUND = ("conv2d", "depthwise_conv2d", "conv_transpose2d", "linear", "matmul", "attention")
+WORK_BOUND = ("conv2d", "depthwise_conv2d", "conv_transpose2d", "linear", "matmul", "attention",
+              "grouped_mm")
 
 
 def _check_kind(kind: str) -> None:

@@ -281,6 +281,45 @@ def _index(args, out):
     return row
 
 
+def _grouped(args, out):
+    """``_grouped_mm(rows, weights, offs)``: rows (M, K) through experts (G, K, N) (or G
+    batches (G, M, K)): ``rows``, every row; ``groups``, the experts."""
+    a, b = args[0], args[1]
+    if not (isinstance(out, torch.Tensor) and b.dim() == 3 and a.numel()):
+        return {"kind": "grouped_mm"}
+    return dict(kind="grouped_mm", batch=1, rows=a.numel() // a.shape[-1],
+                in_features=a.shape[-1], out_features=b.shape[-1], groups=b.shape[0])
+
+
+def _first_out(kind, inner):
+    """A kind whose op returns a tuple (values and indices: ``topk``, ``sort``): its rows from
+    the first tensor, ``inner`` the size of the dimension it runs along (argument 2 or 1)."""
+    op = _tensor_op(kind, inner=inner)
+    return lambda args, out: op(args, out[0] if isinstance(out, (tuple, list)) else out)
+
+
+def _along(at: int):
+    """The input's size along the dimension given as argument ``at`` (default the last)."""
+    return lambda a, o: (a[0].shape[a[at] % a[0].dim()] if len(a) > at and a[0].dim()
+                         else (a[0].shape[-1] if a[0].dim() else 1))
+
+
+_cumsum_op = _tensor_op("cumsum", inner=_along(1))
+
+
+def _index_put(args, out):
+    """``x[indices] = values`` (``index_put_(x, indices, values)``): the values written and,
+    with the indices, read; ``inner``, the elements of one row put."""
+    x, indices, values = args[0], args[1], args[2]
+    row = _index_op((x, indices), values)
+    if "elements" in row:
+        row.update(kind="index_put", elements=values.numel(), in_elements=values.numel()
+                   + sum(indices[i].numel() for i in _indexed((x, indices))))
+    else:
+        row["kind"] = "index_put"
+    return row
+
+
 def _embedding(args, out):
     weight, indices = args[0], args[1]
     return dict(kind="embedding", batch=indices.numel(), in_features=weight.shape[0],
@@ -302,7 +341,7 @@ OP_HANDLERS = {
     aten.addmm: _addmm,
     aten.bmm: _mm,
     aten.baddbmm: _addmm,
-    aten._grouped_mm: lambda args, out: {"kind": "grouped_mm"},   # experts: unmodeled, listed
+    aten._grouped_mm: _grouped,
     aten.max_pool2d_with_indices: _max_pool,
     aten.max_pool2d: _max_pool,
     aten.avg_pool2d: _avg_pool,
@@ -340,6 +379,13 @@ OP_HANDLERS = {
     aten.arange: _tensor_op("arange", data=slice(0, 0)),
     aten._to_copy: _tensor_op("cast"),
     aten.repeat: _tensor_op("repeat"),
+    aten.topk: _first_out("topk", _along(2)),      # (x, k, dim)
+    aten.sort: _first_out("sort", _along(1)),      # (x, dim)
+    aten.floor_divide: _tensor_op("floor_divide", data=slice(0, 2)),
+    aten.histc: _tensor_op("histc", inner=lambda a, o: o.numel()),   # inner: the bins
+    aten.cumsum: _cumsum_op,
+    aten.index_put: _index_put,
+    aten.index_put_: _index_put,
 }
 # In-place variants (relu_, add_) cost what their functional ops do.
 OP_HANDLERS.update({getattr(aten, k + "_"): OP_HANDLERS[getattr(aten, k)]
@@ -457,8 +503,6 @@ def _strip_inplace(op: str) -> str:
 
 
 def _macs(func, args, kwargs, out) -> int:
-    if func.overloadpacket is aten._grouped_mm:
-        return _grouped_mm_macs(*args)
     counter = flop_registry.get(func.overloadpacket)
     if counter is None:
         return 0
@@ -474,11 +518,6 @@ def _grouped_mm_meta(a, b, offs=None, bias=None, out_dtype=None):
             and a.dim() in (2, 3) and (a.dim() == 2 or a.shape[0] == b.shape[0])):
         return None
     return a.new_empty((*a.shape[:-1], b.shape[-1]), dtype=out_dtype or a.dtype)
-
-
-def _grouped_mm_macs(a, b, *rest) -> int:
-    """A grouped matmul's MACs: each row of ``a`` meets one expert's (K, N) weight."""
-    return int(a.numel() * b.shape[-1]) if b.dim() == 3 else 0
 
 
 def _shape(t) -> str:

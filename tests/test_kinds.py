@@ -28,6 +28,8 @@ LATER = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_later_ops.csv.gz"
 GATHERS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_gathers.csv.gz"
 # and masks, constants, positions, casts and tiles
 MASKS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_masks.csv.gz"
+# and mixtures of experts: grouped matmuls and the routing ops
+EXPERTS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_experts.csv.gz"
 SHIPPED = ROOT / "models" / "intel_xeon_2t_cpu.predictor"
 
 
@@ -38,7 +40,7 @@ def campaign():
 
 def test_the_campaigns_measured_every_kind(campaign):
     rows = pd.concat([campaign, load(ATTENTION), load(NORMS), load(DECODERS), load(PADS),
-                      load(LATER), load(GATHERS), load(MASKS)])
+                      load(LATER), load(GATHERS), load(MASKS), load(EXPERTS)])
     assert set(MODELED_KINDS) <= set(rows.kind)
     for kind in MODELED_KINDS:
         f = features(rows[rows.kind == kind], kind)
@@ -98,6 +100,21 @@ def test_the_third_xeons_predictor_predicts_later_vision_ops(name, kinds):
     got = p.modeled[p.modeled.kind.isin(kinds)]
     assert set(got.kind) == kinds and (got.runtime_ms > 0).all()
     assert not kinds & set(p.unmodeled.kind)
+
+
+def test_the_third_xeons_predictor_predicts_a_mixture_of_experts_op_for_op():
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    config = transformers.AutoConfig.for_model(
+        "mixtral", hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, vocab_size=1000)   # 8 experts, top 2
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    p = predict(model, "1x64:int64", Predictor.load(ROOT / "models" / "intel_xeon_emr_2t_cpu.predictor"))
+    assert p.totals["layers_unmodeled"] == 0
+    kinds = {"grouped_mm", "topk", "sort", "floor_divide", "histc", "cumsum", "index_put"}
+    got = p.modeled[p.modeled.kind.isin(kinds)]
+    assert set(got.kind) == kinds and (got.runtime_ms > 0).all()
+    assert len(got[got.kind == "grouped_mm"]) == 4     # up and down, in each of 2 layers
 
 
 def test_what_stays_unmodeled_is_reported_with_its_share_of_macs():

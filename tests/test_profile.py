@@ -8,6 +8,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from neuralpower import NeuralPowerError, Predictor
 from neuralpower.data import load
@@ -75,8 +76,11 @@ def test_synthetic_networks_run_for_real():
          "index"), 3),
     # masks, constants, positions, casts and tiles
     (0, ("conv2d", "linear", "gelu", "add", "mul", "layer_norm", "compare", "masked_fill",
-         "where", "fill", "arange", "cast", "repeat"), 3)],
-    ids=["decoders", "later_vision", "masks"])
+         "where", "fill", "arange", "cast", "repeat"), 3),
+    # mixtures of experts: a router, the routing ops, two grouped matmuls
+    (0, ("linear", "softmax", "topk", "sort", "floor_divide", "histc", "cumsum", "index_put",
+         "index", "cast", "grouped_mm", "mul", "arange", "sum", "add", "silu"), 2)],
+    ids=["decoders", "later_vision", "masks", "experts"])
 def test_block_networks_run_for_real_one_op_a_module(seed, kinds, run_every):
     limits = Limits(max_macs=10**7, max_pool_macs=10**6, max_elements=2**18)
     seen = set()
@@ -95,6 +99,40 @@ def test_block_networks_run_for_real_one_op_a_module(seed, kinds, run_every):
         assert y.numel() == elements(last)   # ran as traced (a roll's view back is free)
         assert y.dtype == torch.float32      # no mask or positions left as the output
     assert set(kinds) <= seen
+
+
+def test_the_experts_block_computes_a_mixture_of_experts():
+    # the block's ops, run for real, against a loop over tokens: each token's k most probable
+    # experts, each expert's down(silu(up(x))) weighted by its probability, summed, added back
+    from neuralpower.profiling.synthetic import _Experts
+
+    kinds = ("linear", "softmax", "topk", "sort", "floor_divide", "histc", "cumsum", "index_put",
+             "index", "cast", "grouped_mm", "mul", "arange", "sum", "add", "silu")
+    limits = Limits(max_macs=10**7, max_pool_macs=10**6, max_elements=2**18)
+    spec = next(s for s in (sample(0, i, kinds=kinds, limits=limits) for i in range(40))
+                if [layer["kind"] for layer in s["layers"][:3]] == ["linear", "softmax", "topk"])
+    model = realise(spec, "cpu")
+    block = list(model.children())
+    end = next(i for i, layer in enumerate(spec["layers"]) if layer["kind"] == "add")
+    x = example_input(spec, "cpu")
+    with torch.inference_mode():
+        outs = [x]
+        for m, reads in zip(block[:end + 1], model.inputs[:end + 1]):
+            outs.append(m(*(outs[j] for j in reads)))
+        router, (up, down) = block[0], [m for m in block[:end] if isinstance(m, _Experts)]
+        assert spec["layers"][end - 7]["kind"] == "silu"
+        k = spec["layers"][2]["k"]
+        tokens = x.reshape(-1, x.shape[-1])
+        probs = torch.softmax(router(tokens), -1)
+        weights = lambda m, e: m.weight[e] if m.transposed else m.weight[e].T  # noqa: E731
+        expected = tokens.clone()
+        for i, row in enumerate(tokens):
+            p, chosen = probs[i].topk(k)
+            for w, e in zip(p, chosen):
+                expected[i] += w * (F.silu(row @ weights(up, e)) @ weights(down, e))
+    assert torch.allclose(outs[end + 1].reshape(-1, x.shape[-1]), expected, atol=1e-4)
+    counts = outs[spec["layers"].index(next(la for la in spec["layers"] if la["kind"] == "cumsum")) + 1]
+    assert int(counts[-1]) == tokens.shape[0] * k   # every pair in some expert's group
 
 
 def test_every_synthetic_module_with_weights_can_reset_them():

@@ -724,7 +724,7 @@ def test_the_tracer_lists_about_the_ops_a_real_run_dispatches(name):
     assert abs(traced - len(top)) <= 0.1 * len(top), (traced, len(top))
 
 
-def test_a_mixture_of_experts_traces_its_grouped_matmuls_unmodeled_with_their_macs():
+def test_a_mixture_of_experts_traces_its_grouped_matmuls_and_routing_as_kinds():
     # transformers 5 runs experts as one torch._grouped_mm, whose meta kernel takes bfloat16
     # alone: 55 of its 231 language models failed to trace in float32 (benchmarks/coverage.py)
     from neuralpower.trace import _grouped_mm_meta
@@ -746,3 +746,16 @@ def test_a_mixture_of_experts_traces_its_grouped_matmuls_unmodeled_with_their_ma
     # 16 tokens x 2 experts each: rows of 64 -> 2 x 128 (gate and up), then 128 -> 64
     assert list(experts.macs) == [32 * 64 * 256, 32 * 128 * 64]
     assert list(experts.output_shape) == ["32x256", "32x64"]
+    assert list(experts.rows) == [32, 32] and list(experts.groups) == [8, 8]
+    assert list(experts.in_features) == [64, 128] and list(experts.out_features) == [256, 64]
+    # the routing, op for op as transformers runs it, each a kind with its sizes
+    routing = t[t.kind.isin(["topk", "sort", "floor_divide", "histc", "cumsum", "index_put"])]
+    assert list(routing.kind) == ["topk", "sort", "floor_divide", "histc", "cumsum", "index_put"]
+    sizes = {k: tuple(int(r[c]) for c in ("elements", "in_elements", "inner"))
+             for k, r in routing.set_index("kind").iterrows()}
+    assert sizes["topk"] == (32, 16 * 8, 8)          # 2 of 8 experts per token
+    assert sizes["sort"] == (32, 32, 32)
+    assert sizes["floor_divide"] == (32, 32, 32)     # by k, a Python int: reads nothing more
+    assert sizes["histc"] == (8, 32, 8)              # pairs counted into 8 bins
+    assert sizes["cumsum"] == (8, 8, 8)
+    assert sizes["index_put"] == (32, 64, 1)         # inverse[perm] = positions

@@ -37,11 +37,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import NeuralPowerError
-from ..features import (ACTIVATIONS, COMPARISON_OPS, PADDING, REDUCTIONS, STREAMED, UNARY,
-                        UPSAMPLES)
+from ..features import (ACTIVATIONS, COMPARISON_OPS, PADDING, REDUCTIONS, ROUTING, STREAMED,
+                        UNARY, UPSAMPLES)
 
 PROFILED_KINDS = ("conv2d", "depthwise_conv2d", "conv_transpose2d", "linear", "matmul",
-                  "attention", "max_pool2d", "avg_pool2d", "batch_norm", "group_norm",
+                  "attention", "grouped_mm", "max_pool2d", "avg_pool2d", "batch_norm", "group_norm",
                   "layer_norm", "softmax", *STREAMED, "copy", "cat", "stack", "embedding",
                   *UPSAMPLES, *PADDING)
 MAX_LAYERS = 10          # slots; a slot may hold a block of several layers
@@ -440,7 +440,11 @@ _MATH = ("exp", "cos", "sin", "clamp", "clamp_min")
 _STATS = ("sum", "amax", "linalg_vector_norm")  # a statistic, then the tensor scaled by it
 _GATHER = ("index",)                            # a table's rows looked up (tokens only)
 _LATER_BLOCKS = [("grn", .6), ("shift", .5), ("stack", .6), ("math", 1), ("stat", .8),
-                 ("gather", .6), ("mask", .8), ("constant", .5), ("positions", .5), ("tile", .5)]
+                 ("gather", .6), ("mask", .8), ("constant", .5), ("positions", .5), ("tile", .5),
+                 ("experts", 1.5)]
+# A mixture of experts as transformers runs it (tokens only; activations optional)
+_EXPERTS = ("linear", "softmax", *ROUTING, "index", "cast", "grouped_mm", "mul", "arange",
+            "sum", "add")
 # blocks of a made tensor (a constant, positions, a tiled slice) added to the current one
 # (a block's name is no kind's: the draws take a kind's name as that kind allowed)
 _ADDED = {"constant": "fill", "positions": "arange", "tile": "repeat"}
@@ -459,6 +463,8 @@ def _later_block(net: _Net, block: str) -> bool:
         return net.allows("compare", "arange") and used
     if block in _ADDED:
         return net.allows(_ADDED[block], "add")
+    if block == "experts":
+        return net.allows(*_EXPERTS) and len(net.shape) == 3
     return block == "math" and bool(net.kinds & set(_MATH))
 
 
@@ -613,10 +619,67 @@ def _tile_block(net: _Net, v) -> None:
     net.add({"kind": "add", "inputs": [start, made]}, net.shape)
 
 
+_EXPERT_COUNTS = [(4, 1), (8, 2), (16, 1.5), (32, 1), (64, 1), (128, .5)]
+_TOP_K = [(1, 1), (2, 2), (4, 1), (8, 1)]
+MAX_EXPERT_WEIGHTS = 2**24   # elements of one projection's experts (64 MiB of float32)
+
+
+def _experts_block(net: _Net, v) -> None:
+    """A mixture-of-experts layer as transformers runs it (``grouped_mm_experts_forward``): a
+    router (linear, softmax over the experts, top k), the token-expert pairs sorted by expert,
+    each pair's token row gathered, the tokens per expert counted (``histc`` of the ids as
+    float, as on a CPU) and summed into offsets; the rows through their experts' up projection
+    (one grouped matmul), an activation, the down projection; each row weighted by its
+    router probability, put back in token order (the inverse permutation by ``index_put``)
+    and the k rows of a token summed; added to the tokens. The routing is real: random
+    weights spread the tokens over the experts, as a trained router's balance loss does."""
+    b, t, c = net.shape
+    start = len(net.shapes) - 1
+    experts = _pick(v[2], _EXPERT_COUNTS)
+    k = min(_pick(v[3], _TOP_K), experts)
+    hidden = _width(v[1], 16, 4096)
+    while experts * c * hidden > MAX_EXPERT_WEIGHTS and hidden > 16:
+        hidden = max(16, hidden // 2 // 8 * 8)
+    pairs = b * t * k
+    if (experts * c * hidden > MAX_EXPERT_WEIGHTS or pairs * c * hidden > net.limits.max_macs
+            or pairs * max(c, hidden) > net.limits.max_elements):
+        return
+    net.add({"kind": "linear", "out_features": experts}, [b, t, experts], aside=True)
+    probs = net.add({"kind": "softmax"}, [b, t, experts], aside=True)
+    top = net.add({"kind": "topk", "k": k, "inputs": [probs]}, [b, t, k], aside=True)
+    order = net.add({"kind": "sort", "inputs": [top]}, [pairs], aside=True)
+    token = net.add({"kind": "floor_divide", "k": k, "inputs": [order]}, [pairs], aside=True)
+    rows = net.add({"kind": "index", "op": "rows", "inputs": [start, token]}, [pairs, c],
+                   aside=True)
+    weights = net.add({"kind": "index", "op": "weights", "inputs": [top, order]}, [pairs],
+                      aside=True)
+    ids = net.add({"kind": "cast", "op": "ids", "inputs": [order]}, [pairs], aside=True)
+    counts = net.add({"kind": "histc", "experts": experts, "inputs": [ids]}, [experts],
+                     aside=True)
+    offsets = net.add({"kind": "cumsum", "inputs": [counts]}, [experts], aside=True)
+    transposed = bool(v[4] < 0.5)   # weights stored (experts, in, out), else (experts, out, in)
+    net.add({"kind": "grouped_mm", "experts": experts, "out_features": hidden,
+             "transposed": transposed, "inputs": [rows, offsets]}, [pairs, hidden], aside=True)
+    net.activation(v[7], v[6])
+    net.aside.add(len(net.shapes) - 1)
+    down = net.add({"kind": "grouped_mm", "experts": experts, "out_features": c,
+                    "transposed": transposed, "inputs": [len(net.shapes) - 1, offsets]},
+                   [pairs, c], aside=True)
+    weighted = net.add({"kind": "mul", "op": "rows", "inputs": [down, weights]}, [pairs, c],
+                       aside=True)
+    positions = net.add({"kind": "arange", "dims": 1, "dtype": "int64", "inputs": [token]},
+                        [pairs], aside=True)
+    inverse = net.add({"kind": "index_put", "inputs": [order, positions]}, [pairs], aside=True)
+    back = net.add({"kind": "index", "op": "rows", "inputs": [weighted, inverse]}, [pairs, c],
+                   aside=True)
+    summed = net.add({"kind": "sum", "k": k, "inputs": [back, start]}, [b, t, c])
+    net.add({"kind": "add", "inputs": [start, summed]}, [b, t, c])
+
+
 _LATER_DRAWS = {"grn": _grn_block, "shift": _shift_block, "stack": _stack_block,
                 "math": _math_block, "stat": _stat_block, "gather": _gather_block,
                 "mask": _mask_block, "constant": _constant_block, "positions": _positions_block,
-                "tile": _tile_block}
+                "tile": _tile_block, "experts": _experts_block}
 
 
 # --------------------------------------------------------------------------- tokens and MLP
@@ -1061,6 +1124,121 @@ class _Repeat(nn.Module):
         return x.narrow(self.dim, 0, 1).repeat(times)
 
 
+class _TopK(nn.Module):
+    """Each token's ``k`` most probable experts: (probabilities, expert ids)."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, probs):
+        return torch.topk(probs, self.k, dim=-1)
+
+
+class _SortPairs(nn.Module):
+    """The token-expert pairs sorted by expert: (sorted ids, the permutation)."""
+
+    def forward(self, top):
+        return torch.sort(top[1].reshape(-1))
+
+
+class _PairToken(nn.Module):
+    """Each sorted pair's token: its place in the unsorted pairs over ``k``."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, order):
+        return order[1] // self.k
+
+
+class _Rows(nn.Module):
+    """Rows of ``x`` (its last dimension a row) picked by an index: the pairs' token rows, or
+    rows put back in token order."""
+
+    def forward(self, x, index):
+        return x.reshape(-1, x.shape[-1])[index]
+
+
+class _PairWeights(nn.Module):
+    """Each sorted pair's router probability."""
+
+    def forward(self, top, order):
+        return top[0].reshape(-1)[order[1]]
+
+
+class _ExpertIds(nn.Module):
+    def forward(self, order):
+        return order[0].float()   # histc counts floats only on a CPU
+
+
+class _Histc(nn.Module):
+    def __init__(self, experts: int):
+        super().__init__()
+        self.experts = experts
+
+    def forward(self, ids):
+        return torch.histc(ids, bins=self.experts, min=0, max=self.experts - 1)
+
+
+class _Offsets(nn.Module):
+    def forward(self, counts):
+        return torch.cumsum(counts, 0, dtype=torch.int32)
+
+
+class _Experts(nn.Module):
+    """``experts`` projections of the rows to ``out`` features, each row by the expert its
+    group (``offs``) gives: one grouped matmul. Stored (experts, in, out) when ``transposed``,
+    else (experts, out, in) and read transposed, as transformers' models keep either."""
+
+    def __init__(self, experts: int, cin: int, out: int, transposed: bool):
+        super().__init__()
+        self.transposed = transposed
+        self.weight = nn.Parameter(torch.empty((experts, cin, out) if transposed
+                                               else (experts, out, cin)))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.normal_(self.weight, 0.0, self.weight.shape[-1 if not self.transposed else 1]
+                        ** -0.5)
+
+    def forward(self, x, offs):
+        w = self.weight if self.transposed else self.weight.transpose(-2, -1)
+        try:
+            return torch._grouped_mm(x, w, offs=offs)
+        except RuntimeError:
+            if not x.is_meta:
+                raise
+            from ..trace import _grouped_mm_meta   # (torch's meta kernel takes bfloat16 alone)
+            return _grouped_mm_meta(x, w, offs)
+
+
+class _Scale(nn.Module):
+    def forward(self, x, weights):
+        return x * weights.unsqueeze(-1)
+
+
+class _Unsort(nn.Module):
+    """The inverse of the sort's permutation: ``inverse[perm] = positions``."""
+
+    def forward(self, order, positions):
+        inverse = torch.empty_like(positions)
+        inverse[order[1]] = positions
+        return inverse
+
+
+class _Combine(nn.Module):
+    """The ``k`` weighted rows of each token summed, in the tokens' shape (``like``)."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, rows, like):
+        return rows.view(-1, self.k, rows.shape[-1]).sum(1).view(like.shape)
+
+
 class _RotateHalf(nn.Module):
     """Rotary's rotate_half per head: ``-x2`` (kind neg) or ``cat(-x2, x1)`` (kind cat) of
     each head's halves x1, x2, as Hugging Face's Llama writes it."""
@@ -1165,6 +1343,9 @@ _ACTIVATION_MODULES = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU,
 
 def _module(layer: dict, shape: list) -> nn.Module:
     kind = layer["kind"]
+    experts = _experts_module(layer, shape)
+    if experts is not None:
+        return experts
     if kind == "conv2d":
         return nn.Conv2d(shape[1], layer["out_channels"], layer["kernel"], layer["stride"],
                          layer["padding"], layer["dilation"], layer["groups"])
@@ -1235,6 +1416,34 @@ def _module(layer: dict, shape: list) -> nn.Module:
     raise NeuralPowerError(f"synthetic network: unknown layer kind {kind!r}")
 
 
+def _experts_module(layer: dict, shape: list) -> nn.Module | None:
+    """The module of a layer of a mixture of experts (:func:`_experts_block`), else None."""
+    kind, op = layer["kind"], layer.get("op")
+    if kind == "topk":
+        return _TopK(layer["k"])
+    if kind == "sort":
+        return _SortPairs()
+    if kind == "floor_divide":
+        return _PairToken(layer["k"])
+    if kind == "index" and op in ("rows", "weights"):
+        return _Rows() if op == "rows" else _PairWeights()
+    if kind == "cast" and op == "ids":
+        return _ExpertIds()
+    if kind == "histc":
+        return _Histc(layer["experts"])
+    if kind == "cumsum":
+        return _Offsets()
+    if kind == "grouped_mm":
+        return _Experts(layer["experts"], shape[-1], layer["out_features"], layer["transposed"])
+    if kind == "mul" and op == "rows":
+        return _Scale()
+    if kind == "index_put":
+        return _Unsort()
+    if kind == "sum" and "k" in layer:
+        return _Combine(layer["k"])
+    return None
+
+
 def realise(spec: dict, device) -> Graph:
     """The spec's network on ``device`` with real weights (``reset_parameters`` after
     ``to_empty``: uninitialised memory may hold subnormal numbers, or indices out of range)."""
@@ -1254,7 +1463,8 @@ def build(spec: dict) -> Graph:
         outs = [torch.empty(spec["input"], dtype=dtype)]
         for i, layer in enumerate(spec["layers"]):
             inputs = layer.get("inputs", [i])
-            m = _module(layer, list(outs[inputs[0]].shape))
+            first = outs[inputs[0]]   # (a tuple: topk's or sort's values and indices)
+            m = _module(layer, list((first[0] if isinstance(first, tuple) else first).shape))
             outs.append(m(*(outs[j] for j in inputs)))
             modules.append(m)
             reads.append(inputs)
