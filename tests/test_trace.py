@@ -759,3 +759,30 @@ def test_a_mixture_of_experts_traces_its_grouped_matmuls_and_routing_as_kinds():
     assert sizes["histc"] == (8, 32, 8)              # pairs counted into 8 bins
     assert sizes["cumsum"] == (8, 8, 8)
     assert sizes["index_put"] == (32, 64, 1)         # inverse[perm] = positions
+
+
+class _CachesPositions(nn.Module):
+    """Builds a table of positions on its first call and keeps it (as timm's ConViT does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.register_buffer("table", torch.zeros(1, 8), persistent=False)
+
+    def forward(self, x):
+        if self.table.shape[0] != x.shape[1]:
+            n = x.shape[1]
+            self.table = (torch.arange(n * 8, device=x.device).view(n, 8) ** 2).float()
+        return self.proj(x + self.table)
+
+
+def test_what_a_forward_caches_on_its_first_call_is_not_traced_as_every_calls_work():
+    # measure warms a network up, so its figure never includes a cache's construction: ConViT's
+    # 140 ops that build its position indices on the first call were predicted on every call
+    for model in (build("tests/test_trace.py:_CachesPositions"), _CachesPositions()):
+        steady = ["add", "linear"]
+        assert list(real_ops(trace(model, (2, 5, 8))).kind) == steady
+        assert list(real_ops(trace(model, (2, 5, 8))).kind) == steady
+    assert model.table.shape == (1, 8) and not model.table.is_meta   # the real one untouched
+    with torch.inference_mode():
+        assert model(torch.randn(2, 5, 8)).shape == (2, 5, 8)

@@ -121,6 +121,12 @@ class Campaign:
             raise NeuralPowerError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
         self.mode = mode
         self.train = mode == "train"
+        if self.train and self.device.type == "cpu" and "grouped_mm" in self.kinds:
+            # torch 2.14's CPU grouped matmul fails in its backward (invalid strides)
+            if tuple(kinds) != synthetic.PROFILED_KINDS:
+                raise NeuralPowerError("--kinds grouped_mm: not with --mode train on a CPU "
+                                       "(torch's CPU grouped matmul has no working backward)")
+            self.kinds = tuple(k for k in self.kinds if k != "grouped_mm")
         self.adaptive = bool(adaptive)  # see profiling/adaptive.py
         # real networks instead of synthetic ones (profiling/zoo.py): False, "vision" or "text"
         self.zoo = "vision" if zoo is True else zoo or False

@@ -191,6 +191,19 @@ def _whole_run(model: nn.Module, x, clock: _Clock, train: bool = False,
     return clock.ms(start, end)
 
 
+def _needs_grad(t) -> bool:
+    """A tensor that needs a gradient (not a layer's tuple: top k's values and ids)."""
+    return isinstance(t, torch.Tensor) and t.requires_grad
+
+
+def _kept(t):
+    """A copy of a layer's input for its own measurement, with the gradient flag it had in the
+    network (a tuple, such as top k's values and ids, element by element)."""
+    if isinstance(t, (tuple, list)):
+        return tuple(_kept(a) for a in t)
+    return t.detach().clone().requires_grad_(t.requires_grad)
+
+
 def _zero_grad(model: nn.Module) -> None:
     for p in model.parameters():
         p.grad = None
@@ -249,8 +262,7 @@ def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repe
     def pre(name):
         def hook(module, inputs):
             if capture_inputs:  # (with the gradient flag they had in the network)
-                timings.inputs[name] = tuple(t.detach().clone().requires_grad_(t.requires_grad)
-                                             for t in inputs)
+                timings.inputs[name] = tuple(_kept(t) for t in inputs)
             if primed:
                 TwoClocks.sleep(2 * max(timings.host[name][-3:], default=0.1) + 0.02)
             marks[name] = [clock.mark()]
@@ -263,7 +275,7 @@ def time_network(model: nn.Module, x: torch.Tensor, *, warmup: int = 2, min_repe
             if two and not primed:
                 timings.host[name].append((time.perf_counter_ns() - host_marks[name]) / 1e6)
             marks[name].append(clock.mark())
-            if train and output.requires_grad:  # the layer's backward starts with this gradient
+            if train and _needs_grad(output):  # the layer's backward starts with this gradient
                 output.register_hook(lambda grad: backward_marks.append((name, clock.mark())))
         return hook
 
@@ -367,8 +379,8 @@ def layer_power(module: nn.Module, x, meter, runtime_ms: float,
         _zero_grad(module)
         # a non-leaf copy of an input that needs a gradient, as in the network (an in-place
         # layer may not write into a leaf)
-        out = module(*(a.clone() if a.requires_grad else a for a in args))
-        if out.requires_grad:
+        out = module(*(a.clone() if _needs_grad(a) else a for a in args))
+        if _needs_grad(out):
             out.backward(torch.ones_like(out))
 
     with _mode(train):
