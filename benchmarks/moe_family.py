@@ -12,7 +12,7 @@ from __future__ import annotations
 
 SIZE = dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4,
             vocab_size=32000)
-NAMES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe")
+NAMES = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe", "deepseek_v3")
 
 
 def _build(model_type: str, **extra):
@@ -44,3 +44,10 @@ def olmoe():         # 16 experts, top 4
 def granitemoe():    # 8 experts, top 2
     return _build("granitemoe", intermediate_size=1024, num_local_experts=8,
                   num_experts_per_tok=2)
+
+
+def deepseek_v3():   # 16 experts in 4 groups, top 4 of the best 2 groups (gather, scatter, not)
+    return _build("deepseek_v3", intermediate_size=1024, moe_intermediate_size=256,
+                  n_routed_experts=16, n_shared_experts=1, num_experts_per_tok=4, n_group=4,
+                  topk_group=2, first_k_dense_replace=1, q_lora_rank=256, kv_lora_rank=128,
+                  qk_rope_head_dim=32, qk_nope_head_dim=32, v_head_dim=64)

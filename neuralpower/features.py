@@ -212,7 +212,8 @@ def _embedding(d: _Columns) -> dict:
 # (gelu's erf against relu's max), and each is profiled as a layer of its own.
 ACTIVATIONS = ("relu", "gelu", "silu", "hardswish", "sigmoid", "hardsigmoid", "tanh",
                "hardtanh",      # ReLU6 (MobileNetV2)
-               "leaky_relu")    # CSPDarknet, YOLO, GANs
+               "leaky_relu",    # CSPDarknet, YOLO, GANs
+               "softplus")      # state-space models' step sizes, xIELU (Apertus)
 ELEMENTWISE = ("add", "mul", "sub", "div")
 # Unary math that normalisations and rotary embeddings are written in (RMSNorm: pow, mean,
 # add, rsqrt, mul; a LayerNorm by hand: sqrt, div; rotate_half: neg, cat), op by op, as eager
@@ -258,9 +259,16 @@ CONVERSIONS = ("cast", "repeat")
 # their running sum, the groups' offsets (``cumsum``), and the pairs put back in token order
 # (``index_put``: ``in_elements``, the values and indices read).
 ROUTING = ("topk", "sort", "floor_divide", "histc", "cumsum", "index_put")
+# Along a dimension, by an index tensor: ``gather`` reads the indexed elements (DeepSeek's
+# router picks its top scores so), ``scatter`` writes values there (its experts' group mask);
+# and the bitwise ops that combine masks (``logical``: and, or, xor, not: a causal mask and a
+# padding mask, sliding windows, DeBERTa's relative masks), one kind as ``compare`` is.
+GATHERED = ("gather", "scatter", "logical")
+LOGICAL_OPS = ("bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "logical_and",
+               "logical_or", "logical_not")   # the ATen ops of ``logical``
 # The kinds above: each streams its tensors (features: ``_tensor``) and is a kind of its own.
 STREAMED = (ACTIVATIONS + ELEMENTWISE + UNARY + REDUCTIONS + FUSED_ELEMENTWISE + SHIFTS
-            + GATHERS + MASKS + FILLS + CONVERSIONS + ROUTING)
+            + GATHERS + MASKS + FILLS + CONVERSIONS + ROUTING + GATHERED)
 # kind -> feature builder. A kind with an entry here can be fitted and predicted.
 FEATURES = {
     "conv2d": _conv,

@@ -38,8 +38,8 @@ from .inputs import as_shapes
 from .inputs import hint as inputs_hint
 from .inputs import text as inputs_text
 from .features import (ACTIVATIONS, COMPARISON_OPS, CONTEXT_COLUMNS, DERIVED_CONTEXT_COLUMNS,
-                       ELEMENTWISE, MAC_KINDS, MEMORY_COLUMNS, SHAPE_COLUMNS, UNARY,
-                       VALUE_COLUMNS, macs, shapes_seen)
+                       ELEMENTWISE, LOGICAL_OPS, MAC_KINDS, MEMORY_COLUMNS, SHAPE_COLUMNS,
+                       UNARY, VALUE_COLUMNS, macs, shapes_seen)
 from . import subnormal
 
 aten = torch.ops.aten
@@ -321,6 +321,36 @@ def _index_put(args, out):
     return row
 
 
+_gather_op = _tensor_op("gather", inner=_along(1))
+
+
+def _gather(args, out):
+    """``gather(x, dim, index)``: an element read per index (``in_elements``: those and the
+    indices); ``inner``, the input's size along ``dim``."""
+    row = _gather_op(args, out)
+    if "elements" in row:
+        row["in_elements"] = 2 * args[2].numel()
+    return row
+
+
+_scatter_op = _tensor_op("scatter", inner=_along(1))
+
+
+def _scatter(inplace: bool):
+    """``scatter(x, dim, index, src or value)``: the out-of-place op copies ``x`` and then
+    writes an element per index, the in-place one only writes (``elements``); both read the
+    indices and a source tensor if there is one."""
+    def handler(args, out):
+        row = _scatter_op(args, out)
+        if "elements" in row:
+            index, src = args[2], args[3] if len(args) > 3 else None
+            moved = index.numel() * (2 if isinstance(src, torch.Tensor) else 1)
+            row["elements"] = index.numel() if inplace else out.numel()
+            row["in_elements"] = moved + (0 if inplace else args[0].numel())
+        return row
+    return handler
+
+
 def _embedding(args, out):
     weight, indices = args[0], args[1]
     return dict(kind="embedding", batch=indices.numel(), in_features=weight.shape[0],
@@ -387,11 +417,16 @@ OP_HANDLERS = {
     aten.cumsum: _cumsum_op,
     aten.index_put: _index_put,
     aten.index_put_: _index_put,
+    aten.gather: _gather,
+    aten.scatter: _scatter(inplace=False),
+    aten.scatter_: _scatter(inplace=True),
+    **{getattr(aten, k): _tensor_op("logical", data=slice(0, 2)) for k in LOGICAL_OPS
+       if hasattr(aten, k)},
 }
 # In-place variants (relu_, add_) cost what their functional ops do.
 OP_HANDLERS.update({getattr(aten, k + "_"): OP_HANDLERS[getattr(aten, k)]
-                    for k in (*ACTIVATIONS, *ELEMENTWISE, *UNARY, *COMPARISON_OPS, "masked_fill")
-                    if hasattr(aten, k + "_")})
+                    for k in (*ACTIVATIONS, *ELEMENTWISE, *UNARY, *COMPARISON_OPS, *LOGICAL_OPS,
+                              "masked_fill") if hasattr(aten, k + "_")})
 
 
 def _meta_like(t: torch.Tensor) -> torch.Tensor:

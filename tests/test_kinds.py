@@ -30,6 +30,8 @@ GATHERS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_gathers.csv.gz"
 MASKS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_masks.csv.gz"
 # and mixtures of experts: grouped matmuls and the routing ops
 EXPERTS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_experts.csv.gz"
+# and gathers and scatters by index, masks combined, softplus
+PICKS = ROOT / "profiling" / "dev_cpu" / "intel_xeon_emr_2t_picks.csv.gz"
 SHIPPED = ROOT / "models" / "intel_xeon_2t_cpu.predictor"
 
 
@@ -40,7 +42,8 @@ def campaign():
 
 def test_the_campaigns_measured_every_kind(campaign):
     rows = pd.concat([campaign, load(ATTENTION), load(NORMS), load(DECODERS), load(PADS),
-                      load(LATER), load(GATHERS), load(MASKS), load(EXPERTS)])
+                      load(LATER), load(GATHERS), load(MASKS), load(EXPERTS),
+                      load(PICKS)])
     assert set(MODELED_KINDS) <= set(rows.kind)
     for kind in MODELED_KINDS:
         f = features(rows[rows.kind == kind], kind)

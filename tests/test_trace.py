@@ -724,6 +724,29 @@ def test_the_tracer_lists_about_the_ops_a_real_run_dispatches(name):
     assert abs(traced - len(top)) <= 0.1 * len(top), (traced, len(top))
 
 
+def test_gathers_scatters_combined_masks_and_softplus_are_kinds_with_their_sizes():
+    class Block(nn.Module):
+        def forward(self, x):                            # x: 2x5x8
+            idx = torch.topk(x, 3, dim=-1).indices
+            g = x.gather(-1, idx)                        # 3 of 8 per row, and their indices
+            z = torch.zeros_like(x).scatter_(-1, idx, 1.0)   # in place: writes 3 per row
+            y = x.scatter(-1, idx, g)                    # a copy of x, then 3 per row written
+            m = ~((x > 0) & (y < 1)) | (z > 0)
+            return F.softplus(x).masked_fill(m, 0.0)
+
+    t = real_ops(trace(Block(), (2, 5, 8)))
+    assert list(t.kind) == ["topk", "gather", "fill", "scatter", "scatter", "compare", "compare",
+                            "logical", "logical", "compare", "logical", "softplus",
+                            "masked_fill"]
+    assert list(t[t.kind == "logical"].op) == ["bitwise_and", "bitwise_not", "bitwise_or"]
+    n, k = 2 * 5 * 8, 2 * 5 * 3
+    sizes = lambda i: tuple(int(t.iloc[i][c]) for c in ("elements", "in_elements", "inner"))  # noqa: E731
+    assert sizes(1) == (k, 2 * k, 8)                 # the elements and the indices read
+    assert sizes(3) == (k, k, 8)                     # in place, a value: the indices read
+    assert sizes(4) == (n, n + 2 * k, 8)             # the copy, the indices and the source
+    assert sizes(7) == (n, 2 * n, 8) and sizes(8) == (n, n, 8)
+
+
 def test_a_mixture_of_experts_traces_its_grouped_matmuls_and_routing_as_kinds():
     # transformers 5 runs experts as one torch._grouped_mm, whose meta kernel takes bfloat16
     # alone: 55 of its 231 language models failed to trace in float32 (benchmarks/coverage.py)

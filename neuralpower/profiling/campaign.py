@@ -70,6 +70,9 @@ _EARLIER_COLUMNS = [c for c in _BEFORE_CLOCKS if c not in VALUE_COLUMNS]
 # network built twice differ more than the runs of one build do, so a campaign learns more from
 # more networks than from more repeats.
 REPEAT_S = 0.1
+# Networks in a row skipped because each would overrun the budget left, before a campaign ends:
+# a later one of the design may be small enough (a short campaign ended at its second network)
+MAX_SKIPPED = 10
 
 
 def sidecar_path(csv_path) -> Path:
@@ -197,6 +200,7 @@ class Campaign:
                        "power_networks": 0, "ended": "budget"}
             bar = _bar(budget_s, progress)
             failing = True  # until the loop ends normally: then a sidecar error is the news
+            too_long = 0    # networks in a row estimated to take longer than the budget left
             try:
                 for net_id, spec in (specs if specs is not None else
                                      self._specs(started, budget_s, resumed=bool(done), meta=meta)):
@@ -207,6 +211,10 @@ class Campaign:
                     power = self._power_due(elapsed)
                     estimate_s = self._estimate(table, power=power)
                     if elapsed + estimate_s * self._scale > budget_s:
+                        # a later network of the design may fit what is left: a few are tried
+                        too_long += 1
+                        if too_long < MAX_SKIPPED and budget_s - elapsed > 0.05 * budget_s:
+                            continue
                         if not summary["networks"]:  # else the run ends with nothing said
                             left = max(0.0, budget_s - elapsed)
                             self.log(f"{net_id}: about {estimate_s * self._scale:.0f} s to "
@@ -216,6 +224,7 @@ class Campaign:
                                      + (", --power-share or --no-power" if power else "")
                                      + " makes room)")
                         break
+                    too_long = 0
                     t0 = time.perf_counter()
                     rows = self._measure(net_id, spec, table, skip=done.get(net_id, set()),
                                          power=power)

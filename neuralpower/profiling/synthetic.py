@@ -98,7 +98,8 @@ def _pick(u: float, choices):
 _KERNELS = [(1, 3), (3, 4), (5, 1), (7, 1), (11, .3), (2, .3), (4, .2), (6, .2), (9, .2)]
 _STRIDES = [(1, 6), (2, 3), (3, .5), (4, .5)]
 _ACTIVATIONS = [("relu", 3), ("gelu", 1.5), ("silu", 1.5), ("hardswish", 1), ("sigmoid", 1),
-                ("hardsigmoid", .7), ("tanh", .3), ("hardtanh", 1), ("leaky_relu", .5)]
+                ("hardsigmoid", .7), ("tanh", .3), ("hardtanh", 1), ("leaky_relu", .5),
+                ("softplus", .5)]
 # torchvision runs these in place (timm's CSPDarknet its leaky ReLUs)
 _INPLACE = ("relu", "hardswish", "silu", "hardtanh", "leaky_relu")
 
@@ -440,8 +441,8 @@ _MATH = ("exp", "cos", "sin", "clamp", "clamp_min")
 _STATS = ("sum", "amax", "linalg_vector_norm")  # a statistic, then the tensor scaled by it
 _GATHER = ("index",)                            # a table's rows looked up (tokens only)
 _LATER_BLOCKS = [("grn", .6), ("shift", .5), ("stack", .6), ("math", 1), ("stat", .8),
-                 ("gather", .6), ("mask", .8), ("constant", .5), ("positions", .5), ("tile", .5),
-                 ("experts", 1.5)]
+                 ("lookup", .6), ("mask", .8), ("constant", .5), ("positions", .5), ("tile", .5),
+                 ("experts", 1.5), ("pick", .6), ("combined", .6)]
 # A mixture of experts as transformers runs it (tokens only; activations optional)
 _EXPERTS = ("linear", "softmax", *ROUTING, "index", "cast", "grouped_mm", "mul", "arange",
             "sum", "add")
@@ -452,7 +453,7 @@ _ADDED = {"constant": "fill", "positions": "arange", "tile": "repeat"}
 
 def _later_block(net: _Net, block: str) -> bool:
     """Whether the campaign's kinds allow ``block`` (False for a name of no such block)."""
-    if block == "gather":   # added back to the tokens (its rows alone would end them)
+    if block == "lookup":   # added back to the tokens (its rows alone would end them)
         return net.allows(*_GATHER, "add") and len(net.shape) == 3
     if block in ("grn", "shift", "stack"):
         return net.allows(*{"grn": _GRN, "shift": _SHIFT, "stack": _STACK}[block])
@@ -465,6 +466,11 @@ def _later_block(net: _Net, block: str) -> bool:
         return net.allows(_ADDED[block], "add")
     if block == "experts":
         return net.allows(*_EXPERTS) and len(net.shape) == 3
+    if block == "pick":
+        return net.allows("gather", "scatter")
+    if block == "combined":   # masks combined, then used as the mask block uses one
+        used = bool(net.kinds & {"masked_fill", "where"}) or net.allows("cast", "mul")
+        return net.allows("compare", "arange", "logical") and used
     return block == "math" and bool(net.kinds & set(_MATH))
 
 
@@ -573,6 +579,12 @@ def _mask_block(net: _Net, v) -> None:
     bound = float(int(v[8] * math.prod(shape)))
     mask = net.add({"kind": "compare", "op": op, "value": bound, "inputs": [pos]}, shape,
                    aside=True)
+    _use_mask(net, v, start, mask, shape)
+
+
+def _use_mask(net: _Net, v, start: int, mask: int, shape: list) -> None:
+    """The tensor ``start`` with the mask applied: a masked_fill, a where, or the mask cast to
+    float and multiplied in."""
     uses = [k for k in ("masked_fill", "where") if k in net.kinds]
     use = _pick(v[6], [(k, 1) for k in uses + (["cast"] if net.allows("cast", "mul") else [])])
     if use == "cast":
@@ -581,6 +593,49 @@ def _mask_block(net: _Net, v) -> None:
     else:
         net.add({"kind": use, "inputs": [start, mask]}, net.shapes[start])
 
+
+def _logical_block(net: _Net, v) -> None:
+    """Two masks of positions combined (and, or, xor: a causal mask and a padding mask, a
+    sliding window), or one inverted (not), then used as :func:`_mask_block` uses one."""
+    start, shape = len(net.shapes) - 1, _tail(net, v[4])
+    pos = net.add({"kind": "arange", "dims": len(shape), "dtype": "float32"}, shape, aside=True)
+    n = math.prod(shape)
+    first = net.add({"kind": "compare", "op": "lt", "value": float(int(v[8] * n)),
+                     "inputs": [pos]}, shape, aside=True)
+    op = _pick(v[2], [("bitwise_and", 2), ("bitwise_or", 1), ("bitwise_xor", .5),
+                      ("bitwise_not", 1.5)])
+    if op == "bitwise_not":
+        mask = net.add({"kind": "logical", "op": op, "inputs": [first]}, shape, aside=True)
+    else:
+        second = net.add({"kind": "compare", "op": "ge", "value": float(int(v[3] * n)),
+                          "inputs": [pos]}, shape, aside=True)
+        mask = net.add({"kind": "logical", "op": op, "inputs": [first, second]}, shape,
+                       aside=True)
+    _use_mask(net, v, start, mask, shape)
+
+
+# Layers whose output their backward does not read, so a scatter may write into it in place
+# (a training step fails after a relu, sigmoid or softmax written so); never the input.
+_WRITABLE = ("linear", "conv2d", "add", "layer_norm")
+
+
+def _pick_block(net: _Net, v) -> None:
+    """``k`` elements of each row along the last dimension read by index (``gather``: a
+    router's top scores), optionally through an activation, and written back by the same
+    index (``scatter`` of them, out of place), or a constant written there in place (DeepSeek's
+    group mask); the indices are fixed at random, per row."""
+    last = net.shape[-1]
+    k = max(1, min(last, int(round(last * (0.05 + 0.95 * v[3] ** 2)))))
+    start = len(net.shapes) - 1
+    if v[6] < 0.4 and start > 0 and net.layers[-1]["kind"] in _WRITABLE:   # in place
+        net.add({"kind": "scatter", "k": k, "inplace": True}, net.shape)
+        return
+    net.add({"kind": "gather", "k": k}, [*net.shape[:-1], k], aside=True)
+    if v[8] < 0.5:
+        net.activation(v[7], v[9])
+        net.aside.add(len(net.shapes) - 1)
+    net.add({"kind": "scatter", "k": k, "inplace": False,
+             "inputs": [start, len(net.shapes) - 1]}, net.shapes[start])
 
 def _tail(net: _Net, u: float) -> list:
     """The last 1 to all dimensions of the current tensor (``u`` picks how many)."""
@@ -677,9 +732,10 @@ def _experts_block(net: _Net, v) -> None:
 
 
 _LATER_DRAWS = {"grn": _grn_block, "shift": _shift_block, "stack": _stack_block,
-                "math": _math_block, "stat": _stat_block, "gather": _gather_block,
+                "math": _math_block, "stat": _stat_block, "lookup": _gather_block,
                 "mask": _mask_block, "constant": _constant_block, "positions": _positions_block,
-                "tile": _tile_block, "experts": _experts_block}
+                "tile": _tile_block, "experts": _experts_block, "pick": _pick_block,
+                "combined": _logical_block}
 
 
 # --------------------------------------------------------------------------- tokens and MLP
@@ -1239,6 +1295,52 @@ class _Combine(nn.Module):
         return rows.view(-1, self.k, rows.shape[-1]).sum(1).view(like.shape)
 
 
+class _Logical(nn.Module):
+    """``a & b``, ``a | b``, ``a ^ b`` or ``~a`` of bool masks."""
+
+    def __init__(self, op: str):
+        super().__init__()
+        self.op = op
+
+    def forward(self, a, b=None):
+        return getattr(torch, self.op)(a) if b is None else getattr(torch, self.op)(a, b)
+
+
+class _Picks(nn.Module):
+    """Indices of ``k`` elements of each row along the last dimension, fixed at random (seeded)
+    for the tensor's shape past the batch, the same for every sample of it."""
+
+    def __init__(self, k: int, shape: list):
+        super().__init__()
+        self.register_buffer("idx", torch.empty((1, *shape[1:-1], k), dtype=torch.long))
+        self.last = shape[-1]
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Real indices (a campaign calls it after ``to_empty``: out of range ones fail)."""
+        g = torch.Generator().manual_seed(self.idx.numel())
+        self.idx.copy_(torch.randint(self.last, self.idx.shape, generator=g))
+
+    def index(self, x):
+        return self.idx.expand(*x.shape[:-1], self.idx.shape[-1])
+
+
+class _GatherPicks(_Picks):
+    def forward(self, x):
+        return x.gather(-1, self.index(x))
+
+
+class _ScatterPicks(_Picks):
+    def __init__(self, k: int, shape: list, inplace: bool):
+        super().__init__(k, shape)
+        self.inplace = inplace
+
+    def forward(self, x, src=None):
+        if self.inplace:
+            return x.scatter_(-1, self.index(x), 1.0)
+        return x.scatter(-1, self.index(x), src)
+
+
 class _RotateHalf(nn.Module):
     """Rotary's rotate_half per head: ``-x2`` (kind neg) or ``cat(-x2, x1)`` (kind cat) of
     each head's halves x1, x2, as Hugging Face's Llama writes it."""
@@ -1338,7 +1440,8 @@ class _Mix(nn.Module):
 _ACTIVATION_MODULES = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU,
                        "hardswish": nn.Hardswish, "sigmoid": nn.Sigmoid, "hardtanh": nn.ReLU6,
                        "hardsigmoid": nn.Hardsigmoid, "tanh": nn.Tanh,
-                       "leaky_relu": lambda inplace=False: nn.LeakyReLU(0.1, inplace)}
+                       "leaky_relu": lambda inplace=False: nn.LeakyReLU(0.1, inplace),
+                       "softplus": nn.Softplus}
 
 
 def _module(layer: dict, shape: list) -> nn.Module:
@@ -1407,6 +1510,12 @@ def _module(layer: dict, shape: list) -> nn.Module:
         return _Arange(layer["dims"], layer["dtype"])
     if kind == "repeat":
         return _Repeat(layer["dim"])
+    if kind == "logical":
+        return _Logical(layer["op"])
+    if kind == "gather":
+        return _GatherPicks(layer["k"], shape)
+    if kind == "scatter":
+        return _ScatterPicks(layer["k"], shape, layer["inplace"])
     simple = {"add": _Add, "mul": _Mul, "sub": _Sub, "div": _Div, "cat": _Cat, "cast": _Cast,
               "flatten": nn.Flatten}
     if kind == "copy":
