@@ -105,19 +105,18 @@ def test_the_third_xeons_predictor_predicts_later_vision_ops(name, kinds):
     assert not kinds & set(p.unmodeled.kind)
 
 
-def test_the_third_xeons_predictor_predicts_a_mixture_of_experts_op_for_op():
-    transformers = pytest.importorskip("transformers")
-    transformers.logging.set_verbosity_error()
-    config = transformers.AutoConfig.for_model(
-        "mixtral", hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, vocab_size=1000)   # 8 experts, top 2
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    p = predict(model, "1x64:int64", Predictor.load(ROOT / "models" / "intel_xeon_emr_2t_cpu.predictor"))
+@pytest.mark.parametrize("name, kinds, experts", [
+    ("mixtral", set(), 16),                                   # 8 layers: up and down each
+    ("deepseek_v3", {"gather", "scatter", "logical"}, 14)])   # its groups' routing; 1 dense
+def test_the_third_xeons_predictor_predicts_mixtures_of_experts_op_for_op(name, kinds, experts):
+    pytest.importorskip("transformers")
+    p = predict(build(f"{ROOT}/benchmarks/moe_family.py:{name}"), "1x64:int64",
+                Predictor.load(ROOT / "models" / "intel_xeon_emr_2t_cpu.predictor"))
     assert p.totals["layers_unmodeled"] == 0
-    kinds = {"grouped_mm", "topk", "sort", "floor_divide", "histc", "cumsum", "index_put"}
+    kinds |= {"grouped_mm", "topk", "sort", "floor_divide", "histc", "cumsum", "index_put"}
     got = p.modeled[p.modeled.kind.isin(kinds)]
     assert set(got.kind) == kinds and (got.runtime_ms > 0).all()
-    assert len(got[got.kind == "grouped_mm"]) == 4     # up and down, in each of 2 layers
+    assert len(got[got.kind == "grouped_mm"]) == experts
 
 
 def test_what_stays_unmodeled_is_reported_with_its_share_of_macs():
