@@ -108,6 +108,15 @@ def test_block_networks_run_for_real_one_op_a_module(seed, kinds, run_every):
     assert set(kinds) <= seen
 
 
+def test_a_block_named_as_a_kind_needs_that_kind_alone():
+    # the draws take a kind's name as that kind allowed: a block named "gather" (a table's rows
+    # by index, added to tokens) was drawn in CNNs once gather became a kind, and failed there
+    from neuralpower.profiling.synthetic import _LATER_BLOCKS, _later_block, _Net
+
+    for name in {name for name, _ in _LATER_BLOCKS} & set(PROFILED_KINDS):   # stack
+        assert _later_block(_Net([1, 8, 16, 16], {name}, Limits()), name), name
+
+
 def test_the_experts_block_computes_a_mixture_of_experts():
     # the block's ops, run for real, against a loop over tokens: each token's k most probable
     # experts, each expert's down(silu(up(x))) weighted by its probability, summed, added back

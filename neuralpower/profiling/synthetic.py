@@ -41,8 +41,8 @@ from ..features import (ACTIVATIONS, COMPARISON_OPS, PADDING, REDUCTIONS, ROUTIN
                         UNARY, UPSAMPLES)
 
 PROFILED_KINDS = ("conv2d", "depthwise_conv2d", "conv_transpose2d", "linear", "matmul",
-                  "attention", "grouped_mm", "max_pool2d", "avg_pool2d", "batch_norm", "group_norm",
-                  "layer_norm", "softmax", *STREAMED, "copy", "cat", "stack", "embedding",
+                  "attention", "grouped_mm", "max_pool2d", "avg_pool2d", "batch_norm",
+                  "group_norm", "layer_norm", "softmax", *STREAMED, "copy", "cat", "stack", "embedding",
                   *UPSAMPLES, *PADDING)
 MAX_LAYERS = 10          # slots; a slot may hold a block of several layers
 MIN_SIZE = 7             # smallest feature map a conv or pooling layer (but the head) sees
