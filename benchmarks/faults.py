@@ -62,7 +62,8 @@ def audit(path, finished=()) -> dict:
     network and layer appear more than once), ``incomplete`` (networks, but the last, missing
     some of their layers or with layers they do not have), ``unfinished`` (the last network when
     it misses layers: a torn write's, which the next resume measures, unless its budget ran out
-    first), ``gaps`` (network indices skipped) and ``rows``."""
+    first), ``gaps`` (network indices missing that no run skipped for its budget) and
+    ``rows``."""
     rows = complete_rows(path)
     present = set(rows)
     lost = sum(1 for r in set(finished) if r not in present)
@@ -76,8 +77,11 @@ def audit(path, finished=()) -> dict:
     settings = json.loads(sidecar_path(path).read_text())["settings"] if layers else {}
     incomplete = [net for net, have in layers.items() if have != _expected_layers(net, settings)]
     unfinished = incomplete.pop() if incomplete and incomplete[-1] == keys[-1][0] else None
+    # networks a run skipped as too long for the budget it had left (its run record says so)
+    runs = json.loads(sidecar_path(path).read_text())["runs"] if layers else []
+    skipped = {int(net.rsplit("-", 1)[1]) for run in runs for net in run.get("skipped", [])}
     indices = sorted(int(net.rsplit("-", 1)[1]) for net in layers)
-    gaps = sorted(set(range(len(indices))) - set(indices))
+    gaps = sorted(set(range(max(indices, default=-1) + 1)) - set(indices) - skipped)
     return {"rows": len(rows), "lost": lost, "duplicated": duplicated,
             "incomplete": incomplete, "unfinished": unfinished, "gaps": gaps}
 

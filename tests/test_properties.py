@@ -333,6 +333,10 @@ def layer_rows(draw, kind: str, n_max: int = 4):
             k = draw(_size(hi=max(1, min(2**31 // (b * m), 2**16))))
             n = draw(_size(hi=max(1, min(2**31 // (b * max(m, k)), 2**16))))
             r.update(batch=b, rows=m, in_features=k, out_features=n)
+        elif kind == "grouped_mm":  # token-expert pairs, through one of `groups` experts each
+            m = draw(_size(hi=2**20))
+            k, n = (draw(_size(hi=max(1, min(2**31 // m, 2**14)))) for _ in range(2))
+            r.update(batch=1, rows=m, in_features=k, out_features=n, groups=draw(_size(hi=256)))
         elif kind == "attention":  # batch x heads, queries, keys, query/key and value sizes
             b = draw(_size(hi=1024))
             q, k = (draw(_size(hi=max(1, min(2**31 // b, 2**14)))) for _ in range(2))

@@ -71,7 +71,7 @@ _EARLIER_COLUMNS = [c for c in _BEFORE_CLOCKS if c not in VALUE_COLUMNS]
 # more networks than from more repeats.
 REPEAT_S = 0.1
 # Networks in a row skipped because each would overrun the budget left, before a campaign ends:
-# a later one of the design may be small enough (a short campaign ended at its second network)
+# a later one of the design may be small enough (a 20 s campaign ended at its second network)
 MAX_SKIPPED = 10
 
 
@@ -212,8 +212,10 @@ class Campaign:
                     estimate_s = self._estimate(table, power=power)
                     if elapsed + estimate_s * self._scale > budget_s:
                         # a later network of the design may fit what is left: a few are tried
+                        # (the run record lists those skipped; a resume considers them again)
                         too_long += 1
                         if too_long < MAX_SKIPPED and budget_s - elapsed > 0.05 * budget_s:
+                            summary.setdefault("skipped", []).append(net_id)
                             continue
                         if not summary["networks"]:  # else the run ends with nothing said
                             left = max(0.0, budget_s - elapsed)
