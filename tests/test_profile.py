@@ -264,7 +264,8 @@ def test_a_short_cpu_campaign_fits_and_scores(campaign_csv):
     assert {"conv2d", "linear"} <= set(ok.kind)
     meta = json.loads(sidecar_path(out).read_text())
     assert meta["settings"]["seed"] == 0 and meta["settings"]["threads"] >= 1
-    assert "s0-000001" in meta["runs"][0]["skipped"]   # in the run record, not measured
+    # a network skipped as too long for the budget left (timing decides which) is not measured
+    assert not set(meta["runs"][0].get("skipped", [])) & set(d.network)
     assert meta["software"]["torch"] == torch.__version__
     assert meta["power"]["source"] == "none" and meta["power"]["reason"]
     assert meta["runs"][0]["rows"] == len(d) and meta["runs"][0]["ended"] == "budget"
