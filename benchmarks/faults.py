@@ -74,12 +74,13 @@ def audit(path, finished=()) -> dict:
     layers: dict[str, set] = {}
     for net, layer in keys:
         layers.setdefault(net, set()).add(layer)
-    settings = json.loads(sidecar_path(path).read_text())["settings"] if layers else {}
+    meta = json.loads(sidecar_path(path).read_text()) if layers else {}
+    settings = meta.get("settings", {})
     incomplete = [net for net, have in layers.items() if have != _expected_layers(net, settings)]
     unfinished = incomplete.pop() if incomplete and incomplete[-1] == keys[-1][0] else None
     # networks a run skipped as too long for the budget it had left (its run record says so)
-    runs = json.loads(sidecar_path(path).read_text())["runs"] if layers else []
-    skipped = {int(net.rsplit("-", 1)[1]) for run in runs for net in run.get("skipped", [])}
+    skipped = {int(net.rsplit("-", 1)[1]) for run in meta.get("runs", [])
+               for net in run.get("skipped", [])}
     indices = sorted(int(net.rsplit("-", 1)[1]) for net in layers)
     gaps = sorted(set(range(max(indices, default=-1) + 1)) - set(indices) - skipped)
     return {"rows": len(rows), "lost": lost, "duplicated": duplicated,

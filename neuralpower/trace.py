@@ -305,19 +305,17 @@ def _along(at: int):
                          else (a[0].shape[-1] if a[0].dim() else 1))
 
 
-_cumsum_op = _tensor_op("cumsum", inner=_along(1))
+_index_put_op = _tensor_op("index_put", inner=lambda a, o: _after(a[0], _indexed(a)[-1:]))
 
 
 def _index_put(args, out):
     """``x[indices] = values`` (``index_put_(x, indices, values)``): the values written and,
     with the indices, read; ``inner``, the elements of one row put."""
     x, indices, values = args[0], args[1], args[2]
-    row = _index_op((x, indices), values)
+    row = _index_put_op((x, indices), values)   # (its rows from the values, not from x)
     if "elements" in row:
-        row.update(kind="index_put", elements=values.numel(), in_elements=values.numel()
-                   + sum(indices[i].numel() for i in _indexed((x, indices))))
-    else:
-        row["kind"] = "index_put"
+        row["in_elements"] = values.numel() + sum(indices[i].numel()
+                                                  for i in _indexed((x, indices)))
     return row
 
 
@@ -414,7 +412,7 @@ OP_HANDLERS = {
     aten.sort: _first_out("sort", _along(1)),      # (x, dim)
     aten.floor_divide: _tensor_op("floor_divide", data=slice(0, 2)),
     aten.histc: _tensor_op("histc", inner=lambda a, o: o.numel()),   # inner: the bins
-    aten.cumsum: _cumsum_op,
+    aten.cumsum: _tensor_op("cumsum", inner=_along(1)),
     aten.index_put: _index_put,
     aten.index_put_: _index_put,
     aten.gather: _gather,
@@ -818,7 +816,7 @@ def _record(model: nn.Module, run, stack, shapes, known: dict) -> "_Recorder":
     recorder = _record_once(model, run, stack, shapes, known)
     if _cached_tensors(modules) != cached:
         stack[:] = [("", 0)]
-        known = {**known, **dict(recorder.values.constants.items())}  # what it computed
+        known = {**known, **recorder.values.constants}  # what the first run computed
         recorder = _record_once(model, run, stack, shapes, known)
     return recorder
 
@@ -893,7 +891,6 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
                 hooks.callback(delattr, p, _WEIGHT)
             known = {b: getattr(b, subnormal.VALUE) for b in model.buffers()
                      if hasattr(b, subnormal.VALUE)}   # what its constructor computed
-            run = lambda: model(*inputs)  # noqa: E731
         else:  # real weights: meta stand-ins of the same shapes, the model's own untouched
             state, twins = {}, {}   # tied weights (an LM head's) share one stand-in
             for name, p in model.named_parameters(remove_duplicate=False):
@@ -911,7 +908,7 @@ def _trace(model: nn.Module, input_shape, dtype) -> pd.DataFrame:
             # the stand-ins stay in place over every run (what a run caches on the model stays
             # for the next, as it does for the real model), and are taken out after
             hooks.enter_context(_reparametrize_module(model, state))
-            run = lambda: model(*inputs)  # noqa: E731
+        run = lambda: model(*inputs)  # noqa: E731
         _module_hooks(model, stack, types, hooks)
         try:
             recorder = _record(model, run, stack, shapes, known)

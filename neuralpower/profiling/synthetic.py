@@ -42,8 +42,8 @@ from ..features import (ACTIVATIONS, COMPARISON_OPS, PADDING, REDUCTIONS, ROUTIN
 
 PROFILED_KINDS = ("conv2d", "depthwise_conv2d", "conv_transpose2d", "linear", "matmul",
                   "attention", "grouped_mm", "max_pool2d", "avg_pool2d", "batch_norm",
-                  "group_norm", "layer_norm", "softmax", *STREAMED, "copy", "cat", "stack", "embedding",
-                  *UPSAMPLES, *PADDING)
+                  "group_norm", "layer_norm", "softmax", *STREAMED, "copy", "cat", "stack",
+                  "embedding", *UPSAMPLES, *PADDING)
 MAX_LAYERS = 10          # slots; a slot may hold a block of several layers
 MIN_SIZE = 7             # smallest feature map a conv or pooling layer (but the head) sees
 _NET_DIMS = 7            # type, batch, width, size, length, tokens, embedding
@@ -1069,6 +1069,13 @@ class _Roll(nn.Module):
         return torch.roll(x, self.shifts, self.dims)
 
 
+def _fix_indices(idx: torch.Tensor, high: int) -> None:
+    """Fill ``idx`` with indices below ``high``, drawn at random seeded by its size: the same
+    for every build of a network, as a model's are fixed at init."""
+    g = torch.Generator().manual_seed(idx.numel())
+    idx.copy_(torch.randint(high, idx.shape, generator=g))
+
+
 class _Gather(nn.Module):
     """``table[idx]``: ``per`` rows of a ``rows`` x (width / per) table for each token, viewed
     as (tokens, width); the indices are fixed at random (seeded), as a model's are at init."""
@@ -1083,8 +1090,7 @@ class _Gather(nn.Module):
     def reset_parameters(self):
         """Real values (a campaign calls it after ``to_empty``: indices out of range fail)."""
         nn.init.normal_(self.table, 0.0, 0.02)
-        g = torch.Generator().manual_seed(self.idx.numel())
-        self.idx.copy_(torch.randint(self.table.shape[0], self.idx.shape, generator=g))
+        _fix_indices(self.idx, self.table.shape[0])
 
     def forward(self, x):
         return self.table[self.idx].view(self.idx.shape[0], -1)
@@ -1318,8 +1324,7 @@ class _Picks(nn.Module):
 
     def reset_parameters(self):
         """Real indices (a campaign calls it after ``to_empty``: out of range ones fail)."""
-        g = torch.Generator().manual_seed(self.idx.numel())
-        self.idx.copy_(torch.randint(self.last, self.idx.shape, generator=g))
+        _fix_indices(self.idx, self.last)
 
     def index(self, x):
         return self.idx.expand(*x.shape[:-1], self.idx.shape[-1])
